@@ -1,0 +1,48 @@
+"""A bare quart-trio endpoint on hypercorn's trio worker: the baseline for the HTTP benchmark.
+
+It parses the same JSON body and answers a reply of the same shape as ``POST /v1/tasks``, doing
+no work: the difference to a node is exactly what the node adds per cached task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+from quart import Response, request
+from quart_trio import QuartTrio
+
+app = QuartTrio("bare")
+REPLY = {"result": 30, "function": {"name": "add", "fingerprint": "sha256:" + "0" * 64,
+                                    "tier": "scalar", "signature": "(i32, i32) -> i32",
+                                    "verified": True},
+         "source": "cache", "llm_calls": 0, "node": "0" * 32, "elapsed_ms": 0.1}
+
+
+@app.post("/v1/tasks")
+async def task() -> Response:
+    body = json.loads(await request.get_data(cache=False))
+    reply = dict(REPLY, result=sum(body["args"]))
+    return Response(json.dumps(reply, separators=(",", ":")), content_type="application/json")
+
+
+@app.get("/health")
+async def health() -> Response:
+    return Response('{"ok":true}', content_type="application/json")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--port", type=int, required=True)
+    args = p.parse_args()
+    cfg = Config()
+    cfg.bind = [f"127.0.0.1:{args.port}"]
+    cfg.accesslog = None
+    trio.run(serve, app, cfg)
+
+
+if __name__ == "__main__":
+    main()

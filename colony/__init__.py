@@ -1,0 +1,1 @@
+"""Many peers: the command line, launcher, discovery, sync and fitness."""

@@ -1,0 +1,382 @@
+"""The ``colony`` command line.
+
+``colony node`` runs one node; ``colony up`` runs several; the rest talk to a node over HTTP
+(``--node URL``, default ``$COLONY_NODE`` or http://127.0.0.1:8450).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+import httpx
+
+DEFAULT_NODE = "http://127.0.0.1:8450"
+
+
+class CliError(Exception):
+    """A message for the user; the command exits with status 1."""
+
+
+# ----------------------------------------------------------------------------- HTTP client
+class Client:
+    def __init__(self, base: str, timeout: float = 120.0) -> None:
+        self.base = base.rstrip("/")
+        self.http = httpx.Client(base_url=self.base, timeout=timeout)
+
+    def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        try:
+            resp = self.http.request(method, path, **kw)
+        except httpx.ConnectError:
+            raise CliError(f"cannot reach a node at {self.base}: is one running? "
+                           "(start one with `colony node` or `make run`)") from None
+        except httpx.TimeoutException:
+            raise CliError(f"the node at {self.base} did not answer in time") from None
+        if resp.status_code >= 400:
+            raise CliError(_problem_text(resp))
+        return resp
+
+    def json(self, method: str, path: str, **kw: Any) -> Any:
+        return self.request(method, path, **kw).json()
+
+
+def _problem_text(resp: httpx.Response) -> str:
+    try:
+        doc = resp.json()
+        return f"error {doc.get('status', resp.status_code)} ({doc.get('title', '')}): " \
+               f"{doc.get('detail', '')}"
+    except ValueError:
+        return f"error {resp.status_code}: {resp.text[:300]}"
+
+
+class Ticker:
+    """Shows elapsed time on stderr while a long request runs (only on a terminal)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="cli-ticker")
+        self.enabled = sys.stderr.isatty()
+
+    def _run(self) -> None:
+        start = time.monotonic()
+        while not self.done.wait(0.5):
+            sys.stderr.write(f"\r{self.label} {time.monotonic() - start:4.1f}s")
+            sys.stderr.flush()
+        sys.stderr.write("\r" + " " * (len(self.label) + 8) + "\r")
+
+    def __enter__(self) -> Ticker:
+        if self.enabled:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        if self.enabled:
+            self.thread.join()
+
+
+# ----------------------------------------------------------------------------- commands
+def cmd_node(args: argparse.Namespace) -> None:
+    from node._config import NodeConfig
+    from node._server import run_node_forever
+
+    name = args.name or "node"
+    data = Path(args.data) if args.data else Path(".colony") / name
+    cfg = NodeConfig().with_env()
+    from dataclasses import replace
+
+    cfg = replace(cfg, host=args.host, port=args.port, data_dir=data, name=name,
+                  llm=args.llm or cfg.llm, model=args.model or cfg.model,
+                  peers=tuple(args.peer or cfg.peers), log_level=args.log_level or cfg.log_level)
+    run_node_forever(cfg)
+
+
+def cmd_up(args: argparse.Namespace) -> None:
+    procs: list[subprocess.Popen[bytes]] = []
+    urls = []
+    base = Path(args.data)
+    for i in range(args.n):
+        name = f"node{i + 1}"
+        port = args.base_port + i
+        cmd = [sys.executable, "-m", "colony", "node", "--host", args.host, "--port", str(port),
+               "--data", str(base / name), "--name", name]
+        if args.log_level:
+            cmd += ["--log-level", args.log_level]
+        procs.append(subprocess.Popen(cmd, start_new_session=True))
+        urls.append(f"http://{args.host}:{port}")
+    try:
+        _wait_healthy(urls, timeout=60)
+        for name_url in urls:
+            print(f"node  {name_url}")
+        print(f"dashboard  {urls[0]}/")
+        print("Ctrl-C stops the colony", flush=True)
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        raise CliError("a node exited; stopping the colony")
+    except KeyboardInterrupt:
+        print("\nstopping…", file=sys.stderr)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def _wait_healthy(urls: list[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    pending = list(urls)
+    with Ticker("starting nodes…"):
+        while pending and time.monotonic() < deadline:
+            for url in list(pending):
+                try:
+                    if httpx.get(url + "/health", timeout=1).status_code == 200:
+                        pending.remove(url)
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.2)
+    if pending:
+        raise CliError(f"nodes did not start in {timeout:.0f}s: {', '.join(pending)}")
+
+
+def _parse_example(text: str) -> dict[str, Any]:
+    """``1,2=3`` or ``[1,2],[3,4]=[4,6]`` → {"args": [...], "result": ...}."""
+    if "=" not in text:
+        raise CliError(f"example {text!r} must look like ARGS=RESULT, e.g. 1,2=3")
+    left, right = text.rsplit("=", 1)
+    try:
+        return {"args": json.loads(f"[{left}]"), "result": json.loads(right)}
+    except json.JSONDecodeError as exc:
+        raise CliError(f"example {text!r}: {exc}") from None
+
+
+def cmd_submit(args: argparse.Namespace) -> None:
+    body: dict[str, Any] = {"description": args.description, "signature": args.sig}
+    if args.name:
+        body["name"] = args.name
+    if args.tier:
+        body["tier"] = args.tier
+    if args.args is not None:
+        try:
+            body["args"] = json.loads(args.args)
+        except json.JSONDecodeError as exc:
+            raise CliError(f"--args must be a JSON list: {exc}") from None
+    examples = [_parse_example(e) for e in args.example or []]
+    if args.examples:
+        try:
+            examples += json.loads(args.examples)
+        except json.JSONDecodeError as exc:
+            raise CliError(f"--examples must be JSON: {exc}") from None
+    if examples:
+        body["examples"] = examples
+    if args.no_synthesize:
+        body["synthesize"] = False
+    client = Client(args.node)
+    with Ticker("working…"):
+        out = client.json("POST", "/v1/tasks", json=body)
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return
+    fn = out["function"]
+    print(f"result: {json.dumps(out['result'])}")
+    print(f"function: {fn['name']} {fn['signature']} [{fn['tier']}] {fn['fingerprint'][:19]}… "
+          f"{'verified' if fn['verified'] else 'UNVERIFIED'}")
+    print(f"source: {out['source']}  llm_calls: {out['llm_calls']}  node: {out['node'][:12]}  "
+          f"{out['elapsed_ms']} ms")
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    rows = Client(args.node).json("GET", "/v1/functions")["functions"]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        print("the library is empty: submit a task (colony submit --help)")
+        return
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        print(f"{r['name']:<{width}}  {r['signature']:<28} {r['verified_variants']} verified  "
+              f"{r['description']}")
+
+
+def _describe(args: argparse.Namespace, source: bool = False) -> dict[str, Any]:
+    q = "?source=1" if source else ""
+    out: dict[str, Any] = Client(args.node).json("GET", f"/v1/functions/{args.name}{q}")
+    return out
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    d = _describe(args)
+    if args.json:
+        print(json.dumps(d, indent=2))
+        return
+    print(f"{d['name']}: {d['description']}")
+    print(f"  signature {d['signature']}  family {d['tier_family']}  tests {len(d['tests'])}")
+    for v in d["variants"]:
+        verdict = v["verdict"] or {}
+        m = v["metrics"]
+        mean = m["total_ns"] / m["calls"] if m["calls"] else 0
+        print(f"  {v['tier']:<6} {v['fingerprint'][:23]}…  "
+              f"{'verified' if v['verified'] else 'not verified'} "
+              f"({verdict.get('tests_run', 0) - verdict.get('tests_failed', 0)}/"
+              f"{verdict.get('tests_run', 0)} tests)  {v['size']} B  by {v['generator']}  "
+              f"calls {m['calls']}  mean {mean / 1000:.1f} µs")
+        if v.get("program"):
+            print(f"         program: {v['program']}")
+        for p in v["parents"]:
+            print(f"         parent {p[:23]}…")
+
+
+def _pick_variant(d: dict[str, Any], tier: str | None) -> dict[str, Any]:
+    cands = [v for v in d["variants"] if (tier is None or v["tier"] == tier)]
+    cands.sort(key=lambda v: (not v["verified"], -v["created_at"]))
+    if not cands:
+        raise CliError(f"{d['name']} has no {tier or ''} variant".replace("  ", " "))
+    return cands[0]
+
+
+def cmd_source(args: argparse.Namespace) -> None:
+    v = _pick_variant(_describe(args, source=True), args.tier)
+    print(v["wat"])
+
+
+def cmd_shader(args: argparse.Namespace) -> None:
+    d = _describe(args, source=True)
+    v = _pick_variant(d, "gpu")
+    if not v.get("wgsl"):
+        raise CliError(f"{d['name']} has no GPU variant with a shader")
+    print(v["wgsl"])
+
+
+def cmd_tests(args: argparse.Namespace) -> None:
+    d = _describe(args)
+    if args.json:
+        print(json.dumps(d["tests"], indent=2))
+        return
+    for t in d["tests"]:
+        print(f"{json.dumps(t['args'])} -> {json.dumps(t['expected'])}   ({t['origin']})")
+    print(f"{len(d['tests'])} test(s)")
+
+
+def cmd_delete(args: argparse.Namespace) -> None:
+    Client(args.node).request("DELETE", f"/v1/functions/{args.name}")
+    print(f"deleted {args.name}")
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    if args.suite:
+        from colony._bench import run_suites
+
+        run_suites(args.suite, quick=args.quick, write=args.write)
+        return
+    if not args.name:
+        raise CliError("usage: colony bench NAME N  (or colony bench --suite runtime|http|all)")
+    n = args.n or 1000
+    body: dict[str, Any] = {"iterations": n, "size": args.size}
+    if args.tier:
+        body["tier"] = args.tier
+    with Ticker(f"running {args.name} ×{n}…"):
+        out = Client(args.node, timeout=600).json("POST", f"/v1/functions/{args.name}/bench",
+                                                  json=body)
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return
+    fn = out["function"]
+    size = f" n={out['size']}" if out["size"] else ""
+    print(f"{fn['name']} [{fn['tier']}] ×{out['iterations']}{size}: mean "
+          f"{out['mean_ns'] / 1000:.2f} µs  p50 {out['p50_ns'] / 1000:.2f} µs  "
+          f"p99 {out['p99_ns'] / 1000:.2f} µs  {out['ns_per_element']:.3f} ns/element")
+
+
+# ----------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="colony", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    node_default = os.environ.get("COLONY_NODE", DEFAULT_NODE)
+
+    def with_node(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--node", default=node_default, help=f"node URL (default {node_default})")
+        sp.add_argument("--json", action="store_true", help="print the raw JSON reply")
+        return sp
+
+    sp = sub.add_parser("node", help="run one node")
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=int, default=8450)
+    sp.add_argument("--data", help="data directory (default ./.colony/NAME)")
+    sp.add_argument("--name", help="node name (default: node)")
+    sp.add_argument("--llm", help="LLM server URL (Ollama or OpenAI-compatible)")
+    sp.add_argument("--model", help="LLM model name")
+    sp.add_argument("--peer", action="append", help="static peer URL (repeatable)")
+    sp.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    sp.set_defaults(func=cmd_node)
+
+    sp = sub.add_parser("up", help="run N local nodes")
+    sp.add_argument("-n", type=int, default=3)
+    sp.add_argument("--base-port", type=int, default=8450)
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--data", default=".colony", help="parent of the nodes' data directories")
+    sp.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    sp.set_defaults(func=cmd_up)
+
+    sp = with_node(sub.add_parser("submit", help="submit a task"))
+    sp.add_argument("description")
+    sp.add_argument("--sig", required=True, help="signature, e.g. '(i32, i32) -> i32'")
+    sp.add_argument("--name")
+    sp.add_argument("--tier", choices=["scalar", "simd", "gpu"])
+    sp.add_argument("--args", help="the call's arguments as a JSON list, e.g. '[10, 20]'")
+    sp.add_argument("-e", "--example", action="append", help="example ARGS=RESULT, e.g. 1,2=3")
+    sp.add_argument("--examples", help="examples as JSON [{\"args\": [...], \"result\": ...}]")
+    sp.add_argument("--no-synthesize", action="store_true", help="reuse only, never synthesize")
+    sp.set_defaults(func=cmd_submit)
+
+    sp = with_node(sub.add_parser("list", help="list the library's functions"))
+    sp.set_defaults(func=cmd_list)
+    for name, func, helptext in (("info", cmd_info, "describe a function"),
+                                 ("tests", cmd_tests, "show a function's tests"),
+                                 ("delete", cmd_delete, "delete a function")):
+        sp = with_node(sub.add_parser(name, help=helptext))
+        sp.add_argument("name")
+        sp.set_defaults(func=func)
+    sp = with_node(sub.add_parser("source", help="print a variant's WAT"))
+    sp.add_argument("name")
+    sp.add_argument("--tier", choices=["scalar", "simd", "gpu"])
+    sp.set_defaults(func=cmd_source)
+    sp = with_node(sub.add_parser("shader", help="print a GPU variant's WGSL"))
+    sp.add_argument("name")
+    sp.set_defaults(func=cmd_shader)
+
+    sp = with_node(sub.add_parser("bench", help="time a function (NAME N) or run a suite"))
+    sp.add_argument("name", nargs="?")
+    sp.add_argument("n", nargs="?", type=int)
+    sp.add_argument("--size", type=int, default=1024, help="array length for array functions")
+    sp.add_argument("--tier", choices=["scalar", "simd", "gpu"])
+    sp.add_argument("--suite", choices=["runtime", "http", "gpu", "all"],
+                    help="run a project benchmark suite instead")
+    sp.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
+    sp.add_argument("--write", action="store_true", help="write the results into BENCHMARKS.md")
+    sp.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except CliError as exc:
+        print(str(exc), file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(0)

@@ -1,0 +1,148 @@
+"""Configuration as frozen dataclasses; every field is documented where it is declared.
+
+Settings come from defaults, then environment variables ``COLONY_<FIELD>`` (upper case), then
+command-line flags. ``docs/configuration.md`` lists every setting; a test fails when one is missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Limits every WASM call runs under."""
+
+    #: Fuel (roughly: WASM instructions) one call may burn before it is stopped.
+    fuel: int = 2_000_000_000
+    #: Wall-clock seconds one call may run before it is interrupted (epoch interruption).
+    timeout_s: float = 10.0
+    #: Largest linear memory a module instance may grow to, in bytes.
+    memory_bytes: int = 1 << 30
+    #: Largest .wasm module accepted, in bytes.
+    module_bytes: int = 4 << 20
+    #: Compiled modules kept in the in-memory cache (by fingerprint).
+    module_cache: int = 256
+
+
+@dataclass(frozen=True)
+class GpuLimits:
+    """Limits the ``gpu`` host module enforces per call (a hostile module cannot exhaust the device)."""
+
+    #: Largest single buffer, in bytes.
+    buffer_bytes: int = 1 << 30
+    #: Total bytes of all live buffers of one call.
+    total_bytes: int = 2 << 30
+    #: Live buffers per call.
+    buffers: int = 16
+    #: ``gpu.dispatch`` calls per WASM call.
+    dispatches: int = 64
+    #: Largest WGSL source, in bytes.
+    shader_bytes: int = 64 << 10
+    #: Pipelines kept in the cache (by shader hash).
+    pipeline_cache: int = 64
+
+
+@dataclass(frozen=True)
+class SynthLimits:
+    """Budget of the offline (example-driven) synthesizer."""
+
+    #: Seconds one synthesis may search before giving up.
+    timeout_s: float = 20.0
+    #: Largest expression size (IR nodes) enumerated.
+    max_size: int = 9
+    #: Cap on distinct programs kept per type in the bottom-up bank.
+    max_bank: int = 200_000
+
+
+@dataclass(frozen=True)
+class ApiLimits:
+    """Limits on what clients may send."""
+
+    #: Largest request body, in bytes.
+    body_bytes: int = 64 << 20
+    #: Longest array argument, in elements.
+    array_len: int = 16_777_216
+    #: Most examples in one task.
+    examples: int = 256
+    #: Longest description, in characters.
+    description_chars: int = 4000
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """One node's configuration."""
+
+    #: Address the HTTP API binds to.
+    host: str = "127.0.0.1"
+    #: Port of the HTTP API (0 picks a free one).
+    port: int = 8450
+    #: Data directory (``library.db``, ``node.key``); default ``./.colony/<name>``.
+    data_dir: Path = field(default_factory=lambda: Path(".colony/node"))
+    #: Human-readable node name.
+    name: str = "node"
+    #: Base URL of an LLM server (Ollama or OpenAI-compatible); empty = none.
+    llm: str = ""
+    #: Model name for the LLM server.
+    model: str = ""
+    #: Static peer URLs.
+    peers: tuple[str, ...] = ()
+    #: Log level: debug, info, warning, error.
+    log_level: str = "warning"
+    #: Seconds between flushes of in-memory call metrics to the library.
+    metrics_flush_s: float = 2.0
+    #: Float tolerance used by the verifier: |got - want| <= abs_tol + rel_tol * |want|.
+    float_rel_tol: float = 1e-5
+    #: Absolute part of the float tolerance.
+    float_abs_tol: float = 1e-6
+    sandbox: SandboxLimits = field(default_factory=SandboxLimits)
+    gpu: GpuLimits = field(default_factory=GpuLimits)
+    synth: SynthLimits = field(default_factory=SynthLimits)
+    api: ApiLimits = field(default_factory=ApiLimits)
+
+    def with_env(self, environ: dict[str, str] | None = None) -> NodeConfig:
+        """Apply ``COLONY_*`` environment variables (``COLONY_SANDBOX_FUEL`` for nested fields)."""
+        env = dict(os.environ if environ is None else environ)
+        return _apply_env(self, "COLONY_", env)
+
+
+def _apply_env(obj: Any, prefix: str, env: dict[str, str]) -> Any:
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        key = prefix + f.name.upper()
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            changes[f.name] = _apply_env(value, key + "_", env)
+        elif key in env:
+            changes[f.name] = _parse(type(value), env[key], key)
+    return dataclasses.replace(obj, **changes)
+
+
+def _parse(kind: type, raw: str, key: str) -> Any:
+    try:
+        if kind is bool:
+            return raw.lower() in ("1", "true", "yes", "on")
+        if kind is tuple:
+            return tuple(x for x in raw.split(",") if x)
+        if issubclass(kind, Path):
+            return Path(raw)
+        return kind(raw)
+    except ValueError as exc:
+        raise ValueError(f"{key}={raw!r}: {exc}") from None
+
+
+def config_fields(cls: type = NodeConfig, prefix: str = "") -> list[tuple[str, str]]:
+    """Every setting as (dotted name, env var) — used by the docs test."""
+    out: list[tuple[str, str]] = []
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            out += config_fields(type(default), prefix + f.name + ".")
+        else:
+            name = prefix + f.name
+            out.append((name, "COLONY_" + name.replace(".", "_").upper()))
+    return out

@@ -1,0 +1,153 @@
+"""The one exception tree of qt45-colony.
+
+::
+
+    ColonyError                      base; every error a user can see is one of these
+    ├── RequestError (400)           the caller sent something malformed
+    │   ├── UnsupportedError (422)   a type, tier, arity or value the contract does not support
+    │   └── TooLargeError (413)      a body, array or source over the configured limits
+    ├── NotFoundError (404)          no such function / variant
+    ├── ConflictError (409)          the task disagrees with the library (name taken, examples)
+    ├── SynthesisError (503)         no configured synthesizer can produce the function
+    │   └── SynthesisFailed (422)    a synthesizer ran and found nothing that passes the examples
+    ├── SandboxError (422)           running WASM failed
+    │   ├── CompileError             the module does not compile, or breaks the tier's ABI
+    │   ├── TrapError                the function trapped (the trap is named in ``trap``)
+    │   └── BudgetExceeded           it ran out of fuel/time or memory, or was cancelled
+    ├── GpuError (422)               the gpu host refused the module (bad shader, limits)
+    ├── VerificationError (422)      a variant failed the function's tests
+    ├── PeerError (502)              a peer misbehaved or could not be reached
+    └── StoreError (500)             the library could not be read or written
+
+Every class carries the problem-document fields (RFC 9457) the HTTP API answers with:
+``status``, a ``type`` slug and a ``title``; the instance's message is the ``detail``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ColonyError(Exception):
+    status: ClassVar[int] = 500
+    slug: ClassVar[str] = "colony-error"
+    title: ClassVar[str] = "Colony error"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+    def problem(self) -> dict[str, Any]:
+        """The RFC 9457 problem document for this error."""
+        doc: dict[str, Any] = {
+            "type": f"https://qt45-colony.dev/problems/{self.slug}",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        doc.update({k: v for k, v in self.extra.items() if v is not None})
+        return doc
+
+
+class RequestError(ColonyError):
+    status = 400
+    slug = "bad-request"
+    title = "Bad request"
+
+
+class UnsupportedError(RequestError):
+    status = 422
+    slug = "unsupported"
+    title = "Unsupported type, tier or arity"
+
+
+class TooLargeError(RequestError):
+    status = 413
+    slug = "too-large"
+    title = "Request too large"
+
+
+class NotFoundError(ColonyError):
+    status = 404
+    slug = "not-found"
+    title = "Not found"
+
+
+class ConflictError(ColonyError):
+    status = 409
+    slug = "conflict"
+    title = "Conflicts with the library"
+
+
+class SynthesisError(ColonyError):
+    status = 503
+    slug = "no-synthesizer"
+    title = "No synthesizer can produce this function"
+
+
+class SynthesisFailed(SynthesisError):
+    status = 422
+    slug = "synthesis-failed"
+    title = "Synthesis found no function that fits"
+
+
+class SandboxError(ColonyError):
+    status = 422
+    slug = "sandbox-error"
+    title = "Execution failed"
+
+
+class CompileError(SandboxError):
+    slug = "compile-error"
+    title = "Module does not compile or breaks the tier ABI"
+
+
+class TrapError(SandboxError):
+    slug = "trap"
+    title = "The function trapped"
+
+    def __init__(self, detail: str, trap: str = "unreachable", **extra: Any) -> None:
+        super().__init__(detail, trap=trap, **extra)
+        self.trap = trap
+
+
+class BudgetExceeded(SandboxError):
+    slug = "budget-exceeded"
+    title = "Execution budget exceeded"
+
+    def __init__(self, detail: str, budget: str = "fuel", **extra: Any) -> None:
+        super().__init__(detail, trap=f"budget:{budget}", **extra)
+        self.budget = budget
+
+
+class GpuError(ColonyError):
+    status = 422
+    slug = "gpu-error"
+    title = "GPU host refused the module"
+
+
+class VerificationError(ColonyError):
+    status = 422
+    slug = "verification-failed"
+    title = "Variant failed its tests"
+
+
+class PeerError(ColonyError):
+    status = 502
+    slug = "peer-error"
+    title = "Peer error"
+
+
+class StoreError(ColonyError):
+    status = 500
+    slug = "store-error"
+    title = "Library error"
+
+
+ALL_ERRORS: tuple[type[ColonyError], ...] = (
+    ColonyError, RequestError, UnsupportedError, TooLargeError, NotFoundError, ConflictError,
+    SynthesisError,
+    SynthesisFailed, SandboxError, CompileError, TrapError, BudgetExceeded, GpuError,
+    VerificationError, PeerError, StoreError,
+)

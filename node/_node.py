@@ -1,0 +1,449 @@
+"""One node: the task flow over the library, the runtime, the verifier and the synthesizers.
+
+Task flow (``submit``): validated request → exact library match (name + signature + tier, with a
+passing local verdict) → run; otherwise synthesize, verify against every test of the function,
+store atomically, run. A second identical task is served from the library with zero synthesis.
+
+Concurrency: all SQLite writes go through one writer (a capacity-1 limiter in front of the
+library's own write lock); reads and WASM calls run in worker threads; synthesis of the same
+(name, signature, tier) is deduplicated so concurrent identical tasks synthesize once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import trio
+
+from node._config import NodeConfig
+from node._errors import (
+    ColonyError,
+    ConflictError,
+    NotFoundError,
+    SynthesisError,
+    SynthesisFailed,
+    VerificationError,
+)
+from node._identity import NodeIdentity, load_or_create_identity
+from node._records import FunctionRecord, MetricCounter, TestCase, VariantRecord, Verdict
+from node._runtime import Loaded, Runtime
+from node._store import Library
+from node._task import TaskRequest
+from node._verify import Verifier, values_match
+from node._wat import wat_to_wasm
+from node.synth import OfflineSynthesizer
+from node.synth._api import Example, Synthesized, Synthesizer, SynthesisRequest
+from protocol import Signature, fingerprint
+
+log = logging.getLogger("colony.node")
+
+Key = tuple[str, str, str]  # (name, signature, tier)
+
+
+@dataclass
+class _Serving:
+    """A cached, ready-to-call variant of a function."""
+
+    function: FunctionRecord
+    variant_fp: str
+    loaded: Loaded
+    test_ids: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _Stats:
+    tasks_by_source: dict[str, int] = field(default_factory=dict)
+    synth_calls: int = 0
+    synth_failures: int = 0
+    started_at: float = field(default_factory=time.time)
+
+
+class Node:
+    """A running node. Create with :meth:`open`, close with :meth:`aclose`."""
+
+    def __init__(self, config: NodeConfig, identity: NodeIdentity, library: Library,
+                 runtime: Runtime, synthesizers: list[Synthesizer]) -> None:
+        self.config = config
+        self.identity = identity
+        self.node_id = identity.node_id
+        self.library = library
+        self.runtime = runtime
+        self.synthesizers = synthesizers
+        self.verifier = Verifier(runtime, rel_tol=config.float_rel_tol,
+                                 abs_tol=config.float_abs_tol, node_id=self.node_id)
+        self._cache: dict[Key, _Serving] = {}
+        self._inflight: dict[Key, trio.Event] = {}
+        self._writer = trio.CapacityLimiter(1)
+        self._metrics: dict[str, list[int]] = {}
+        self._metrics_lock = threading.Lock()
+        self.stats = _Stats()
+
+    # ---------------------------------------------------------------- lifecycle
+    @classmethod
+    def open(cls, config: NodeConfig) -> Node:
+        """Blocking: opens the data directory (identity, library) and the runtime."""
+        identity = load_or_create_identity(config.data_dir)
+        library = Library.open(config.data_dir / "library.db", node_id=identity.node_id)
+        gpu = None
+        runtime = Runtime(config.sandbox, gpu=gpu)
+        try:
+            from node._gpu import GpuRunner
+
+            runtime.attach_gpu(GpuRunner(runtime.engine, config.gpu, config.sandbox))
+        except ImportError:  # the GPU tier is optional at import time
+            pass
+        synths: list[Synthesizer] = [OfflineSynthesizer(config.synth)]
+        return cls(config, identity, library, runtime, synths)
+
+    async def run_background(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Periodic work (metrics flush); runs until cancelled, flushing once more on the way out."""
+        task_status.started()
+        try:
+            while True:
+                await trio.sleep(self.config.metrics_flush_s)
+                await self.flush_metrics()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.flush_metrics()
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True):
+            await self.flush_metrics()
+            await trio.to_thread.run_sync(self.library.close)
+            self.runtime.close()
+
+    # ---------------------------------------------------------------- metrics
+    def _count(self, fp: str, ok: bool, ns: int) -> None:
+        with self._metrics_lock:
+            m = self._metrics.setdefault(fp, [0, 0, 0])
+            m[0] += 1
+            m[1] += 0 if ok else 1
+            m[2] += ns
+
+    async def flush_metrics(self) -> None:
+        with self._metrics_lock:
+            pending, self._metrics = self._metrics, {}
+        if not pending:
+            return
+        counters = [MetricCounter(self.node_id, fp, c, f, ns) for fp, (c, f, ns) in pending.items()]
+        try:
+            await self._write(self.library.add_metrics, counters)
+        except ColonyError as exc:  # a deleted variant's counters are dropped
+            log.warning("metrics flush failed: %s", exc)
+
+    async def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await trio.to_thread.run_sync(lambda: fn(*args), limiter=self._writer)
+
+    # ---------------------------------------------------------------- serving
+    async def _lookup(self, key: Key) -> _Serving | None:
+        serving = self._cache.get(key)
+        if serving is not None:
+            return serving
+        name, sig, tier = key
+        variant = await trio.to_thread.run_sync(self.library.serving_variant, name, sig, tier)
+        if variant is None:
+            return None
+        fn = await trio.to_thread.run_sync(self.library.get_function, name)
+        tests = await trio.to_thread.run_sync(self.library.tests, name)
+        assert fn is not None
+        loaded = await trio.to_thread.run_sync(self._load, variant.wasm, name, fn.sig, tier)
+        serving = _Serving(fn, variant.fingerprint, loaded, {t.id for t in tests})
+        self._cache[key] = serving
+        return serving
+
+    def _load(self, wasm: bytes, name: str, sig: Signature, tier: str) -> Loaded:
+        return self.runtime.load(wasm, name=name, signature=sig, tier=tier)  # type: ignore[arg-type]
+
+    def invalidate(self, name: str) -> None:
+        for key in [k for k in self._cache if k[0] == name]:
+            del self._cache[key]
+
+    async def call(self, serving: _Serving, args: tuple[Any, ...]) -> Any:
+        start = time.perf_counter_ns()
+        ok = False
+        try:
+            result = await self.runtime.acall(serving.loaded, args)
+            ok = True
+            return result
+        finally:
+            self._count(serving.variant_fp, ok, time.perf_counter_ns() - start)
+
+    # ---------------------------------------------------------------- tasks
+    async def submit(self, req: TaskRequest) -> dict[str, Any]:
+        """Run a task; returns the contract's reply body. Raises ColonyError subclasses."""
+        started = time.perf_counter()
+        key: Key = (req.name, str(req.signature), req.tier)
+        source = "cache"
+        llm_calls = 0
+        serving = await self._lookup(key)
+        if serving is None:
+            existing = await trio.to_thread.run_sync(self.library.get_function, req.name)
+            if existing is not None and existing.signature != str(req.signature):
+                if req.name_given:
+                    raise ConflictError(
+                        f"function {req.name!r} exists with signature {existing.signature}; "
+                        f"choose another name for {req.signature}"
+                    )
+                req = _renamed(req, await self._free_name(req.name, str(req.signature)))
+                key = (req.name, str(req.signature), req.tier)
+                serving = await self._lookup(key)
+        if serving is None:
+            if not req.synthesize:
+                raise NotFoundError(
+                    f"no verified {req.tier} variant of {req.name!r} {req.signature} in the "
+                    "library, and synthesize is false"
+                )
+            serving, llm_calls = await self._synthesize_deduped(key, req)
+            source = "synthesized" if serving is not None else "cache"
+            if serving is None:  # another task synthesized it while we waited
+                serving = await self._lookup(key)
+                if serving is None:
+                    raise SynthesisFailed(f"synthesis of {req.name!r} failed in a concurrent task")
+        elif req.examples:
+            await self._check_examples(serving, req)
+        self.stats.tasks_by_source[source] = self.stats.tasks_by_source.get(source, 0) + 1
+
+        result: Any = None
+        if req.args is not None:
+            result = _plain_result(await self.call(serving, req.args))
+        return {
+            "result": result,
+            "function": self.describe_serving(serving, req.tier),
+            "source": source,
+            "llm_calls": llm_calls,
+            "node": self.node_id,
+            "elapsed_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+
+    def describe_serving(self, serving: _Serving, tier: str) -> dict[str, Any]:
+        return {
+            "name": serving.function.name,
+            "fingerprint": serving.variant_fp,
+            "tier": tier,
+            "signature": serving.function.signature,
+            "verified": True,
+        }
+
+    async def _free_name(self, base: str, sig: str) -> str:
+        for i in range(2, 1000):
+            cand = f"{base[:60]}_{i}"
+            fn = await trio.to_thread.run_sync(self.library.get_function, cand)
+            if fn is None or fn.signature == sig:
+                return cand
+        raise ConflictError(f"no free name near {base!r}; give the task a name")
+
+    async def _check_examples(self, serving: _Serving, req: TaskRequest) -> None:
+        """Examples sent with a task for an existing function must agree with it."""
+        new_tests = _tests_from(req)
+        for test in new_tests:
+            got = await self.runtime.acall(serving.loaded, tuple(test.args))
+            if not values_match(str(req.signature.result), got, test.expected,
+                                rel_tol=self.config.float_rel_tol,
+                                abs_tol=self.config.float_abs_tol):
+                raise ConflictError(
+                    f"the library's {req.name!r} returns {_plain_result(got)!r} for "
+                    f"{list(test.args)!r}, your example says {test.expected!r}; "
+                    "use another name for a different function",
+                )
+        fresh = [t for t in new_tests if t.id not in serving.test_ids]
+        if fresh:
+            await self._write(self.library.add_tests, fresh)
+            serving.test_ids.update(t.id for t in fresh)
+
+    async def _synthesize_deduped(
+        self, key: Key, req: TaskRequest
+    ) -> tuple[_Serving | None, int]:
+        event = self._inflight.get(key)
+        if event is not None:
+            await event.wait()
+            return None, 0
+        event = self._inflight[key] = trio.Event()
+        try:
+            return await self._synthesize(key, req)
+        finally:
+            del self._inflight[key]
+            event.set()
+
+    async def _synthesize(self, key: Key, req: TaskRequest) -> tuple[_Serving, int]:
+        existing_tests = await trio.to_thread.run_sync(self.library.tests, req.name)
+        new_tests = _tests_from(req)
+        all_tests = {t.id: t for t in [*existing_tests, *new_tests]}
+        examples = tuple(Example(tuple(t.args), t.expected) for t in all_tests.values())
+        sreq = SynthesisRequest(req.name, req.description, req.signature, req.tier, examples)
+        synths = [s for s in self.synthesizers if s.can_handle(sreq)]
+        if not synths:
+            raise SynthesisError(
+                f"{req.name!r} is not in the library and needs synthesis, but no configured "
+                "synthesizer can do it: give examples (the offline synthesizer needs them) or "
+                "configure an LLM (--llm URL --model M)"
+            )
+        failures: list[str] = []
+        for synth in synths:
+            self.stats.synth_calls += 1
+            cancelled = threading.Event()
+            try:
+                cand = await _run_cancellable(
+                    lambda s=synth: s.synthesize(  # type: ignore[misc]
+                        sreq, timeout_s=self.config.synth.timeout_s,
+                        cancelled=cancelled.is_set,
+                        progress=lambda m: log.info("synthesis %s: %s", req.name, m)),
+                    cancelled,
+                )
+                serving = await self._verify_and_store(req, cand, list(all_tests.values()))
+                return serving, cand.llm_calls
+            except (SynthesisFailed, VerificationError) as exc:
+                self.stats.synth_failures += 1
+                failures.append(f"{synth.name}: {exc.detail}")
+        raise SynthesisFailed("; ".join(failures))
+
+    async def _verify_and_store(
+        self, req: TaskRequest, cand: Synthesized, tests: list[TestCase]
+    ) -> _Serving:
+        wasm = wat_to_wasm(cand.wat)
+        loaded = await trio.to_thread.run_sync(self._load, wasm, req.name, req.signature, req.tier)
+        verdict: Verdict = await trio.to_thread.run_sync(self.verifier.verify, loaded, tests)
+        if not verdict.passed:
+            first = verdict.failures[0] if verdict.failures else None
+            raise VerificationError(
+                f"candidate failed {verdict.tests_failed}/{verdict.tests_run} tests"
+                + (f", e.g. args {list(first.args)} expected {first.expected!r} got "
+                   f"{first.got!r}{' (' + first.error + ')' if first.error else ''}" if first else "")
+            )
+        now = time.time()
+        fn = FunctionRecord(req.name, req.description, str(req.signature),
+                            "array" if req.signature.is_array else "scalar", now)
+        variant = VariantRecord(
+            fingerprint=loaded.fingerprint, function=req.name, tier=req.tier, wasm=wasm,
+            wat=cand.wat, wgsl=cand.wgsl, origin_node=self.node_id, generator=cand.generator,
+            ir=cand.program, created_at=now,
+        )
+        await self._write(self.library.save_synthesized, fn, variant, tests, verdict)
+        stored_fn = await trio.to_thread.run_sync(self.library.get_function, req.name)
+        serving = _Serving(stored_fn or fn, variant.fingerprint, loaded, {t.id for t in tests})
+        self._cache[(req.name, str(req.signature), req.tier)] = serving
+        log.info("stored %s %s %s", req.name, req.tier, variant.fingerprint[:19])
+        return serving
+
+    # ---------------------------------------------------------------- tools
+    async def run_function(self, name: str, tier: str | None, raw_args: Any) -> dict[str, Any]:
+        from node._task import coerce_args
+
+        fn = await trio.to_thread.run_sync(self.library.get_function, name)
+        if fn is None:
+            raise NotFoundError(f"no function named {name!r}")
+        sig = fn.sig
+        tier = tier or sig.default_tier
+        serving = await self._lookup((name, fn.signature, tier))
+        if serving is None:
+            raise NotFoundError(f"{name!r} has no verified {tier} variant")
+        args = coerce_args(sig, raw_args, self.config.api)
+        started = time.perf_counter()
+        result = _plain_result(await self.call(serving, args))
+        return {"result": result, "function": self.describe_serving(serving, tier),
+                "node": self.node_id, "elapsed_ms": round((time.perf_counter() - started) * 1e3, 3)}
+
+    async def bench_function(self, name: str, tier: str | None, iterations: int,
+                             size: int) -> dict[str, Any]:
+        """Time ``iterations`` calls of a function in this node's sandbox (random inputs)."""
+        fn = await trio.to_thread.run_sync(self.library.get_function, name)
+        if fn is None:
+            raise NotFoundError(f"no function named {name!r}")
+        sig = fn.sig
+        tier = tier or sig.default_tier
+        serving = await self._lookup((name, fn.signature, tier))
+        if serving is None:
+            raise NotFoundError(f"{name!r} has no verified {tier} variant")
+        rng = np.random.default_rng(0)
+        args: tuple[Any, ...]
+        if sig.is_array:
+            args = tuple(rng.standard_normal(size).astype(np.float32) for _ in sig.params)
+        else:
+            args = tuple(int(rng.integers(1, 12)) if t in ("i32", "i64")
+                         else float(rng.uniform(0.5, 10)) for t in sig.params)
+
+        def loop() -> list[int]:
+            times = []
+            for _ in range(iterations):
+                t0 = time.perf_counter_ns()
+                self.runtime.call(serving.loaded, args)
+                times.append(time.perf_counter_ns() - t0)
+            return times
+
+        times = sorted(await trio.to_thread.run_sync(loop))
+        total = sum(times)
+        for t in times:
+            self._count(serving.variant_fp, True, t)
+        n = max(1, size if sig.is_array else 1)
+        return {
+            "function": self.describe_serving(serving, tier), "iterations": iterations,
+            "size": size if sig.is_array else None,
+            "mean_ns": total / iterations, "p50_ns": times[len(times) // 2],
+            "p99_ns": times[min(len(times) - 1, int(len(times) * 0.99))],
+            "ns_per_element": total / iterations / n,
+        }
+
+    async def delete_function(self, name: str) -> bool:
+        deleted = bool(await self._write(self.library.delete_function, name))
+        self.invalidate(name)
+        return deleted
+
+    def colony_view(self) -> dict[str, Any]:
+        gpu_info = self.runtime.gpu_info() if hasattr(self.runtime, "gpu_info") else None
+        return {
+            "node": self.node_id,
+            "name": self.config.name,
+            "url": f"http://{self.config.host}:{self.config.port}",
+            "peers": [],
+            "synthesizers": [s.name for s in self.synthesizers],
+            "tasks_by_source": dict(self.stats.tasks_by_source),
+            "synthesis_calls": self.stats.synth_calls,
+            "synthesis_failures": self.stats.synth_failures,
+            "uptime_s": round(time.time() - self.stats.started_at, 1),
+            "gpu": gpu_info,
+        }
+
+
+def _renamed(req: TaskRequest, name: str) -> TaskRequest:
+    from dataclasses import replace
+
+    return replace(req, name=name)
+
+
+def _tests_from(req: TaskRequest) -> list[TestCase]:
+    sig = str(req.signature)
+    return [TestCase(req.name, sig, tuple(ex.args), ex.result) for ex in req.examples]
+
+
+def _plain_result(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return [float(x) for x in value.tolist()]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+async def _run_cancellable(fn: Callable[[], Synthesized], cancelled: threading.Event) -> Synthesized:
+    """Run blocking synthesis in a thread; a trio cancel sets the flag the search polls.
+
+    The thread is never abandoned: on cancellation the watcher sets ``cancelled`` and we wait
+    for the search to notice it and return, so no work outlives the request.
+    """
+    result: list[Synthesized] = []
+
+    async def watch() -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            cancelled.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch)
+        result.append(await trio.to_thread.run_sync(fn))
+        nursery.cancel_scope.cancel()
+    return result[0]

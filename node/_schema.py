@@ -1,0 +1,190 @@
+"""The library's SQLite schema and its migrations.
+
+The schema version is ``PRAGMA user_version``: 0 is an empty file, N means ``MIGRATIONS[:N]`` have
+been applied. ``MIGRATIONS[i]`` takes a database from version ``i`` to ``i + 1``; each is an SQL
+script or a function of the connection, and runs in its own ``BEGIN IMMEDIATE`` transaction
+together with the ``user_version`` bump, so a crash or an error mid-migration leaves the previous
+version intact. Never edit a released migration: append a new one.
+
+Rules for new migrations:
+
+* ``PRAGMA foreign_keys`` cannot change inside a transaction; a migration that rebuilds a table
+  (create new, copy, drop old, rename) uses ``PRAGMA defer_foreign_keys = ON`` instead.
+* Migrations that need an extension (sqlite-vec, issue 5) rely on ``_store._connect`` having
+  loaded it on every connection before ``migrate`` runs.
+
+Room left for later issues (planned, not built here):
+
+* Issue 5 (retrieval): ``functions.id`` is an ``INTEGER PRIMARY KEY`` precisely so that an
+  external-content FTS5 table (``content='functions', content_rowid='id'``, kept in sync by
+  triggers on ``functions``) and a sqlite-vec ``vec0`` table of "name: description" embeddings
+  can key on a rowid that ``VACUUM`` never renumbers. ``name`` stays the natural key (UNIQUE,
+  the target of every foreign key).
+* Issue 6 (colony): ``log`` numbers the records each origin node produced, Scuttlebutt style.
+  Every local write of a synced record (function, variant, test, metric counter) upserts one
+  row ``(origin=<local node id>, seq=<next>, kind, key)``; the ``(kind, key, origin)`` index
+  keeps only the newest seq per record, so counters that change often do not grow the log.
+  ``log_heads`` holds the highest seq issued per origin, so seqs are never reused after a
+  delete (holes are fine). A digest is ``SELECT origin, seq FROM log_heads``; a pull is
+  ``... WHERE origin = ? AND seq > ? ORDER BY seq LIMIT n``. Deleting a function drops its log
+  rows and writes a ``tombstone`` row. Received records will be stored with their origin's seq.
+  ``variants.origin_signature`` holds the ed25519 signature; ``variants.status``
+  (active | quarantined | retired) is the immune check's and selection's mark: only ``active``
+  variants serve. Fitness is derived from verdicts + metrics and needs no column yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import apsw
+
+from node._errors import StoreError
+
+Migration = str | Callable[[apsw.Connection], None]
+
+_V1 = """
+CREATE TABLE functions (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    description TEXT NOT NULL,
+    signature   TEXT NOT NULL,
+    tier_family TEXT NOT NULL CHECK (tier_family IN ('scalar', 'array')),
+    created_at  REAL NOT NULL,
+    origin_node TEXT NOT NULL DEFAULT ''
+) STRICT;
+
+CREATE TABLE variants (
+    fingerprint      TEXT PRIMARY KEY,
+    function         TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+    tier             TEXT NOT NULL CHECK (tier IN ('scalar', 'simd', 'gpu')),
+    wasm             BLOB NOT NULL,
+    wat              TEXT NOT NULL,
+    wgsl             TEXT,
+    ir               TEXT,
+    generator        TEXT NOT NULL,
+    origin_node      TEXT NOT NULL,
+    origin_signature BLOB,
+    status           TEXT NOT NULL DEFAULT 'active'
+                     CHECK (status IN ('active', 'quarantined', 'retired')),
+    created_at       REAL NOT NULL
+) STRICT;
+CREATE INDEX variants_by_function ON variants(function, tier, created_at);
+
+-- No foreign key on parent: a parent may live only on another node.
+CREATE TABLE variant_parents (
+    child   TEXT NOT NULL REFERENCES variants(fingerprint) ON DELETE CASCADE,
+    ordinal INTEGER NOT NULL,
+    parent  TEXT NOT NULL,
+    PRIMARY KEY (child, ordinal)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX variant_children ON variant_parents(parent);
+
+-- args and expected are msgpack (floats as float64, so f32 values round-trip exactly).
+CREATE TABLE tests (
+    id        TEXT PRIMARY KEY,
+    function  TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+    signature TEXT NOT NULL,
+    args      BLOB NOT NULL,
+    expected  BLOB NOT NULL,
+    origin    TEXT NOT NULL
+) STRICT;
+CREATE INDEX tests_by_function ON tests(function);
+
+-- The latest verdict of each node on each variant.
+CREATE TABLE verdicts (
+    fingerprint  TEXT NOT NULL REFERENCES variants(fingerprint) ON DELETE CASCADE,
+    node         TEXT NOT NULL,
+    passed       INTEGER NOT NULL CHECK (passed IN (0, 1)),
+    tests_run    INTEGER NOT NULL,
+    tests_failed INTEGER NOT NULL,
+    failures     BLOB NOT NULL,
+    elapsed_ns   INTEGER NOT NULL,
+    at           REAL NOT NULL,
+    PRIMARY KEY (fingerprint, node)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE metrics (
+    node        TEXT NOT NULL,
+    fingerprint TEXT NOT NULL REFERENCES variants(fingerprint) ON DELETE CASCADE,
+    calls       INTEGER NOT NULL DEFAULT 0,
+    failures    INTEGER NOT NULL DEFAULT 0,
+    total_ns    INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (node, fingerprint)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX metrics_by_variant ON metrics(fingerprint);
+
+CREATE TABLE log (
+    origin   TEXT NOT NULL,
+    seq      INTEGER NOT NULL,
+    kind     TEXT NOT NULL CHECK (kind IN ('function', 'variant', 'test', 'metric', 'tombstone')),
+    key      TEXT NOT NULL,
+    function TEXT NOT NULL,
+    PRIMARY KEY (origin, seq)
+) STRICT, WITHOUT ROWID;
+CREATE UNIQUE INDEX log_by_key ON log(kind, key, origin);
+CREATE INDEX log_by_function ON log(function);
+
+-- The highest seq ever issued per origin: seqs are never reused, even after log rows go.
+CREATE TABLE log_heads (
+    origin TEXT PRIMARY KEY,
+    seq    INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+"""
+
+#: The ordered migrations; ``MIGRATIONS[i]`` goes from version ``i`` to ``i + 1``.
+MIGRATIONS: tuple[Migration, ...] = (_V1,)
+
+#: The schema version this code writes.
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def user_version(conn: apsw.Connection) -> int:
+    row = conn.execute("PRAGMA user_version").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(conn: apsw.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    """Bring the database up to ``len(migrations)``; return the version it had before.
+
+    Raises :class:`StoreError` when the file is newer than this code (nothing is touched) or a
+    migration fails (that migration is rolled back; earlier ones stay applied).
+    """
+    target = len(migrations)
+    start = user_version(conn)
+    _refuse_future(start, target)
+    for _ in range(start, target):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-read under the write lock: another process may have migrated meanwhile.
+            version = user_version(conn)
+            _refuse_future(version, target)
+            if version < target:
+                step = migrations[version]
+                if isinstance(step, str):
+                    conn.execute(step)
+                else:
+                    step(conn)
+                conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if not conn.getautocommit():
+                conn.execute("ROLLBACK")
+            if isinstance(exc, StoreError):
+                raise
+            if isinstance(exc, Exception):
+                raise StoreError(
+                    f"library schema migration {user_version(conn) + 1} failed: {exc}"
+                ) from exc
+            raise
+    return start
+
+
+def _refuse_future(version: int, known: int) -> None:
+    if version > known:
+        raise StoreError(
+            f"the library file has schema version {version}, but this qt45-colony only knows "
+            f"versions up to {known}; upgrade qt45-colony or use another data directory",
+            schema_version=version,
+            known_version=known,
+        )

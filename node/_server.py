@@ -1,0 +1,98 @@
+"""Running a node: open it, serve its HTTP API on hypercorn (trio worker), stop cleanly."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+from hypercorn.config import Config as HyperConfig
+from hypercorn.trio import serve
+
+from node._app import create_app
+from node._config import NodeConfig
+from node._node import Node
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg (structured, grep- and jq-friendly)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": round(record.created, 3), "level": record.levelname.lower(),
+            "logger": record.name, "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc)
+
+
+def setup_logging(level: str = "warning") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter())
+    root = logging.getLogger("colony")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+    # hypercorn's own loggers stay quiet unless asked
+    logging.getLogger("hypercorn.error").setLevel(max(logging.WARNING, root.level))
+
+
+@dataclass
+class RunningNode:
+    node: Node
+    url: str
+    cancel_scope: trio.CancelScope
+
+    def stop(self) -> None:
+        self.cancel_scope.cancel()
+
+
+async def serve_node(config: NodeConfig, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve one node until cancelled. ``task_status.started`` receives a :class:`RunningNode`."""
+    node = await trio.to_thread.run_sync(Node.open, config)
+    try:
+        app = create_app(node)
+        hyper = HyperConfig()
+        hyper.bind = [f"{config.host}:{config.port}"]
+        hyper.accesslog = None
+        hyper.errorlog = logging.getLogger("hypercorn.error")
+        hyper.keep_alive_timeout = 30
+        hyper.graceful_timeout = 2
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(node.run_background)
+                binds: list[str] = await nursery.start(serve, app, hyper)
+                url = binds[0].replace("0.0.0.0", "127.0.0.1")
+                node.config = _with_port(node.config, url)
+                task_status.started(RunningNode(node, url, scope))
+    finally:
+        await node.aclose()
+
+
+def _with_port(config: NodeConfig, url: str) -> NodeConfig:
+    from dataclasses import replace
+
+    port = int(url.rsplit(":", 1)[1])
+    return replace(config, port=port)
+
+
+def run_node_forever(config: NodeConfig) -> None:
+    """Blocking entry point for ``colony node``: serve until Ctrl-C."""
+    setup_logging(config.log_level)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            running: RunningNode = await nursery.start(serve_node, config)
+            print(f"node {running.node.config.name} ({running.node.node_id[:12]}) serving on "
+                  f"{running.url}  data: {config.data_dir}", flush=True)
+
+    started = time.time()
+    try:
+        trio.run(main)
+    except KeyboardInterrupt:
+        print(f"stopped after {time.time() - started:.0f}s", file=sys.stderr)

@@ -1,0 +1,678 @@
+"""The library: functions, variants, tests, verdicts and metric counters in one SQLite file.
+
+SQLite through apsw (the stdlib module cannot load extensions; issue 5 loads sqlite-vec in
+``_connect``). WAL journal, foreign keys on, a busy timeout. Schema and migrations live in
+``node/_schema.py`` (versioned by ``PRAGMA user_version``; its docstring also records the plan
+for issue 5's search tables and issue 6's per-origin sequence log).
+
+Concurrency: exactly one write connection, guarded by a ``threading.Lock``; every write method is
+one ``BEGIN IMMEDIATE`` transaction, committed only when everything in it succeeded, so no
+request can leave the file half-written (a crash mid-write loses the whole transaction, never
+part of it). Reads go through one connection per thread, each read in its own snapshot, so
+readers never wait for the writer. Callers run these blocking methods with ``trio.to_thread``.
+
+Validation happens before anything is written: a bad record raises ``RequestError`` (the caller's
+data) and a conflict with what is stored raises ``StoreError`` or ``NotFoundError``; in every case
+the library is unchanged. ``synchronous = NORMAL`` in WAL mode: a committed write survives a
+process crash; a power cut may lose the last commits but never corrupts the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import apsw
+import msgpack
+
+from node._errors import NotFoundError, RequestError, StoreError
+from node._records import (
+    FunctionRecord,
+    FunctionView,
+    MetricCounter,
+    TestCase,
+    TestFailure,
+    VariantRecord,
+    Verdict,
+)
+from node._schema import migrate
+from protocol import Signature, SignatureError, fingerprint, is_fingerprint, test_case_id
+
+NAME_RE = re.compile(r"[a-z_][a-z0-9_]{0,63}")
+_BUSY_TIMEOUT_MS = 10_000
+_WASM_MAGIC = b"\0asm"
+
+_VARIANT_COLS = (
+    "fingerprint, function, tier, wasm, wat, wgsl, origin_node, origin_signature, generator, ir, "
+    "created_at"
+)
+_VERDICT_COLS = "fingerprint, node, passed, tests_run, tests_failed, failures, elapsed_ns, at"
+
+
+class Library:
+    """The node's library file. Open with :meth:`open`; every method is blocking and thread-safe."""
+
+    def __init__(self, path: Path, node_id: str, writer: apsw.Connection) -> None:
+        self.path = path
+        #: The local node's id: verdicts with an empty ``node`` and new records are stamped with it,
+        #: and :meth:`serving_variant` trusts only this node's verdicts.
+        self.node_id = node_id
+        self._writer: apsw.Connection | None = writer
+        self._write_lock = threading.Lock()
+        self._readers: dict[int, tuple[threading.Thread, apsw.Connection]] = {}
+        self._readers_lock = threading.Lock()
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def open(cls, path: Path | str, *, node_id: str = "") -> Library:
+        """Open (creating and migrating as needed) the library at ``path``."""
+        path = Path(path)
+        if not isinstance(node_id, str):
+            raise RequestError("node_id must be a string")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the library's directory {path.parent}: {exc}") from exc
+        try:
+            writer = _connect(path, create=True)
+        except apsw.Error as exc:
+            raise StoreError(f"cannot open the library {path}: {exc}") from exc
+        try:
+            # Migrate first: a file from a newer version is refused before anything touches it.
+            migrate(writer)
+            mode = writer.execute("PRAGMA journal_mode = WAL").fetchone()
+            if not mode or str(mode[0]).lower() != "wal":
+                raise StoreError(f"the library {path} cannot use WAL journaling (got {mode})")
+        except BaseException as exc:
+            writer.close()
+            if isinstance(exc, apsw.Error):
+                raise StoreError(f"cannot open the library {path}: {exc}") from exc
+            raise
+        return cls(path, node_id, writer)
+
+    def close(self) -> None:
+        """Close every connection. Idempotent; later calls raise :class:`StoreError`."""
+        with self._write_lock, self._readers_lock:
+            if self._closed:
+                return
+            self._closed = True
+            for _, conn in self._readers.values():
+                conn.close()
+            self._readers.clear()
+            if self._writer is not None:
+                # Fold the WAL back so the file is self-contained when the node is down.
+                with contextlib.suppress(apsw.Error):
+                    self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self._writer.close()
+                self._writer = None
+
+    def __enter__(self) -> Library:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ writes
+
+    def save_synthesized(
+        self,
+        fn: FunctionRecord,
+        variant: VariantRecord,
+        tests: Sequence[TestCase],
+        verdict: Verdict,
+    ) -> None:
+        """Store a new function's (or an existing one's) variant, its tests and its verdict.
+
+        All or nothing. The function is created if missing; if it exists its stored description
+        is kept, and a different signature raises :class:`StoreError`. Tests are deduplicated by
+        id; an already stored variant is kept as it is (content-addressed).
+        """
+        sig = _check_function(fn)
+        _check_variant(variant, sig)
+        if variant.function != fn.name:
+            raise RequestError(
+                f"variant belongs to {variant.function!r}, not to {fn.name!r}"
+            )
+        rows = [_test_row(t, fn.name, sig) for t in tests]
+        _check_verdict(verdict)
+        if verdict.fingerprint != variant.fingerprint:
+            raise RequestError("the verdict is not about the variant being saved")
+        with self._write() as w:
+            self._upsert_function(w, fn, sig)
+            self._insert_variant(w, variant)
+            for row in rows:
+                self._insert_test(w, row)
+            self._upsert_verdict(w, verdict)
+
+    def add_variant(self, variant: VariantRecord, verdict: Verdict | None = None) -> None:
+        """Add a variant (and optionally its verdict) to an existing function."""
+        _check_variant(variant, None)
+        if verdict is not None:
+            _check_verdict(verdict)
+            if verdict.fingerprint != variant.fingerprint:
+                raise RequestError("the verdict is not about the variant being added")
+        with self._write() as w:
+            sig = self._function_signature(w, variant.function)
+            _check_tier(variant, sig)
+            self._insert_variant(w, variant)
+            if verdict is not None:
+                self._upsert_verdict(w, verdict)
+
+    def add_tests(self, tests: Sequence[TestCase]) -> int:
+        """Add tests to their (existing) functions; return how many were new."""
+        for t in tests:
+            _check_name(t.function, "function")
+        with self._write() as w:
+            sigs: dict[str, Signature] = {}
+            new = 0
+            for t in tests:
+                if t.function not in sigs:
+                    sigs[t.function] = self._function_signature(w, t.function)
+                new += self._insert_test(w, _test_row(t, t.function, sigs[t.function]))
+            return new
+
+    def record_verdict(self, verdict: Verdict) -> None:
+        """Store a verdict; it replaces an older one of the same node on the same variant."""
+        _check_verdict(verdict)
+        with self._write() as w:
+            if not _exists(w, "SELECT 1 FROM variants WHERE fingerprint = ?", verdict.fingerprint):
+                raise NotFoundError(f"no variant {verdict.fingerprint} in the library")
+            self._upsert_verdict(w, verdict)
+
+    def add_metrics(self, counters: Sequence[MetricCounter]) -> None:
+        """Add call-counter deltas for the local node.
+
+        Counters of variants that are no longer in the library (deleted meanwhile) are dropped,
+        so a periodic flush never fails because of a concurrent delete.
+        """
+        for c in counters:
+            if c.node not in ("", self.node_id):
+                raise RequestError(
+                    f"add_metrics adds the local node's counters, not node {c.node!r}'s"
+                )
+            if not is_fingerprint(c.fingerprint):
+                raise RequestError(f"not a fingerprint: {c.fingerprint!r}")
+            for v in (c.calls, c.failures, c.total_ns):
+                if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                    raise RequestError(f"metric deltas are non-negative integers, got {v!r}")
+        with self._write() as w:
+            for c in counters:
+                fn = w.execute(
+                    "SELECT function FROM variants WHERE fingerprint = ?", (c.fingerprint,)
+                ).fetchone()
+                if fn is None:
+                    continue
+                w.execute(
+                    "INSERT INTO metrics (node, fingerprint, calls, failures, total_ns)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (node, fingerprint) DO UPDATE SET"
+                    " calls = calls + excluded.calls, failures = failures + excluded.failures,"
+                    " total_ns = total_ns + excluded.total_ns",
+                    (self.node_id, c.fingerprint, c.calls, c.failures, c.total_ns),
+                )
+                self._log(w, "metric", f"{self.node_id} {c.fingerprint}", fn[0])
+
+    def delete_function(self, name: str) -> bool:
+        """Delete a function with its variants, tests, verdicts and metrics; False if absent."""
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+            return False
+        with self._write() as w:
+            w.execute("DELETE FROM functions WHERE name = ?", (name,))
+            if w.changes() == 0:
+                return False
+            w.execute("DELETE FROM log WHERE function = ?", (name,))
+            self._log(w, "tombstone", name, name)
+            return True
+
+    # ------------------------------------------------------------------ reads
+
+    def get_function(self, name: str) -> FunctionRecord | None:
+        with self._read() as r:
+            return _get_function(r, name)
+
+    def list_functions(self) -> list[tuple[FunctionRecord, int]]:
+        """Every function, by name, with the number of variants the local node verified."""
+        with self._read() as r:
+            rows: list[Any] = r.execute(
+                "SELECT f.name, f.description, f.signature, f.tier_family, f.created_at,"
+                " (SELECT count(*) FROM variants v JOIN verdicts d"
+                "   ON d.fingerprint = v.fingerprint AND d.node = ?"
+                "   WHERE v.function = f.name AND v.status = 'active' AND d.passed)"
+                " FROM functions f ORDER BY f.name",
+                (self.node_id,),
+            ).fetchall()
+        return [(FunctionRecord(*row[:5]), int(row[5])) for row in rows]
+
+    def serving_variant(self, name: str, signature: str, tier: str) -> VariantRecord | None:
+        """The newest active variant of ``name`` with that signature and tier that this node
+        verified (its latest local verdict passed); None if there is none."""
+        try:
+            canonical = _canonical_signature(signature)
+        except RequestError:
+            return None
+        with self._read() as r:
+            row = r.execute(
+                f"SELECT {_prefixed(_VARIANT_COLS, 'v')} FROM variants v"
+                " JOIN functions f ON f.name = v.function"
+                " JOIN verdicts d ON d.fingerprint = v.fingerprint AND d.node = ?"
+                " WHERE v.function = ? AND f.signature = ? AND v.tier = ?"
+                "   AND v.status = 'active' AND d.passed"
+                " ORDER BY v.created_at DESC, v.rowid DESC LIMIT 1",
+                (self.node_id, name, canonical, tier),
+            ).fetchone()
+            return None if row is None else _variant_from_row(r, row)
+
+    def variant(self, fingerprint: str) -> VariantRecord | None:
+        with self._read() as r:
+            row = r.execute(
+                f"SELECT {_VARIANT_COLS} FROM variants WHERE fingerprint = ?", (fingerprint,)
+            ).fetchone()
+            return None if row is None else _variant_from_row(r, row)
+
+    def tests(self, function: str) -> list[TestCase]:
+        """The function's tests, in the order they were added."""
+        with self._read() as r:
+            return _tests(r, function)
+
+    def describe(self, name: str) -> FunctionView | None:
+        """The function with its variants (newest first), local verdicts, tests and metrics."""
+        with self._read() as r:
+            fn = _get_function(r, name)
+            if fn is None:
+                return None
+            rows = r.execute(
+                f"SELECT {_VARIANT_COLS} FROM variants WHERE function = ?"
+                " ORDER BY created_at DESC, rowid DESC",
+                (name,),
+            ).fetchall()
+            variants = tuple(_variant_from_row(r, row) for row in rows)
+            verdicts = {
+                v.fingerprint: v
+                for v in (
+                    _verdict_from_row(row)
+                    for row in r.execute(
+                        f"SELECT {_prefixed(_VERDICT_COLS, 'd')} FROM verdicts d"
+                        " JOIN variants v ON v.fingerprint = d.fingerprint"
+                        " WHERE v.function = ? AND d.node = ?",
+                        (name, self.node_id),
+                    )
+                )
+            }
+            metrics = tuple(
+                MetricCounter(*row)
+                for row in r.execute(
+                    "SELECT m.node, m.fingerprint, m.calls, m.failures, m.total_ns FROM metrics m"
+                    " JOIN variants v ON v.fingerprint = m.fingerprint"
+                    " WHERE v.function = ? ORDER BY m.fingerprint, m.node",
+                    (name,),
+                )
+            )
+            return FunctionView(
+                function=fn,
+                variants=variants,
+                verdicts=verdicts,
+                tests=tuple(_tests(r, name)),
+                metrics=metrics,
+            )
+
+    def verdict(self, fingerprint: str, node: str | None = None) -> Verdict | None:
+        """The latest verdict of ``node`` (default: the local node) on a variant."""
+        with self._read() as r:
+            row = r.execute(
+                f"SELECT {_VERDICT_COLS} FROM verdicts WHERE fingerprint = ? AND node = ?",
+                (fingerprint, self.node_id if node is None else node),
+            ).fetchone()
+            return None if row is None else _verdict_from_row(row)
+
+    # ------------------------------------------------------------------ internals
+
+    @contextmanager
+    def _write(self) -> Iterator[apsw.Connection]:
+        """One write transaction on the single writer: commit on success, else roll back."""
+        with self._write_lock:
+            w = self._writer
+            if w is None:
+                raise StoreError("the library is closed")
+            try:
+                w.execute("BEGIN IMMEDIATE")
+                try:
+                    yield w
+                    w.execute("COMMIT")
+                except BaseException:
+                    if not w.getautocommit():
+                        w.execute("ROLLBACK")
+                    raise
+            except apsw.Error as exc:
+                raise StoreError(f"library write failed: {exc}") from exc
+
+    @contextmanager
+    def _read(self) -> Iterator[apsw.Connection]:
+        """A consistent snapshot on this thread's read connection."""
+        r = self._reader()
+        try:
+            r.execute("BEGIN")
+            try:
+                yield r
+            finally:
+                if not r.getautocommit():
+                    r.execute("COMMIT")
+        except apsw.Error as exc:
+            raise StoreError(f"library read failed: {exc}") from exc
+
+    def _reader(self) -> apsw.Connection:
+        me = threading.current_thread()
+        entry = self._readers.get(me.ident or 0)
+        if entry is not None and entry[0] is me and not self._closed:
+            return entry[1]
+        with self._readers_lock:
+            if self._closed:
+                raise StoreError("the library is closed")
+            if entry is not None:
+                # The ident was reused: the thread that owned this connection is gone.
+                conn = entry[1]
+            else:
+                self._prune_readers()
+                try:
+                    conn = _connect(self.path, create=False)
+                    conn.execute("PRAGMA query_only = ON")
+                except apsw.Error as exc:
+                    raise StoreError(f"cannot open the library {self.path}: {exc}") from exc
+            self._readers[me.ident or 0] = (me, conn)
+            return conn
+
+    def _prune_readers(self) -> None:
+        # Worker threads come and go; close the connections of the ones that ended.
+        for ident, (thread, conn) in list(self._readers.items()):
+            if not thread.is_alive():
+                conn.close()
+                del self._readers[ident]
+
+    def _log(self, w: apsw.Connection, kind: str, key: str, function: str) -> None:
+        """Number a locally written record in the per-origin log (see ``node/_schema.py``)."""
+        row = w.execute(
+            "INSERT INTO log_heads (origin, seq) VALUES (?, 1)"
+            " ON CONFLICT (origin) DO UPDATE SET seq = seq + 1 RETURNING seq",
+            (self.node_id,),
+        ).fetchone()
+        assert row is not None
+        w.execute(
+            "INSERT INTO log (origin, seq, kind, key, function) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (kind, key, origin) DO UPDATE SET seq = excluded.seq",
+            (self.node_id, row[0], kind, key, function),
+        )
+
+    def _function_signature(self, w: apsw.Connection, name: str) -> Signature:
+        row = w.execute("SELECT signature FROM functions WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no function {name!r} in the library")
+        return Signature.parse(row[0])
+
+    def _upsert_function(self, w: apsw.Connection, fn: FunctionRecord, sig: Signature) -> None:
+        row = w.execute("SELECT signature FROM functions WHERE name = ?", (fn.name,)).fetchone()
+        if row is not None:
+            if row[0] != str(sig):
+                raise StoreError(
+                    f"function {fn.name!r} already exists with signature {row[0]}, not {sig}",
+                    function=fn.name,
+                    signature=row[0],
+                )
+            return
+        w.execute(
+            "INSERT INTO functions (name, description, signature, tier_family, created_at,"
+            " origin_node) VALUES (?, ?, ?, ?, ?, ?)",
+            (fn.name, fn.description, str(sig), fn.tier_family, fn.created_at or time.time(),
+             self.node_id),
+        )
+        self._log(w, "function", fn.name, fn.name)
+
+    def _insert_variant(self, w: apsw.Connection, v: VariantRecord) -> None:
+        row = w.execute(
+            "SELECT function FROM variants WHERE fingerprint = ?", (v.fingerprint,)
+        ).fetchone()
+        if row is not None:
+            if row[0] != v.function:
+                raise StoreError(
+                    f"variant {v.fingerprint} already belongs to function {row[0]!r}"
+                )
+            return  # content-addressed: the stored one is the same module
+        w.execute(
+            f"INSERT INTO variants ({_VARIANT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (v.fingerprint, v.function, v.tier, bytes(v.wasm), v.wat, v.wgsl,
+             v.origin_node or self.node_id, v.origin_signature, v.generator, v.ir,
+             v.created_at or time.time()),
+        )
+        w.executemany(
+            "INSERT INTO variant_parents (child, ordinal, parent) VALUES (?, ?, ?)",
+            [(v.fingerprint, i, p) for i, p in enumerate(v.parents)],
+        )
+        self._log(w, "variant", v.fingerprint, v.function)
+
+    def _insert_test(self, w: apsw.Connection, row: tuple[Any, ...]) -> int:
+        w.execute(
+            "INSERT INTO tests (id, function, signature, args, expected, origin)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            row,
+        )
+        if w.changes() == 0:
+            return 0
+        self._log(w, "test", row[0], row[1])
+        return 1
+
+    def _upsert_verdict(self, w: apsw.Connection, v: Verdict) -> None:
+        failures = _pack([
+            [f.test_id, list(f.args), f.expected, f.got, f.error] for f in v.failures
+        ])
+        w.execute(
+            f"INSERT INTO verdicts ({_VERDICT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (fingerprint, node) DO UPDATE SET passed = excluded.passed,"
+            " tests_run = excluded.tests_run, tests_failed = excluded.tests_failed,"
+            " failures = excluded.failures, elapsed_ns = excluded.elapsed_ns, at = excluded.at"
+            " WHERE excluded.at >= verdicts.at",
+            (v.fingerprint, v.node or self.node_id, int(v.passed), v.tests_run, v.tests_failed,
+             failures, v.elapsed_ns, v.at or time.time()),
+        )
+
+
+# ---------------------------------------------------------------------- connections
+
+
+def _connect(path: Path, *, create: bool) -> apsw.Connection:
+    """Every connection is made here (issue 5 loads sqlite-vec here, on each of them)."""
+    flags = apsw.SQLITE_OPEN_READWRITE | (apsw.SQLITE_OPEN_CREATE if create else 0)
+    conn = apsw.Connection(str(path), flags=flags)
+    conn.setbusytimeout(_BUSY_TIMEOUT_MS)
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
+# ---------------------------------------------------------------------- validation
+
+
+def _check_name(name: Any, what: str) -> None:
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise RequestError(
+            f"{what} name {name!r} is not valid: use [a-z_][a-z0-9_]*, at most 64 characters"
+        )
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_signature(text: str) -> Signature:
+    try:
+        return Signature.parse(text)
+    except SignatureError as exc:
+        raise RequestError(str(exc)) from exc
+
+
+def _canonical_signature(text: Any) -> str:
+    if not isinstance(text, str):
+        raise RequestError("a signature must be a string like '(i32, i32) -> i32'")
+    return str(_parse_signature(text))
+
+
+def _check_function(fn: FunctionRecord) -> Signature:
+    _check_name(fn.name, "function")
+    if not isinstance(fn.description, str):
+        raise RequestError("a function's description must be a string")
+    if not isinstance(fn.signature, str):
+        raise RequestError("a signature must be a string like '(i32, i32) -> i32'")
+    sig = _parse_signature(fn.signature)
+    family = "array" if sig.is_array else "scalar"
+    if fn.tier_family != family:
+        raise RequestError(f"tier family of {sig} is {family!r}, not {fn.tier_family!r}")
+    return sig
+
+
+def _check_variant(v: VariantRecord, sig: Signature | None) -> None:
+    _check_name(v.function, "function")
+    if not isinstance(v.wasm, (bytes, bytearray)) or not bytes(v.wasm[:4]) == _WASM_MAGIC:
+        raise RequestError("a variant's wasm must be the bytes of a .wasm module")
+    if not is_fingerprint(v.fingerprint) or v.fingerprint != fingerprint(bytes(v.wasm)):
+        raise RequestError(f"variant fingerprint {v.fingerprint!r} is not the sha256 of its wasm")
+    if not isinstance(v.wat, str) or not (v.wgsl is None or isinstance(v.wgsl, str)):
+        raise RequestError("a variant's wat (and wgsl) must be text")
+    if not isinstance(v.generator, str) or not isinstance(v.origin_node, str):
+        raise RequestError("a variant's generator and origin node must be text")
+    if v.origin_signature is not None and not isinstance(v.origin_signature, bytes):
+        raise RequestError("a variant's origin signature must be bytes")
+    if not all(isinstance(p, str) and is_fingerprint(p) for p in v.parents):
+        raise RequestError(f"a variant's parents must be fingerprints, got {v.parents!r}")
+    if v.fingerprint in v.parents:
+        raise RequestError("a variant cannot be its own parent")
+    if sig is not None:
+        _check_tier(v, sig)
+
+
+def _check_tier(v: VariantRecord, sig: Signature) -> None:
+    try:
+        sig.check_tier(v.tier)
+    except SignatureError as exc:
+        raise RequestError(str(exc)) from exc
+
+
+def _check_verdict(v: Verdict) -> None:
+    if not is_fingerprint(v.fingerprint):
+        raise RequestError(f"not a fingerprint: {v.fingerprint!r}")
+    for n in (v.tests_run, v.tests_failed, v.elapsed_ns):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise RequestError(f"verdict counts and times are non-negative integers, got {n!r}")
+    if v.tests_failed > v.tests_run or (v.passed and v.tests_failed):
+        raise RequestError("a verdict's counts contradict its outcome")
+    if not all(isinstance(f, TestFailure) for f in v.failures):
+        raise RequestError("a verdict's failures must be TestFailure records")
+
+
+def _test_row(t: TestCase, function: str, sig: Signature) -> tuple[Any, ...]:
+    """Validate a test of ``function`` and encode it as a ``tests`` row."""
+    if t.function != function:
+        raise RequestError(f"test {t.id} belongs to {t.function!r}, not to {function!r}")
+    if not isinstance(t.signature, str) or _parse_signature(t.signature) != sig:
+        raise RequestError(f"test {t.id} has signature {t.signature!r}, the function has {sig}")
+    if not isinstance(t.origin, str) or not t.origin:
+        raise RequestError("a test's origin must be a non-empty string")
+    try:
+        if t.id != test_case_id(t.function, t.signature, list(t.args), t.expected):
+            raise RequestError(f"test id {t.id} is not the content address of the test")
+        args = [_plain(a) for a in sig.coerce_args(t.args)]
+        expected = _plain(sig.coerce_result(t.expected))
+    except SignatureError as exc:
+        raise RequestError(f"test {t.id}: {exc}") from exc
+    except (TypeError, ValueError) as exc:
+        raise RequestError(f"test of {function!r} is malformed: {exc}") from exc
+    return (t.id, function, str(sig), _pack(args), _pack(expected), t.origin)
+
+
+def _plain(value: Any) -> Any:
+    # numpy arrays (f32[] values) become lists of Python floats: exact, since float64 holds f32.
+    if hasattr(value, "tolist") and not isinstance(value, (int, float)):
+        return [float(x) for x in value.tolist()]
+    return value
+
+
+# ---------------------------------------------------------------------- encoding and rows
+
+
+def _default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, tuple):
+        return list(obj)
+    raise TypeError(f"cannot store a value of type {type(obj).__name__}")
+
+
+def _pack(value: Any) -> bytes:
+    try:
+        out: bytes = msgpack.packb(value, use_bin_type=True, default=_default)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise RequestError(f"value cannot be stored: {exc}") from exc
+    return out
+
+
+def _unpack(blob: bytes) -> Any:
+    return msgpack.unpackb(blob, raw=False, strict_map_key=False)
+
+
+def _prefixed(cols: str, alias: str) -> str:
+    return ", ".join(f"{alias}.{c.strip()}" for c in cols.split(","))
+
+
+def _exists(conn: apsw.Connection, sql: str, *params: Any) -> bool:
+    return conn.execute(sql, params).fetchone() is not None
+
+
+def _get_function(r: apsw.Connection, name: str) -> FunctionRecord | None:
+    row = r.execute(
+        "SELECT name, description, signature, tier_family, created_at FROM functions"
+        " WHERE name = ?",
+        (name,),
+    ).fetchone()
+    return None if row is None else FunctionRecord(*row)
+
+
+def _variant_from_row(r: apsw.Connection, row: Sequence[Any]) -> VariantRecord:
+    fp, function, tier, wasm, wat, wgsl, origin, origin_sig, generator, ir, created = row
+    parents = tuple(
+        p for (p,) in r.execute(
+            "SELECT parent FROM variant_parents WHERE child = ? ORDER BY ordinal", (fp,)
+        )
+    )
+    return VariantRecord(
+        fingerprint=fp, function=function, tier=tier, wasm=wasm, wat=wat, wgsl=wgsl,
+        parents=parents, origin_node=origin, origin_signature=origin_sig, generator=generator,
+        ir=ir, created_at=created,
+    )
+
+
+def _verdict_from_row(row: Sequence[Any]) -> Verdict:
+    fp, node, passed, run, failed, failures, elapsed, at = row
+    return Verdict(
+        fingerprint=fp, passed=bool(passed), tests_run=run, tests_failed=failed,
+        failures=tuple(
+            TestFailure(test_id=f[0], args=tuple(f[1]), expected=f[2], got=f[3], error=f[4])
+            for f in _unpack(failures)
+        ),
+        elapsed_ns=elapsed, node=node, at=at,
+    )
+
+
+def _tests(r: apsw.Connection, function: str) -> list[TestCase]:
+    return [
+        TestCase(function=fn, signature=sig, args=tuple(_unpack(args)),
+                 expected=_unpack(expected), origin=origin, id=tid)
+        for tid, fn, sig, args, expected, origin in r.execute(
+            "SELECT id, function, signature, args, expected, origin FROM tests"
+            " WHERE function = ? ORDER BY rowid",
+            (function,),
+        )
+    ]
+
+
+__all__ = ["NAME_RE", "Library"]

@@ -1,0 +1,288 @@
+"""Lowering of array programs (map/zip/reduce) to WGSL plus the gpu-tier WAT wrapper.
+
+``lower_gpu(program, name) -> (wat, wgsl)`` for an :class:`node.synth._ir.ArrayProgram`. The WAT
+follows the gpu tier ABI (docs/gpu-abi.md): it exports ``memory`` and ``name`` with the SIMD
+tier's argument convention, carries the WGSL in a data segment and drives the ``gpu`` imports.
+
+Shaders:
+- map/zip: one invocation per element, ``@workgroup_size(64)``, bounds-checked against
+  ``arrayLength(&out)``; bindings ``in0..in{k-1}`` then ``out``.
+- reduce: two entry points in one module, ``@workgroup_size(256)``. ``main`` evaluates the
+  element expression and tree-reduces each 256-element block in workgroup memory to one partial;
+  ``combine`` reduces partials the same way; the WAT repeats ``combine`` until one value is left
+  (n = 1e7: 3 dispatches). Bindings: ``in0`` (0), ``out`` (1), ``in1..`` (2..); ``combine``
+  uses 0 and 1 only. Lanes past the end never enter the tree, so no identity value is needed
+  in WGSL (min/max have none that WGSL can write as a literal). The WAT handles n = 0 (the
+  identity) and applies the program's ``post`` (e.g. mean = acc / len) to the read-back value.
+
+Semantics: WGSL leaves NaN/inf handling and -0 in min/max implementation-defined, and allows
+2.5 ULP for division; results agree with the SIMD tier within the verifier's float tolerance.
+A sum's tree order differs from a sequential sum (more accurate, not bit-identical).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from node._errors import SynthesisError
+from node.synth._ir import COMPARE, REDUCE_IDENTITY, ArrayProgram, Expr
+from node.synth._lower_wat import _Func, wat_float
+
+MAP_WG = 64
+REDUCE_WG = 256
+#: 7 inputs + 1 output = WebGPU's default of 8 storage buffers per shader stage.
+MAX_ARITY = 7
+
+_UNARY = {
+    "neg": "(-{0})", "abs": "abs({0})", "sqrt": "sqrt({0})", "floor": "floor({0})",
+    "ceil": "ceil({0})", "trunc": "trunc({0})", "nearest": "round({0})",  # both ties-to-even
+}
+_BINARY = {
+    "add": "({0} + {1})", "sub": "({0} - {1})", "mul": "({0} * {1})", "div": "({0} / {1})",
+    "min": "min({0}, {1})", "max": "max({0}, {1})",
+}
+_CMP = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+
+
+# -- WGSL ----------------------------------------------------------------------------------------
+
+
+def wgsl_float(v: float) -> str:
+    """An f32 WGSL literal that denotes exactly ``float32(v)``; inf/NaN via bitcast."""
+    f = np.float32(v)
+    if not math.isfinite(f):
+        return f"bitcast<f32>({int(np.array(f).view(np.uint32))}u)"
+    return f"{float(f)!r}f"
+
+
+def wgsl_expr(e: Expr) -> str:
+    """WGSL for an f32 element expression over ``x0..x{k-1}`` (the IR's array-op subset)."""
+    op = e.op
+    if e.ty != "f32":
+        raise SynthesisError(f"the gpu tier lowers f32 element expressions, not {e.ty}")
+    if op == "arg":
+        return f"x{e.value}"
+    if op == "const":
+        return wgsl_float(float(e.value))
+    if op in _UNARY and len(e.kids) == 1:
+        return _UNARY[op].format(wgsl_expr(e.kids[0]))
+    if op in _BINARY and len(e.kids) == 2:
+        return _BINARY[op].format(wgsl_expr(e.kids[0]), wgsl_expr(e.kids[1]))
+    if op == "select":
+        c, a, b = e.kids
+        if c.op not in COMPARE or c.kids[0].ty != "f32":
+            raise SynthesisError("gpu select needs an f32 comparison as its condition")
+        cond = f"({wgsl_expr(c.kids[0])} {_CMP[c.op]} {wgsl_expr(c.kids[1])})"
+        return f"select({wgsl_expr(b)}, {wgsl_expr(a)}, {cond})"  # WGSL: select(f, t, cond)
+    raise SynthesisError(f"op {op!r} has no WGSL lowering")
+
+
+def _check(p: ArrayProgram) -> None:
+    if not 1 <= p.arity <= MAX_ARITY:
+        raise SynthesisError(f"the gpu tier takes 1..{MAX_ARITY} input arrays, not {p.arity}")
+    if p.kind == "reduce" and p.reduce_op not in REDUCE_IDENTITY:
+        raise SynthesisError(f"unknown reduction {p.reduce_op!r}")
+    for e in p.elem.walk():
+        if e.op == "arg" and not 0 <= e.value < p.arity:
+            raise SynthesisError(f"input {e.value} does not exist (arity {p.arity})")
+
+
+def map_wgsl(p: ArrayProgram) -> str:
+    k = p.arity
+    decl = "".join(f"@group(0) @binding({i}) var<storage, read> in{i}: array<f32>;\n"
+                   for i in range(k))
+    # Loading every input keeps each binding in the auto layout even if the body ignores it.
+    loads = "".join(f"    let x{i} = in{i}[i];\n" for i in range(k))
+    return (
+        f"// map/zip over {k} array(s): one invocation per element\n{decl}"
+        f"@group(0) @binding({k}) var<storage, read_write> out: array<f32>;\n\n"
+        f"@compute @workgroup_size({MAP_WG})\n"
+        "fn main(@builtin(global_invocation_id) gid: vec3<u32>,\n"
+        "        @builtin(num_workgroups) nwg: vec3<u32>) {\n"
+        f"    let i = gid.x + gid.y * nwg.x * {MAP_WG}u;  // the host dispatches 2-D past 65535\n"
+        "    if (i >= arrayLength(&out)) {\n        return;\n    }\n"
+        f"{loads}"
+        f"    out[i] = {wgsl_expr(p.elem)};\n"
+        "}\n"
+    )
+
+
+def reduce_wgsl(p: ArrayProgram) -> str:
+    k = p.arity
+    assert p.reduce_op is not None
+    op = _BINARY[p.reduce_op].format("a", "b")
+    decl = "@group(0) @binding(0) var<storage, read> in0: array<f32>;\n"
+    decl += "@group(0) @binding(1) var<storage, read_write> out: array<f32>;\n"
+    decl += "".join(f"@group(0) @binding({i + 1}) var<storage, read> in{i}: array<f32>;\n"
+                    for i in range(1, k))
+    loads = "".join(f"    let x{i} = in{i}[i];\n" for i in range(k))
+    n_expr = "arrayLength(&in0)"
+    for i in range(1, k):
+        n_expr = f"min({n_expr}, arrayLength(&in{i}))"
+
+    def entry(fn: str, n: str, value: str) -> str:
+        return (
+            f"@compute @workgroup_size({REDUCE_WG})\n"
+            f"fn {fn}(@builtin(local_invocation_id) lid3: vec3<u32>,\n"
+            "        @builtin(workgroup_id) wid3: vec3<u32>,\n"
+            "        @builtin(num_workgroups) nwg: vec3<u32>) {\n"
+            "    let lid = lid3.x;\n"
+            "    let wid = wid3.x + wid3.y * nwg.x;\n"
+            f"    let n = {n};\n"
+            f"    let base = wid * {REDUCE_WG}u;\n"
+            "    let i = base + lid;\n"
+            "    // lanes past n keep the zero-initialised slot; the tree never reads them\n"
+            f"    if (i < n) {{\n        tmp[lid] = {value};\n    }}\n"
+            "    workgroupBarrier();\n"
+            f"    for (var s = {REDUCE_WG // 2}u; s > 0u; s = s >> 1u) {{\n"
+            "        if (lid < s && i + s < n) {\n"
+            "            tmp[lid] = op(tmp[lid], tmp[lid + s]);\n"
+            "        }\n"
+            "        workgroupBarrier();\n"
+            "    }\n"
+            "    if (lid == 0u && base < n) {\n        out[wid] = tmp[0];\n    }\n"
+            "}\n"
+        )
+
+    return (
+        f"// {p.reduce_op}-reduction over {k} array(s): 256-element blocks per workgroup\n{decl}"
+        f"var<workgroup> tmp: array<f32, {REDUCE_WG}>;\n\n"
+        f"fn op(a: f32, b: f32) -> f32 {{\n    return {op};\n}}\n\n"
+        f"fn elem(i: u32) -> f32 {{\n{loads}    return {wgsl_expr(p.elem)};\n}}\n\n"
+        + entry("main", n_expr, "elem(i)")
+        + "\n// reduces the partials of the previous pass (bindings 0 -> 1)\n"
+        + entry("combine", "arrayLength(&in0)", "in0[i]")
+    )
+
+
+# -- WAT -----------------------------------------------------------------------------------------
+
+# Fixed layout of the module's own first page: binding list, result slot, entry names, WGSL.
+_BINDINGS_AT, _RESULT_AT, _MAIN_AT, _COMBINE_AT, _WGSL_AT = 0, 32, 64, 72, 128
+
+_IMPORTS = """\
+  (import "gpu" "create_shader" (func $create_shader (param i32 i32 i32 i32) (result i32)))
+  (import "gpu" "alloc" (func $alloc (param i32) (result i32)))
+  (import "gpu" "write_buffer" (func $write_buffer (param i32 i32 i32 i32)))
+  (import "gpu" "read_buffer" (func $read_buffer (param i32 i32 i32 i32)))
+  (import "gpu" "dispatch" (func $dispatch (param i32 i32 i32 i32)))
+  (import "gpu" "free" (func $free (param i32)))
+"""
+
+
+def wat_bytes(data: bytes) -> str:
+    """A WAT string literal holding ``data`` exactly."""
+    out = []
+    for b in data:
+        c = chr(b)
+        out.append(c if 0x20 <= b < 0x7F and c not in '"\\' else f"\\{b:02x}")
+    return '"' + "".join(out) + '"'
+
+
+def _upload(k: int) -> str:
+    return "".join(
+        f"    (local.set $b{i} (call $alloc (local.get $bytes)))\n"
+        f"    (call $write_buffer (local.get $b{i}) (i32.const 0) (local.get $in{i}) "
+        "(local.get $bytes))\n"
+        for i in range(k))
+
+
+def _bind(ids: list[str]) -> str:
+    return "".join(f"    (i32.store (i32.const {_BINDINGS_AT + 4 * j}) (local.get {b}))\n"
+                   for j, b in enumerate(ids))
+
+
+def gpu_wat(name: str, wgsl: str, p: ArrayProgram) -> str:
+    """The gpu-tier module that runs ``wgsl`` for ``p`` (protocol: the module docstring)."""
+    src = wgsl.encode()
+    pages = -(-(_WGSL_AT + len(src)) // 65536)
+    k = p.arity
+    params = "".join(f" (param $in{i} i32)" for i in range(k))
+    locals_ = "".join(f" (local $b{i} i32)" for i in range(k))
+    shader = (f"(call $create_shader (i32.const {_WGSL_AT}) (i32.const {len(src)}) "
+              f"(i32.const {{at}}) (i32.const {{len}}))")
+    head = (
+        f"(module\n{_IMPORTS}"
+        f'  (memory (export "memory") {pages})\n'
+        f'  (data (i32.const {_MAIN_AT}) "main")\n'
+        f'  (data (i32.const {_COMBINE_AT}) "combine")\n'
+        f"  (data (i32.const {_WGSL_AT}) {wat_bytes(src)})\n"
+    )
+    if p.kind == "map":
+        ids = [f"$b{i}" for i in range(k)] + ["$bo"]
+        body = (
+            f'  (func (export "{name}"){params} (param $out i32) (param $n i32)\n'
+            f"    (local $bytes i32) (local $sh i32) (local $bo i32){locals_}\n"
+            "    (if (i32.eqz (local.get $n)) (then (return)))\n"
+            "    (local.set $bytes (i32.shl (local.get $n) (i32.const 2)))\n"
+            f"    (local.set $sh {shader.format(at=_MAIN_AT, len=4)})\n"
+            f"{_upload(k)}"
+            "    (local.set $bo (call $alloc (local.get $bytes)))\n"
+            f"{_bind(ids)}"
+            f"    (call $dispatch (local.get $sh) (i32.const {_BINDINGS_AT}) (i32.const {k + 1}) "
+            "(local.get $n))\n"
+            "    (call $read_buffer (local.get $bo) (i32.const 0) (local.get $out) "
+            "(local.get $bytes))\n"
+            + "".join(f"    (call $free (local.get {b}))\n" for b in ids)
+            + "  )\n)\n"
+        )
+        return head + body
+    assert p.reduce_op is not None
+    shift = REDUCE_WG.bit_length() - 1
+    ids = ["$b0", "$next"] + [f"$b{i}" for i in range(1, k)]
+    post_fn = _Func({"acc": "(local.get $acc)", "len": "(f32.convert_i32_u (local.get $n))"})
+    post = post_fn.emit(p.post) if p.post is not None else "(local.get $acc)"
+    identity = wat_float(REDUCE_IDENTITY[p.reduce_op], "f32")
+    body = (
+        f'  (func (export "{name}"){params} (param $n i32) (result f32)\n'
+        "    (local $bytes i32) (local $sh i32) (local $shc i32) (local $m i32) (local $m2 i32)\n"
+        f"    (local $cur i32) (local $next i32) (local $acc f32){locals_} {post_fn.decls()}\n"
+        f"    (local.set $acc (f32.const {identity}))\n"
+        "    (if (i32.ne (local.get $n) (i32.const 0)) (then\n"
+        "    (local.set $bytes (i32.shl (local.get $n) (i32.const 2)))\n"
+        f"    (local.set $sh {shader.format(at=_MAIN_AT, len=4)})\n"
+        f"    (local.set $shc {shader.format(at=_COMBINE_AT, len=7)})\n"
+        f"{_upload(k)}"
+        "    ;; pass 1: one partial per 256-element block\n"
+        f"    (local.set $m (i32.shr_u (i32.add (local.get $n) (i32.const {REDUCE_WG - 1})) "
+        f"(i32.const {shift})))\n"
+        "    (local.set $next (call $alloc (i32.shl (local.get $m) (i32.const 2))))\n"
+        f"{_bind(ids)}"
+        f"    (call $dispatch (local.get $sh) (i32.const {_BINDINGS_AT}) (i32.const {k + 1}) "
+        "(local.get $n))\n"
+        + "".join(f"    (call $free (local.get $b{i}))\n" for i in range(k))
+        + "    (local.set $cur (local.get $next))\n"
+        "    ;; further passes until one value is left\n"
+        "    (block $done\n"
+        "      (loop $again\n"
+        "        (br_if $done (i32.le_u (local.get $m) (i32.const 1)))\n"
+        f"        (local.set $m2 (i32.shr_u (i32.add (local.get $m) (i32.const {REDUCE_WG - 1})) "
+        f"(i32.const {shift})))\n"
+        "        (local.set $next (call $alloc (i32.shl (local.get $m2) (i32.const 2))))\n"
+        f"        (i32.store (i32.const {_BINDINGS_AT}) (local.get $cur))\n"
+        f"        (i32.store (i32.const {_BINDINGS_AT + 4}) (local.get $next))\n"
+        f"        (call $dispatch (local.get $shc) (i32.const {_BINDINGS_AT}) (i32.const 2) "
+        "(local.get $m))\n"
+        "        (call $free (local.get $cur))\n"
+        "        (local.set $cur (local.get $next))\n"
+        "        (local.set $m (local.get $m2))\n"
+        "        (br $again)))\n"
+        f"    (call $read_buffer (local.get $cur) (i32.const 0) (i32.const {_RESULT_AT}) "
+        "(i32.const 4))\n"
+        "    (call $free (local.get $cur))\n"
+        f"    (local.set $acc (f32.load (i32.const {_RESULT_AT})))))\n"
+        f"    {post}\n"
+        "  )\n)\n"
+    )
+    return head + body
+
+
+def lower_gpu(program: ArrayProgram, name: str) -> tuple[str, str]:
+    """``(wat, wgsl)`` for an array program; SynthesisError if it has no gpu lowering."""
+    if not isinstance(program, ArrayProgram):
+        raise SynthesisError(f"the gpu tier lowers array programs, not {type(program).__name__}")
+    _check(program)
+    wgsl = map_wgsl(program) if program.kind == "map" else reduce_wgsl(program)
+    return gpu_wat(name, wgsl, program), wgsl

@@ -1,0 +1,176 @@
+"""Value types and function signatures, as the contract writes them.
+
+A signature is written ``(T, T, ...) -> T`` with ``T`` one of ``i32 i64 f32 f64 f32[]``.
+Array signatures take only ``f32[]`` parameters (at least one) and return either ``f32[]``
+(a map or zip: one output element per input element) or ``f32`` (a reduction). Scalar
+signatures take and return only scalar types. Everything here is pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+ScalarType = Literal["i32", "i64", "f32", "f64"]
+ValueType = Literal["i32", "i64", "f32", "f64", "f32[]"]
+Tier = Literal["scalar", "simd", "gpu"]
+ShapeKind = Literal["scalar", "map", "reduce"]
+
+SCALAR_TYPES: tuple[ScalarType, ...] = ("i32", "i64", "f32", "f64")
+VALUE_TYPES: tuple[ValueType, ...] = ("i32", "i64", "f32", "f64", "f32[]")
+TIERS: tuple[Tier, ...] = ("scalar", "simd", "gpu")
+
+#: Most parameters a signature may have (keeps synthesis and the ABI small).
+MAX_PARAMS = 8
+
+_INT_RANGES = {"i32": (-(2**31), 2**31 - 1), "i64": (-(2**63), 2**63 - 1)}
+_F32_MAX = 3.4028234663852886e38
+
+
+class SignatureError(ValueError):
+    """A signature or a value does not follow the contract's type rules."""
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A parsed signature.
+
+    Fields:
+        params: parameter types, in order.
+        result: the result type.
+    """
+
+    params: tuple[ValueType, ...]
+    result: ValueType
+
+    @classmethod
+    def parse(cls, text: str) -> Signature:
+        """Parse ``(T, ...) -> T``; raise :class:`SignatureError` with the reason."""
+        if not isinstance(text, str):
+            raise SignatureError("signature must be a string like '(i32, i32) -> i32'")
+        m = re.fullmatch(r"\s*\(\s*(.*?)\s*\)\s*->\s*(\S+)\s*", text)
+        if not m:
+            raise SignatureError(f"cannot parse signature {text!r}; expected '(T, ...) -> T'")
+        inner, result = m.group(1), m.group(2)
+        params = [p.strip() for p in inner.split(",")] if inner else []
+        for t in [*params, result]:
+            if t not in VALUE_TYPES:
+                raise SignatureError(
+                    f"unsupported type {t!r} in {text!r}; types are {', '.join(VALUE_TYPES)}"
+                )
+        sig = cls(tuple(params), result)  # type: ignore[arg-type]
+        sig.check()
+        return sig
+
+    def check(self) -> None:
+        if len(self.params) == 0:
+            raise SignatureError("a signature needs at least one parameter")
+        if len(self.params) > MAX_PARAMS:
+            raise SignatureError(f"at most {MAX_PARAMS} parameters are supported")
+        arrays = [p == "f32[]" for p in self.params]
+        if any(arrays) or self.result == "f32[]":
+            if not all(arrays):
+                raise SignatureError(
+                    "array signatures take only f32[] parameters, e.g. '(f32[], f32[]) -> f32[]'"
+                )
+            if self.result not in ("f32[]", "f32"):
+                raise SignatureError("array signatures return f32[] (map/zip) or f32 (reduction)")
+
+    def __str__(self) -> str:
+        return f"({', '.join(self.params)}) -> {self.result}"
+
+    @property
+    def arity(self) -> int:
+        return len(self.params)
+
+    @property
+    def kind(self) -> ShapeKind:
+        """``scalar``, ``map`` (array in, array out) or ``reduce`` (arrays in, f32 out)."""
+        if self.params[0] != "f32[]":
+            return "scalar"
+        return "map" if self.result == "f32[]" else "reduce"
+
+    @property
+    def is_array(self) -> bool:
+        return self.kind != "scalar"
+
+    @property
+    def default_tier(self) -> Tier:
+        return "simd" if self.is_array else "scalar"
+
+    def allows_tier(self, tier: str) -> bool:
+        if tier not in TIERS:
+            return False
+        return (tier == "scalar") != self.is_array
+
+    def check_tier(self, tier: str) -> Tier:
+        if tier not in TIERS:
+            raise SignatureError(f"unknown tier {tier!r}; tiers are {', '.join(TIERS)}")
+        if not self.allows_tier(tier):
+            want = "simd or gpu" if self.is_array else "scalar"
+            raise SignatureError(f"tier {tier!r} does not fit {self}; use {want}")
+        return tier  # type: ignore[return-value]
+
+    def coerce_args(self, args: Any) -> tuple[Any, ...]:
+        """Check a call's JSON-ish arguments against the signature and normalise them.
+
+        Integers stay Python ints (range-checked), floats become Python floats, arrays become
+        lists of floats. Arrays of one call must have equal length.
+        """
+        if not isinstance(args, (list, tuple)):
+            raise SignatureError("args must be a list")
+        if len(args) != len(self.params):
+            raise SignatureError(
+                f"{self} takes {len(self.params)} argument(s), got {len(args)}"
+            )
+        out = tuple(coerce_value(t, a, where=f"argument {i}") for i, (t, a) in
+                    enumerate(zip(self.params, args, strict=True)))
+        if self.is_array:
+            lengths = {len(a) for a in out}
+            if len(lengths) > 1:
+                raise SignatureError(f"array arguments must have equal length, got {sorted(lengths)}")
+        return out
+
+    def coerce_result(self, value: Any) -> Any:
+        return coerce_value(self.result, value, where="result")
+
+
+def coerce_value(t: str, v: Any, *, where: str = "value") -> Any:
+    """Validate one value of type ``t``; return its normal Python form."""
+    if t in _INT_RANGES:
+        if isinstance(v, bool) or not isinstance(v, int):
+            if isinstance(v, float) and v.is_integer():
+                v = int(v)
+            else:
+                raise SignatureError(f"{where}: expected an integer ({t}), got {v!r}")
+        lo, hi = _INT_RANGES[t]
+        if not lo <= v <= hi:
+            raise SignatureError(f"{where}: {v} is out of range for {t}")
+        return v
+    if t in ("f32", "f64"):
+        return _coerce_float(t, v, where)
+    if t == "f32[]":
+        if not isinstance(v, (list, tuple)) and not hasattr(v, "__array__"):
+            raise SignatureError(f"{where}: expected an array of f32, got {type(v).__name__}")
+        if hasattr(v, "__array__") and not isinstance(v, (list, tuple)):
+            return v  # numpy arrays pass through; the runtime converts them
+        return [_coerce_float("f32", x, f"{where}[{i}]") for i, x in enumerate(v)]
+    raise SignatureError(f"unknown type {t!r}")
+
+
+def _coerce_float(t: str, v: Any, where: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        if isinstance(v, str) and v in ("nan", "inf", "-inf", "NaN", "Infinity", "-Infinity"):
+            return float(v.replace("Infinity", "inf"))
+        raise SignatureError(f"{where}: expected a number ({t}), got {v!r}")
+    f = float(v)
+    if t == "f32" and math.isfinite(f) and abs(f) > _F32_MAX:
+        raise SignatureError(f"{where}: {v} is out of range for f32")
+    return f
+
+
+def format_signature(params: Sequence[str], result: str) -> str:
+    return str(Signature(tuple(params), result))  # type: ignore[arg-type]
