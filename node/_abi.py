@@ -6,24 +6,36 @@
   ``(in0_ptr, ..., in{k-1}_ptr, n)`` (all i32) and returns f32; no imports.
 - gpu: the same exports and shape as simd, and imports only from the host module ``gpu``.
 
-Also here: how scalar values travel through wasmtime's ``ValRaw`` array (16 bytes per slot).
+Also here: how scalar values travel through wasmtime's ``ValRaw`` array (16 bytes per slot), how
+f32 arrays are viewed in linear memory, and how wasmtime's traps map to the colony's errors.
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
 import struct
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import wasmtime
 
-from node._errors import CompileError, UnsupportedError
+from node._errors import (
+    BudgetExceeded,
+    CompileError,
+    SandboxError,
+    TrapError,
+    UnsupportedError,
+)
 from protocol import Signature
 
 #: Bytes per ``wasmtime_val_raw_t`` (a union as wide as a v128).
 VALRAW_BYTES = 16
 #: WASM page size.
 PAGE = 65536
+#: Marker in the error the runtime's epoch callback returns, followed by the budget name.
+BUDGET_MARK = "qt45-budget:"
 
 _CODES = {"i32": "i", "i64": "q", "f32": "f", "f64": "d"}
 _SIZES = {"i32": 4, "i64": 8, "f32": 4, "f64": 8}
@@ -121,7 +133,8 @@ class ScalarCodec:
             raise UnsupportedError(
                 f"function takes {len(self.types)} argument(s), got {len(args)}"
             )
-        return tuple(_normalise(t, a, i) for i, (t, a) in enumerate(zip(self.types, args)))
+        pairs = zip(self.types, args, strict=True)
+        return tuple(_normalise(t, a, i) for i, (t, a) in enumerate(pairs))
 
 
 def _normalise(t: str, v: object, i: int) -> int | float:
@@ -143,3 +156,95 @@ def _normalise(t: str, v: object, i: int) -> int | float:
         except OverflowError:
             return math.copysign(math.inf, f)
     return f
+
+
+# --- errors and arrays ------------------------------------------------------------------
+
+_TRAP_NAMES = {
+    "STACK_OVERFLOW": "call stack exhausted",
+    "MEMORY_OUT_OF_BOUNDS": "out of bounds memory access",
+    "HEAP_MISALIGNED": "unaligned atomic",
+    "TABLE_OUT_OF_BOUNDS": "undefined element",
+    "INDIRECT_CALL_TO_NULL": "uninitialized element",
+    "BAD_SIGNATURE": "indirect call type mismatch",
+    "INTEGER_OVERFLOW": "integer overflow",
+    "INTEGER_DIVISION_BY_ZERO": "integer divide by zero",
+    "BAD_CONVERSION_TO_INTEGER": "invalid conversion to integer",
+    "UNREACHABLE": "unreachable",
+}
+
+
+def translate(exc: Exception, name: str) -> SandboxError:
+    """Map a wasmtime Trap / WasmtimeError to the colony's error classes."""
+    if isinstance(exc, wasmtime.Trap):
+        code = exc.trap_code
+        label = code.name if code is not None else ""
+        if label == "OUT_OF_FUEL":
+            return BudgetExceeded(f"{name}: ran out of fuel", budget="fuel")
+        if label == "INTERRUPT":
+            return BudgetExceeded(f"{name}: ran past its time budget", budget="time")
+        trap = _TRAP_NAMES.get(label) or _trap_from_message(exc.message)
+        return TrapError(f"{name} trapped: {trap}", trap=trap)
+    msg = str(exc)
+    if BUDGET_MARK in msg:
+        budget = msg.split(BUDGET_MARK, 1)[1].split()[0]
+        what = "was cancelled" if budget == "cancelled" else "ran past its time budget"
+        return BudgetExceeded(f"{name}: {what}", budget=budget)
+    if "all fuel consumed" in msg:
+        return BudgetExceeded(f"{name}: ran out of fuel", budget="fuel")
+    if "memory" in msg and ("limit" in msg or "exceeds" in msg):
+        return BudgetExceeded(f"{name}: {_last_line(msg)}", budget="memory")
+    if "wasm trap:" in msg:
+        trap = _trap_from_message(msg)
+        return TrapError(f"{name} trapped: {trap}", trap=trap)
+    return TrapError(f"{name} failed: {_last_line(msg)}", trap="error")
+
+
+def _trap_from_message(msg: str) -> str:
+    if "wasm trap:" in msg:
+        return msg.rsplit("wasm trap:", 1)[1].strip().splitlines()[0]
+    return _last_line(msg) or "trap"
+
+
+def _last_line(msg: str) -> str:
+    lines = [ln.strip() for ln in msg.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+_MADV_HUGEPAGE = 14
+_HUGE = 2 << 20
+try:
+    _madvise: Any = ctypes.CDLL(None, use_errno=True).madvise
+    _madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+except (OSError, AttributeError):  # pragma: no cover - not Linux/glibc
+    _madvise = None
+
+
+def advise_hugepages(addr: int, size: int) -> None:
+    """Ask for transparent huge pages on big linear memories, as numpy does for big arrays.
+
+    Streaming kernels over multi-MB arrays otherwise spend a noticeable share of their time on
+    TLB misses. Advisory only: failures (or kernels without THP) change nothing.
+    """
+    if _madvise is None or size < 2 * _HUGE:
+        return
+    start = (addr + _HUGE - 1) & ~(_HUGE - 1)
+    end = (addr + size) & ~(_HUGE - 1)
+    if end > start:
+        _madvise(start, end - start, _MADV_HUGEPAGE)
+
+
+def as_f32(value: Any, i: int) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise UnsupportedError(f"argument {i}: expected an array of f32") from None
+    if arr.ndim != 1:
+        raise UnsupportedError(f"argument {i}: expected a one-dimensional array, got {arr.ndim}-d")
+    return arr
+
+
+def f32_view(addr: int, nbytes: int) -> np.ndarray:
+    # A numpy view straight onto linear memory (no copy); valid until the memory moves.
+    raw = (ctypes.c_uint8 * nbytes).from_address(addr)
+    return np.frombuffer(memoryview(raw), dtype=np.float32)

@@ -217,8 +217,9 @@ def create_app(node: Node) -> QuartTrio:
             raise RequestError("'tier' must be a string")
         return reply(await node.bench_function(name, tier, iterations, size))
 
-    @app.get("/v1/variants/<fp>")
-    async def get_variant(fp: str) -> Response:
+    @app.get("/v1/variants/<fingerprint>")
+    async def get_variant(fingerprint: str) -> Response:
+        fp = fingerprint
         if not is_fingerprint(fp):
             raise RequestError(f"{fp!r} is not a fingerprint (sha256:<64 hex>)")
         v = await trio.to_thread.run_sync(node.library.variant, fp)

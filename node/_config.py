@@ -60,6 +60,24 @@ class SynthLimits:
 
 
 @dataclass(frozen=True)
+class LlmSettings:
+    """LLM synthesis (used only when ``NodeConfig.llm`` is set)."""
+
+    #: API flavour: ``auto`` (guess from the URL), ``ollama`` or ``openai``.
+    api: str = "auto"
+    #: Seconds one LLM request may take before it is abandoned.
+    request_timeout_s: float = 120.0
+    #: Attempts per synthesis (first try + repairs fed with errors and failing tests).
+    attempts: int = 3
+    #: Sampling temperature.
+    temperature: float = 0.2
+    #: Largest completion, in tokens.
+    max_tokens: int = 2048
+    #: Name of the environment variable holding the API key (OpenAI-compatible servers).
+    api_key_env: str = "COLONY_LLM_API_KEY"
+
+
+@dataclass(frozen=True)
 class ApiLimits:
     """Limits on what clients may send."""
 
@@ -102,6 +120,7 @@ class NodeConfig:
     sandbox: SandboxLimits = field(default_factory=SandboxLimits)
     gpu: GpuLimits = field(default_factory=GpuLimits)
     synth: SynthLimits = field(default_factory=SynthLimits)
+    llm_settings: LlmSettings = field(default_factory=LlmSettings)
     api: ApiLimits = field(default_factory=ApiLimits)
 
     def with_env(self, environ: dict[str, str] | None = None) -> NodeConfig:

@@ -204,6 +204,9 @@ class GpuSession:
             raise GpuError(f"dispatch: {n_bufs} bindings; at most {MAX_BINDINGS}")
         ids = self._mem(bufs_ptr, 4 * n_bufs, "dispatch buffer list").view("<i4")
         bound = [self._buffer(int(i), f"dispatch binding {k}") for k, i in enumerate(ids)]
+        if len(set(ids.tolist())) != len(bound):
+            # WebGPU forbids a writable storage buffer aliasing another binding of one dispatch
+            raise GpuError(f"dispatch: a buffer appears twice in the binding list {ids.tolist()}")
         gx, gy = workgroups(_u32(n_elements), pipe.workgroup_size)
         if gx == 0:
             return
@@ -219,13 +222,16 @@ class GpuSession:
             except Exception as exc:
                 raise GpuError(f"dispatch: the buffers do not fit the shader's bindings: "
                                f"{_wgpu_message(exc)}") from None
-            enc = dev.create_command_encoder()
-            cp = enc.begin_compute_pass()
-            cp.set_pipeline(pipe.pipeline)
-            cp.set_bind_group(0, group)
-            cp.dispatch_workgroups(gx, gy, 1)
-            cp.end()
-            dev.queue.submit([enc.finish()])
+            try:
+                enc = dev.create_command_encoder()
+                cp = enc.begin_compute_pass()
+                cp.set_pipeline(pipe.pipeline)
+                cp.set_bind_group(0, group)
+                cp.dispatch_workgroups(gx, gy, 1)
+                cp.end()
+                dev.queue.submit([enc.finish()])
+            except Exception as exc:
+                raise GpuError(f"dispatch refused by the device: {_wgpu_message(exc)}") from None
             self.ctx.stats["dispatches"] += 1
             if self.sync_dispatch and bound:
                 # wgpu-py 0.32 has no working on_submitted_work_done; a 4-byte read waits.

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import trio
@@ -44,6 +44,24 @@ from protocol import Signature, fingerprint
 log = logging.getLogger("colony.node")
 
 Key = tuple[str, str, str]  # (name, signature, tier)
+
+
+class ColonyHooks(Protocol):
+    """What the colony layer (colony/) plugs into a node. A node works alone without it."""
+
+    async def find_for_task(self, req: TaskRequest) -> bool:
+        """Ask peers for a verified variant of the task's function; adopt it into the local
+        library (after the immune check) and return True, or return False."""
+        ...
+
+    async def published(self, function: FunctionRecord, variant: VariantRecord,
+                        tests: list[TestCase]) -> None:
+        """A variant was just synthesized and verified here: push it to peers at once."""
+        ...
+
+    def view(self) -> dict[str, Any]:
+        """Peers, fitness and sync state for ``GET /v1/colony``."""
+        ...
 
 
 @dataclass
@@ -83,6 +101,8 @@ class Node:
         self._metrics: dict[str, list[int]] = {}
         self._metrics_lock = threading.Lock()
         self.stats = _Stats()
+        #: Set by the colony layer when this node is part of a colony.
+        self.colony: ColonyHooks | None = None
 
     # ---------------------------------------------------------------- lifecycle
     @classmethod
@@ -193,6 +213,9 @@ class Node:
                 req = _renamed(req, await self._free_name(req.name, str(req.signature)))
                 key = (req.name, str(req.signature), req.tier)
                 serving = await self._lookup(key)
+        if serving is None and self.colony is not None and await self.colony.find_for_task(req):
+            serving = await self._lookup(key)
+            source = "peer"
         if serving is None:
             if not req.synthesize:
                 raise NotFoundError(
@@ -328,6 +351,8 @@ class Node:
         serving = _Serving(stored_fn or fn, variant.fingerprint, loaded, {t.id for t in tests})
         self._cache[(req.name, str(req.signature), req.tier)] = serving
         log.info("stored %s %s %s", req.name, req.tier, variant.fingerprint[:19])
+        if self.colony is not None:
+            await self.colony.published(serving.function, variant, tests)
         return serving
 
     # ---------------------------------------------------------------- tools
@@ -400,6 +425,7 @@ class Node:
             "name": self.config.name,
             "url": f"http://{self.config.host}:{self.config.port}",
             "peers": [],
+            **(self.colony.view() if self.colony is not None else {}),
             "synthesizers": [s.name for s in self.synthesizers],
             "tasks_by_source": dict(self.stats.tasks_by_source),
             "synthesis_calls": self.stats.synth_calls,

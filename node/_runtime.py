@@ -25,6 +25,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -33,14 +34,25 @@ import wasmtime
 import wasmtime._bindings as _b
 from wasmtime import _ffi as ffi
 
-from node._abi import PAGE, VALRAW_BYTES, ScalarCodec, check_module, check_tier, memory_floor
+from node._abi import (
+    BUDGET_MARK,
+    PAGE,
+    VALRAW_BYTES,
+    ScalarCodec,
+    advise_hugepages,
+    as_f32,
+    check_module,
+    check_tier,
+    f32_view,
+    memory_floor,
+    translate,
+)
 from node._config import SandboxLimits
 from node._errors import (
     BudgetExceeded,
     CompileError,
     SandboxError,
     TooLargeError,
-    TrapError,
     UnsupportedError,
 )
 from protocol import Signature, SignatureError, fingerprint
@@ -51,8 +63,6 @@ __all__ = ["GpuBackend", "Loaded", "Runtime"]
 _LINGER_S = 1.0
 #: Idle slots kept per loaded function (more concurrent calls create more, then drop the extra).
 _POOL_MAX = 8
-#: Marker in the error our epoch callback returns, followed by the budget name.
-_MARK = "qt45-budget:"
 
 _monotonic = time.monotonic
 
@@ -75,21 +85,7 @@ _EpochCallback = ctypes.CFUNCTYPE(
     ctypes.POINTER(ctypes.c_uint64),
     ctypes.POINTER(ctypes.c_uint8),
 )
-_NO_FINALIZER = ctypes.cast(None, ctypes.CFUNCTYPE(None, ctypes.c_void_p))
-
-_TRAP_NAMES = {
-    "STACK_OVERFLOW": "call stack exhausted",
-    "MEMORY_OUT_OF_BOUNDS": "out of bounds memory access",
-    "HEAP_MISALIGNED": "unaligned atomic",
-    "TABLE_OUT_OF_BOUNDS": "undefined element",
-    "INDIRECT_CALL_TO_NULL": "uninitialized element",
-    "BAD_SIGNATURE": "indirect call type mismatch",
-    "INTEGER_OVERFLOW": "integer overflow",
-    "INTEGER_DIVISION_BY_ZERO": "integer divide by zero",
-    "BAD_CONVERSION_TO_INTEGER": "invalid conversion to integer",
-    "UNREACHABLE": "unreachable",
-}
-
+_NO_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)()  # a NULL function pointer
 
 class GpuBackend(Protocol):
     """What the gpu tier needs from ``node/_gpu.py``'s ``GpuRunner``."""
@@ -101,10 +97,11 @@ class GpuBackend(Protocol):
 class _Control:
     """Cancellation of one ``acall``: the flag the epoch callback reads, and a done event."""
 
-    __slots__ = ("cancelled", "finished")
+    __slots__ = ("cancelled", "finished", "started")
 
     def __init__(self) -> None:
         self.cancelled = False
+        self.started = False
         self.finished = threading.Event()
 
 
@@ -138,10 +135,14 @@ class _Slot:
 
 
 class Loaded:
-    """A compiled, ABI-checked function ready to call; ``call(args)`` is the hot path.
+    """A compiled, ABI-checked function ready to call.
 
     Fields: ``fingerprint``, ``name``, ``signature``, ``tier``, ``module`` (the compiled module).
+    ``call(args)`` runs it (blocking, thread-safe) and is the hot path: Python ints/floats in and
+    out for scalar signatures; float arrays in, a float32 ndarray (map) or a float (reduce) out.
     """
+
+    call: Callable[[tuple], Any]
 
     def __init__(
         self, rt: Runtime, module: wasmtime.Module, fp: str, name: str, signature: Signature,
@@ -161,6 +162,7 @@ class Loaded:
             self._pack = codec.pack_into
             self._unpack = codec.unpack_from
             self._nvals = codec.slots
+            self.call = self._scalar_call()
         else:
             nptr = signature.arity + (1 if self._kind == "map" else 0)
             self._nptr = nptr
@@ -169,47 +171,64 @@ class Loaded:
             self._unpack = struct.Struct("<f").unpack_from
             floor = memory_floor(module)
             self._floor = (floor + 15) & ~15
+            self.call = self._general_call
 
     def __repr__(self) -> str:
         return f"<Loaded {self.name} {self.signature} {self.tier} {self.fingerprint[:19]}>"
 
     # -- the hot path -------------------------------------------------------------------------
-    def call(self, args: tuple) -> Any:
-        """Run the function on ``args`` (blocking, thread-safe); see the module docstring."""
-        if self.tier != "scalar":
-            if self.tier == "gpu":
-                return self._rt._gpu_call(self, args)
-            return self._call_arrays(args, None)
+    def _general_call(self, args: tuple) -> Any:
+        if self.tier == "gpu":
+            return self._rt._gpu_call(self, args)
+        return self._call_arrays(args, None)
+
+    def _scalar_call(self) -> Callable[[tuple], Any]:
+        """Build the scalar hot path as a closure: free variables are cheaper than attributes,
+        and every microsecond here is per call."""
         idle = self._idle
-        try:
-            slot = idle.pop()
-        except IndexError:
-            slot = self._spawn()
-        try:
-            self._pack(slot.buf, 0, *args)
-        except (struct.error, OverflowError, TypeError):
-            try:
-                self._pack(slot.buf, 0, *self._codec.normalise(args))
-            except BaseException:
-                idle.append(slot)
-                raise
+        pop, append = idle.pop, idle.append
+        pack, unpack, normalise = self._pack, self._unpack, self._codec.normalise
         rt = self._rt
-        slot.deadline = _monotonic() + rt._timeout
-        rt._inflight.add(slot)
-        if not rt._ticking:
-            rt._arm(slot)
-        _set_fuel(slot.ctx, rt._fuel)
-        err = _call_unchecked(slot.ctx, slot.func, slot.bufp, slot.nvals, slot.trapp)
-        rt._inflight.discard(slot)
-        if err or slot.trap:
-            raise self._failure(slot, err)
-        result = self._unpack(slot.buf)[0]
-        if len(idle) < _POOL_MAX:
-            idle.append(slot)
-        return result
+        inflight = rt._inflight
+        fuel, timeout = rt._fuel, rt._timeout
+        spawn, failure = self._spawn, self._failure
+        set_fuel, call_unchecked, monotonic = _set_fuel, _call_unchecked, _monotonic
+
+        def call(args: tuple) -> Any:
+            try:
+                slot = pop()
+            except IndexError:
+                slot = spawn()
+            buf = slot.buf
+            try:
+                pack(buf, 0, *args)
+            except (struct.error, OverflowError, TypeError):
+                try:
+                    pack(buf, 0, *normalise(args))
+                except BaseException:
+                    append(slot)
+                    raise
+            slot.deadline = monotonic() + timeout
+            inflight.add(slot)
+            if not rt._ticking:
+                rt._arm(slot)
+            ctx = slot.ctx
+            set_fuel(ctx, fuel)
+            err = call_unchecked(ctx, slot.func, slot.bufp, slot.nvals, slot.trapp)
+            inflight.discard(slot)
+            if err or slot.trap:
+                raise failure(slot, err)
+            result = unpack(buf)[0]
+            if len(idle) < _POOL_MAX:
+                append(slot)
+            return result
+
+        return call
 
     # -- general path (acall, arrays) -------------------------------------------------------
     def _invoke(self, args: tuple, ctl: _Control | None) -> Any:
+        if ctl is not None:
+            ctl.started = True
         try:
             if self.tier != "scalar":
                 return self._call_arrays(args, ctl)
@@ -258,7 +277,7 @@ class Loaded:
         k = self.signature.arity
         if not isinstance(args, (tuple, list)) or len(args) != k:
             raise UnsupportedError(f"{self.signature} takes {k} argument(s)")
-        arrays = [_as_f32(a, i) for i, a in enumerate(args)]
+        arrays = [as_f32(a, i) for i, a in enumerate(args)]
         n = arrays[0].shape[0]
         if any(a.shape[0] != n for a in arrays):
             raise UnsupportedError(
@@ -277,8 +296,8 @@ class Loaded:
         slot = self._acquire()
         try:
             self._grow(slot, need)
-            view = _f32_view(slot.mem_addr(), need)
-            for off, a in zip(offsets, arrays):
+            view = f32_view(slot.mem_addr(), need)
+            for off, a in zip(offsets, arrays, strict=False):  # the map output has no input
                 np.copyto(view[off // 4: off // 4 + n], a)
             self._pack(slot.buf, 0, *offsets, n)
         except BaseException:
@@ -289,7 +308,7 @@ class Loaded:
             if self._kind == "map":
                 out = offsets[-1] // 4
                 # Re-read the base address: the module may have grown (moved) its memory.
-                return _f32_view(slot.mem_addr(), need)[out: out + n].copy()
+                return f32_view(slot.mem_addr(), need)[out: out + n].copy()
             return float(self._unpack(slot.buf)[0])
         finally:
             self._release(slot)
@@ -306,6 +325,7 @@ class Loaded:
             raise BudgetExceeded(
                 f"{self.name}: linear memory cannot grow to {need} bytes ({exc})", budget="memory"
             ) from None
+        advise_hugepages(slot.mem_addr(), mem.data_len(slot.store))
 
     # -- slots ----------------------------------------------------------------------------
     def _acquire(self) -> _Slot:
@@ -331,7 +351,7 @@ class Loaded:
             )
         else:
             exc = wasmtime.Trap._from_ptr(slot.trap)
-        return _translate(exc, self.name)
+        return translate(exc, self.name)
 
 
 class Runtime:
@@ -364,6 +384,11 @@ class Runtime:
     def attach_gpu(self, gpu: GpuBackend) -> None:
         """Set the gpu tier's runner (it is built from :attr:`engine`, so after the Runtime)."""
         self._gpu = gpu
+
+    def gpu_info(self) -> dict[str, Any] | None:
+        """The gpu runner's device description (without starting the device), or None."""
+        info = getattr(self._gpu, "info", None)
+        return info(start=False) if callable(info) else None
 
     # -- loading ----------------------------------------------------------------------------
     def load(
@@ -445,8 +470,10 @@ class Runtime:
             with trio.CancelScope(shield=True):
                 # Structured: the worker ends (it sees the flag at the next epoch check) before
                 # this task goes on. Bounded so that a stuck host step cannot hang the caller.
+                # A worker that had not started yet (still queued for a thread) never enters
+                # WASM: it sees the flag first. So only a started one is waited for.
                 give_up = _monotonic() + self._timeout + 1.0
-                while not ctl.finished.is_set() and _monotonic() < give_up:
+                while ctl.started and not ctl.finished.is_set() and _monotonic() < give_up:
                     await trio.sleep(0.001)
             raise
 
@@ -493,7 +520,7 @@ class Runtime:
                 self._arm(slot)
             instance = wasmtime.Instance(store, loaded.module, [])
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-            raise _translate(exc, loaded.name) from None
+            raise translate(exc, loaded.name) from None
         finally:
             self._inflight.discard(slot)
         exports = instance.exports(store)
@@ -559,7 +586,7 @@ class Runtime:
                 elif _monotonic() >= slot.deadline:
                     reason = "time"
             if reason is not None:
-                msg = (_MARK + reason).encode()
+                msg = (BUDGET_MARK + reason).encode()
                 err = ffi.wasmtime_error_new(ctypes.create_string_buffer(msg))
                 return ctypes.cast(err, ctypes.c_void_p).value or 0
             delta[0] = 1
@@ -567,55 +594,3 @@ class Runtime:
             return 0
         except BaseException:  # pragma: no cover - defensive
             return 0
-
-
-def _translate(exc: Exception, name: str) -> SandboxError:
-    """Map a wasmtime Trap / WasmtimeError to the colony's error classes."""
-    if isinstance(exc, wasmtime.Trap):
-        code = exc.trap_code
-        label = code.name if code is not None else ""
-        if label == "OUT_OF_FUEL":
-            return BudgetExceeded(f"{name}: ran out of fuel", budget="fuel")
-        if label == "INTERRUPT":
-            return BudgetExceeded(f"{name}: ran past its time budget", budget="time")
-        trap = _TRAP_NAMES.get(label) or _trap_from_message(exc.message)
-        return TrapError(f"{name} trapped: {trap}", trap=trap)
-    msg = str(exc)
-    if _MARK in msg:
-        budget = msg.split(_MARK, 1)[1].split()[0]
-        what = "was cancelled" if budget == "cancelled" else "ran past its time budget"
-        return BudgetExceeded(f"{name}: {what}", budget=budget)
-    if "all fuel consumed" in msg:
-        return BudgetExceeded(f"{name}: ran out of fuel", budget="fuel")
-    if "memory" in msg and ("limit" in msg or "exceeds" in msg):
-        return BudgetExceeded(f"{name}: {_last_line(msg)}", budget="memory")
-    if "wasm trap:" in msg:
-        trap = _trap_from_message(msg)
-        return TrapError(f"{name} trapped: {trap}", trap=trap)
-    return TrapError(f"{name} failed: {_last_line(msg)}", trap="error")
-
-
-def _trap_from_message(msg: str) -> str:
-    if "wasm trap:" in msg:
-        return msg.rsplit("wasm trap:", 1)[1].strip().splitlines()[0]
-    return _last_line(msg) or "trap"
-
-
-def _last_line(msg: str) -> str:
-    lines = [ln.strip() for ln in msg.strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else ""
-
-
-def _as_f32(value: Any, i: int) -> np.ndarray:
-    try:
-        arr = np.asarray(value, dtype=np.float32)
-    except (TypeError, ValueError):
-        raise UnsupportedError(f"argument {i}: expected an array of f32") from None
-    if arr.ndim != 1:
-        raise UnsupportedError(f"argument {i}: expected a one-dimensional array, got {arr.ndim}-d")
-    return arr
-
-
-def _f32_view(addr: int, nbytes: int) -> np.ndarray:
-    # A numpy view straight onto linear memory (no copy); valid until the memory moves.
-    return np.frombuffer((ctypes.c_uint8 * nbytes).from_address(addr), dtype=np.float32)

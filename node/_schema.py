@@ -13,13 +13,17 @@ Rules for new migrations:
 * Migrations that need an extension (sqlite-vec, issue 5) rely on ``_store._connect`` having
   loaded it on every connection before ``migrate`` runs.
 
+Issue 5 (retrieval, migration 2): ``functions.id`` is an ``INTEGER PRIMARY KEY`` so that the
+external-content FTS5 table ``functions_fts`` (kept in sync by triggers on ``functions``; the
+unicode61 tokenizer splits names at ``_``, so ``circle_area`` matches "circle") and ``function_vectors``
+(embeddings as sqlite-vec float32 blobs plus their sign bits) key on a rowid that ``VACUUM``
+never renumbers. ``search_changes`` numbers every change that moves a function in or out of the
+search index, so the in-memory index (node/_search.py) catches up incrementally; ``behaviours``
+holds each variant's behavioural fingerprint. ``name`` stays the natural key (UNIQUE, the
+target of every foreign key).
+
 Room left for later issues (planned, not built here):
 
-* Issue 5 (retrieval): ``functions.id`` is an ``INTEGER PRIMARY KEY`` precisely so that an
-  external-content FTS5 table (``content='functions', content_rowid='id'``, kept in sync by
-  triggers on ``functions``) and a sqlite-vec ``vec0`` table of "name: description" embeddings
-  can key on a rowid that ``VACUUM`` never renumbers. ``name`` stays the natural key (UNIQUE,
-  the target of every foreign key).
 * Issue 6 (colony): ``log`` numbers the records each origin node produced, Scuttlebutt style.
   Every local write of a synced record (function, variant, test, metric counter) upserts one
   row ``(origin=<local node id>, seq=<next>, kind, key)``; the ``(kind, key, origin)`` index
@@ -132,8 +136,80 @@ CREATE TABLE log_heads (
 ) STRICT, WITHOUT ROWID;
 """
 
+# Version 2 (issue 5, retrieval). Nothing here needs sqlite-vec to be loaded: the vectors are
+# plain BLOBs in sqlite-vec's float32 / bit formats (written through its ``vec_f32`` and
+# ``vec_quantize_binary`` functions, read back by ``vec_distance_*`` and by the in-memory index),
+# so a connection without the extension can still read, check (integrity_check) and delete.
+# Not a vec0 virtual table: vec0 cannot cascade from ``functions`` and its brute-force KNN is
+# the slow path the in-memory index replaces (see node/_search.py).
+_V2 = """
+-- Keyword search over name + description; external content, so no text is stored twice.
+-- porter: "adds" finds "add"; the trigger set is SQLite's documented external-content recipe.
+CREATE VIRTUAL TABLE functions_fts USING fts5(
+    name, description, content='functions', content_rowid='id',
+    tokenize='porter unicode61 remove_diacritics 2'
+);
+INSERT INTO functions_fts (rowid, name, description)
+    SELECT id, name, description FROM functions;
+
+-- The embedding of "name: description" (all-MiniLM-L6-v2, 384 float32, unit length) and its
+-- sign bits (48 bytes) for the coarse Hamming pass. `text` is what was embedded: a row whose
+-- text no longer matches its function is stale and gets re-embedded.
+CREATE TABLE function_vectors (
+    function_id INTEGER PRIMARY KEY REFERENCES functions(id) ON DELETE CASCADE,
+    model       TEXT NOT NULL,
+    text        TEXT NOT NULL,
+    embedding   BLOB NOT NULL,
+    bits        BLOB NOT NULL
+) STRICT;
+
+-- Every change that can move a function in or out of the search index, numbered, so an
+-- in-memory index catches up by reading only the rows after the last seq it applied.
+CREATE TABLE search_changes (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    function_id INTEGER NOT NULL
+) STRICT;
+
+CREATE TRIGGER functions_ai AFTER INSERT ON functions BEGIN
+    INSERT INTO functions_fts (rowid, name, description)
+        VALUES (new.id, new.name, new.description);
+    INSERT INTO search_changes (function_id) VALUES (new.id);
+END;
+CREATE TRIGGER functions_ad AFTER DELETE ON functions BEGIN
+    INSERT INTO functions_fts (functions_fts, rowid, name, description)
+        VALUES ('delete', old.id, old.name, old.description);
+    -- Also without foreign_keys (a bare connection): no vector outlives its function.
+    DELETE FROM function_vectors WHERE function_id = old.id;
+    INSERT INTO search_changes (function_id) VALUES (old.id);
+END;
+CREATE TRIGGER functions_au AFTER UPDATE OF name, description, signature ON functions BEGIN
+    INSERT INTO functions_fts (functions_fts, rowid, name, description)
+        VALUES ('delete', old.id, old.name, old.description);
+    INSERT INTO functions_fts (rowid, name, description)
+        VALUES (new.id, new.name, new.description);
+    INSERT INTO search_changes (function_id) VALUES (old.id);
+    INSERT INTO search_changes (function_id) VALUES (new.id);
+END;
+CREATE TRIGGER function_vectors_ai AFTER INSERT ON function_vectors BEGIN
+    INSERT INTO search_changes (function_id) VALUES (new.function_id);
+END;
+CREATE TRIGGER function_vectors_au AFTER UPDATE ON function_vectors BEGIN
+    INSERT INTO search_changes (function_id) VALUES (new.function_id);
+END;
+
+-- Behavioural fingerprint of a variant: a hash of its outputs on fixed probe inputs of its
+-- signature (node/_search.py: behaviour_fingerprint). Equal hashes under one signature mean
+-- "very likely the same function", whatever the names say.
+CREATE TABLE behaviours (
+    fingerprint TEXT PRIMARY KEY REFERENCES variants(fingerprint) ON DELETE CASCADE,
+    signature   TEXT NOT NULL,
+    behaviour   TEXT NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE INDEX behaviours_by_value ON behaviours(signature, behaviour);
+"""
+
 #: The ordered migrations; ``MIGRATIONS[i]`` goes from version ``i`` to ``i + 1``.
-MIGRATIONS: tuple[Migration, ...] = (_V1,)
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
 
 #: The schema version this code writes.
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -162,7 +238,10 @@ def migrate(conn: apsw.Connection, migrations: Sequence[Migration] = MIGRATIONS)
             if version < target:
                 step = migrations[version]
                 if isinstance(step, str):
-                    conn.execute(step)
+                    # Drain it: apsw runs the statements after a row-returning one only as the
+                    # cursor is iterated.
+                    for _ in conn.execute(step):
+                        pass
                 else:
                     step(conn)
                 conn.execute(f"PRAGMA user_version = {version + 1}")

@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,17 @@ _VARIANT_COLS = (
     "created_at"
 )
 _VERDICT_COLS = "fingerprint, node, passed, tests_run, tests_failed, failures, elapsed_ns, at"
+_SERVING_CACHE = 4096  # memoised serving_variant answers per thread
+
+
+@dataclass(eq=False)
+class _Reader:
+    """One thread's read connection and its memo of serving_variant answers."""
+
+    thread: threading.Thread
+    conn: apsw.Connection
+    data_version: int = -1
+    serving: dict[tuple[str, str, str], VariantRecord | None] = field(default_factory=dict)
 
 
 class Library:
@@ -66,7 +78,7 @@ class Library:
         self.node_id = node_id
         self._writer: apsw.Connection | None = writer
         self._write_lock = threading.Lock()
-        self._readers: dict[int, tuple[threading.Thread, apsw.Connection]] = {}
+        self._readers: dict[int, _Reader] = {}
         self._readers_lock = threading.Lock()
         self._closed = False
 
@@ -105,8 +117,8 @@ class Library:
             if self._closed:
                 return
             self._closed = True
-            for _, conn in self._readers.values():
-                conn.close()
+            for reader in self._readers.values():
+                reader.conn.close()
             self._readers.clear()
             if self._writer is not None:
                 # Fold the WAL back so the file is self-contained when the node is down.
@@ -255,20 +267,26 @@ class Library:
         """The newest active variant of ``name`` with that signature and tier that this node
         verified (its latest local verdict passed); None if there is none."""
         try:
-            canonical = _canonical_signature(signature)
+            key = (name, _canonical_signature(signature), tier)
         except RequestError:
             return None
+        # The hot path of every cached task. The answer is memoised per thread until any
+        # connection (ours or another process's) commits, which SQLite's data_version reports.
+        reader = self._reader()
+        try:
+            (version,) = reader.conn.execute("PRAGMA data_version").fetchone() or (-1,)
+        except apsw.Error as exc:
+            raise StoreError(f"library read failed: {exc}") from exc
+        if version != reader.data_version or len(reader.serving) > _SERVING_CACHE:
+            reader.serving.clear()
+            reader.data_version = version
+        elif key in reader.serving:
+            return reader.serving[key]
         with self._read() as r:
-            row = r.execute(
-                f"SELECT {_prefixed(_VARIANT_COLS, 'v')} FROM variants v"
-                " JOIN functions f ON f.name = v.function"
-                " JOIN verdicts d ON d.fingerprint = v.fingerprint AND d.node = ?"
-                " WHERE v.function = ? AND f.signature = ? AND v.tier = ?"
-                "   AND v.status = 'active' AND d.passed"
-                " ORDER BY v.created_at DESC, v.rowid DESC LIMIT 1",
-                (self.node_id, name, canonical, tier),
-            ).fetchone()
-            return None if row is None else _variant_from_row(r, row)
+            row = r.execute(_SERVING_SQL, (self.node_id, *key)).fetchone()
+            found = None if row is None else _variant_from_row(r, row)
+        reader.serving[key] = found
+        return found
 
     def variant(self, fingerprint: str) -> VariantRecord | None:
         with self._read() as r:
@@ -356,7 +374,7 @@ class Library:
     @contextmanager
     def _read(self) -> Iterator[apsw.Connection]:
         """A consistent snapshot on this thread's read connection."""
-        r = self._reader()
+        r = self._reader().conn
         try:
             r.execute("BEGIN")
             try:
@@ -367,32 +385,32 @@ class Library:
         except apsw.Error as exc:
             raise StoreError(f"library read failed: {exc}") from exc
 
-    def _reader(self) -> apsw.Connection:
+    def _reader(self) -> _Reader:
         me = threading.current_thread()
         entry = self._readers.get(me.ident or 0)
-        if entry is not None and entry[0] is me and not self._closed:
-            return entry[1]
+        if entry is not None and entry.thread is me and not self._closed:
+            return entry
         with self._readers_lock:
             if self._closed:
                 raise StoreError("the library is closed")
             if entry is not None:
                 # The ident was reused: the thread that owned this connection is gone.
-                conn = entry[1]
-            else:
-                self._prune_readers()
-                try:
-                    conn = _connect(self.path, create=False)
-                    conn.execute("PRAGMA query_only = ON")
-                except apsw.Error as exc:
-                    raise StoreError(f"cannot open the library {self.path}: {exc}") from exc
-            self._readers[me.ident or 0] = (me, conn)
-            return conn
+                entry.thread = me
+                return entry
+            self._prune_readers()
+            try:
+                conn = _connect(self.path, create=False)
+                conn.execute("PRAGMA query_only = ON")
+            except apsw.Error as exc:
+                raise StoreError(f"cannot open the library {self.path}: {exc}") from exc
+            entry = self._readers[me.ident or 0] = _Reader(me, conn)
+            return entry
 
     def _prune_readers(self) -> None:
         # Worker threads come and go; close the connections of the ones that ended.
-        for ident, (thread, conn) in list(self._readers.items()):
-            if not thread.is_alive():
-                conn.close()
+        for ident, reader in list(self._readers.items()):
+            if not reader.thread.is_alive():
+                reader.conn.close()
                 del self._readers[ident]
 
     def _log(self, w: apsw.Connection, kind: str, key: str, function: str) -> None:
@@ -622,6 +640,16 @@ def _unpack(blob: bytes) -> Any:
 
 def _prefixed(cols: str, alias: str) -> str:
     return ", ".join(f"{alias}.{c.strip()}" for c in cols.split(","))
+
+
+_SERVING_SQL = (
+    f"SELECT {_prefixed(_VARIANT_COLS, 'v')} FROM variants v"
+    " JOIN functions f ON f.name = v.function"
+    " JOIN verdicts d ON d.fingerprint = v.fingerprint AND d.node = ?"
+    " WHERE v.function = ? AND f.signature = ? AND v.tier = ?"
+    "   AND v.status = 'active' AND d.passed"
+    " ORDER BY v.created_at DESC, v.rowid DESC LIMIT 1"
+)
 
 
 def _exists(conn: apsw.Connection, sql: str, *params: Any) -> bool:

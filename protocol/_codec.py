@@ -9,9 +9,9 @@ that do not match their content (variant fingerprints, test ids, node ids). Any 
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgpack
@@ -45,7 +45,7 @@ from protocol._messages import (
     WireTest,
     WireVariant,
 )
-from protocol._signature import TIERS, MAX_PARAMS, Signature, SignatureError
+from protocol._signature import MAX_PARAMS, TIERS, Signature, SignatureError
 
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,63}")
 _HEX = re.compile(r"[0-9a-f]+")
@@ -352,7 +352,7 @@ def _message(kind: str, b: Any, limits: Limits) -> Message:
         n = _bucket_count(m["bucket_count"], f"{where}.bucket_count", limits)
         covered = tuple(_int(c, f"{where}.covered[{i}]", 0, n - 1) for i, c in
                         enumerate(_list(m["covered"], f"{where}.covered", limits.buckets)))
-        if any(a >= b for a, b in zip(covered, covered[1:], strict=False)):
+        if any(a >= b for a, b in itertools.pairwise(covered)):
             raise ProtocolError(f"{where}.covered: must be strictly increasing")
         raw = m["heads"]
         if not isinstance(raw, dict):
@@ -408,10 +408,14 @@ def decode(data: bytes, limits: Limits = LIMITS) -> Message:
             bytes(data), raw=False, strict_map_key=True, use_list=True, ext_hook=_refuse_ext,
             max_str_len=max(limits.wat_chars, limits.url_chars) * 4,
             max_bin_len=limits.wasm_bytes, max_array_len=max(limits.array_len, limits.heads),
-            max_map_len=limits.heads, max_ext_len=0,
+            max_map_len=limits.heads, max_ext_len=1024,
         )
     except ProtocolError:
         raise
+    except ValueError as exc:
+        if "exceeds max_" in str(exc):  # msgpack's own size guards (bin, str, array, map)
+            raise ProtocolError(f"too large: {exc}") from None
+        raise ProtocolError(f"not a msgpack message: {type(exc).__name__}: {exc}") from None
     except Exception as exc:  # msgpack raises many kinds (ValueError, TypeError, StackError ...)
         raise ProtocolError(f"not a msgpack message: {type(exc).__name__}: {exc}") from None
     env = _map(obj, "envelope", ("v", "type", "body"))
@@ -430,9 +434,10 @@ def decode(data: bytes, limits: Limits = LIMITS) -> Message:
         raise ProtocolError(f"{kind}: malformed ({type(exc).__name__}: {exc})") from None
 
 
-def decode_as(data: bytes, cls: Callable[..., T], limits: Limits = LIMITS) -> T:
+def decode_as(data: bytes, cls: type[T], limits: Limits = LIMITS) -> T:
     """Decode and insist on one message type (e.g. the reply to a Pull must be a Batch)."""
     msg = decode(data, limits)
-    if not isinstance(msg, cls):  # type: ignore[arg-type]
-        raise ProtocolError(f"expected a {cls.TYPE} message, got {msg.TYPE}")  # type: ignore[attr-defined]
+    if not isinstance(msg, cls):
+        raise ProtocolError(f"expected a {getattr(cls, 'TYPE', cls.__name__)} message, "
+                            f"got {msg.TYPE}")
     return msg

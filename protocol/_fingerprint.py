@@ -23,7 +23,8 @@ def is_fingerprint(text: str) -> bool:
 
 
 def _canon(value: Any) -> Any:
-    # Floats are canonicalised so that 1 and 1.0 in a float slot hash alike and NaN is stable.
+    # Callers hash values already normalised by Signature.coerce_args (floats in float slots),
+    # so 1 and 1.0 never meet here for the same slot; NaN is spelled out so it hashes stably.
     if isinstance(value, bool):
         return value
     if isinstance(value, float):

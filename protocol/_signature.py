@@ -9,6 +9,7 @@ signatures take and return only scalar types. Everything here is pure: no I/O.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -141,8 +142,12 @@ class Signature:
 def coerce_value(t: str, v: Any, *, where: str = "value") -> Any:
     """Validate one value of type ``t``; return its normal Python form."""
     if t in _INT_RANGES:
-        if isinstance(v, bool) or not isinstance(v, int):
-            if isinstance(v, float) and v.is_integer():
+        if isinstance(v, bool):
+            raise SignatureError(f"{where}: expected an integer ({t}), got {v!r}")
+        if isinstance(v, numbers.Integral):
+            v = int(v)
+        if not isinstance(v, int):
+            if isinstance(v, numbers.Real) and float(v).is_integer():
                 v = int(v)
             else:
                 raise SignatureError(f"{where}: expected an integer ({t}), got {v!r}")
@@ -162,7 +167,7 @@ def coerce_value(t: str, v: Any, *, where: str = "value") -> Any:
 
 
 def _coerce_float(t: str, v: Any, where: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
         if isinstance(v, str) and v in ("nan", "inf", "-inf", "NaN", "Infinity", "-Infinity"):
             return float(v.replace("Infinity", "inf"))
         raise SignatureError(f"{where}: expected a number ({t}), got {v!r}")

@@ -7,7 +7,7 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -18,7 +18,9 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from node._config import NodeConfig, SandboxLimits, SynthLimits  # noqa: E402
-from node._server import RunningNode, serve_node  # noqa: E402
+
+if TYPE_CHECKING:
+    from node._server import RunningNode
 
 
 def node_config(tmp_path: Path, **changes: Any) -> NodeConfig:
@@ -29,6 +31,8 @@ def node_config(tmp_path: Path, **changes: Any) -> NodeConfig:
 
 
 async def start_node(nursery: trio.Nursery, cfg: NodeConfig) -> RunningNode:
+    from node._server import serve_node
+
     running: RunningNode = await nursery.start(serve_node, cfg)
     return running
 

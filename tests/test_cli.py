@@ -26,7 +26,7 @@ async def colony(*args: str, check: bool = True) -> subprocess.CompletedProcess[
 async def test_cli_flow(node: RunningNode) -> None:
     url = ["--node", node.url]
     out = (await colony("submit", "multiplies two integers", "--sig", "(i32, i32) -> i32",
-                        "--name", "mul", "-e", "2,3=6", "-e", "4,5=20", "-e", "-3,3=-9",
+                        "--name", "mul", "-e", "2,3=6", "-e", "4,5=20", "--example=-3,3=-9",
                         "--args", "[6, 7]", *url)).stdout.decode()
     assert "result: 42" in out and "source: synthesized" in out
 

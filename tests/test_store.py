@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import wasmtime
 
+from node import _store as _store_module
 from node._errors import NotFoundError, RequestError, StoreError
 from node._records import (
     FunctionRecord,
@@ -31,7 +32,6 @@ from node._records import (
     Verdict,
 )
 from node._schema import MIGRATIONS, SCHEMA_VERSION, migrate, user_version
-from node import _store as _store_module
 from node._store import Library
 from protocol import fingerprint
 
@@ -103,7 +103,7 @@ def snapshot(path: Path) -> dict[str, Any]:
 
 
 def saved_add(lib: Library) -> VariantRecord:
-    v = variant_of("add", wasmtime.wat2wasm(ADD_WAT))
+    v = variant_of("add", bytes(wasmtime.wat2wasm(ADD_WAT)))
     lib.save_synthesized(add_fn(), v, add_tests(), passed(v))
     return v
 
@@ -112,7 +112,7 @@ def saved_add(lib: Library) -> VariantRecord:
 
 
 def test_round_trip_every_record(lib: Library) -> None:
-    wasm = wasmtime.wat2wasm(ADD_WAT)
+    wasm = bytes(wasmtime.wat2wasm(ADD_WAT))
     v = variant_of("add", wasm, ir="(add x0 x1)", generator="offline",
                    origin_signature=b"\x01" * 64)
     failure = TestFailure("sha256:" + "0" * 64, (1, 2), 3, 4, "wrong")
@@ -189,6 +189,23 @@ def test_array_values_round_trip_exactly(lib: Library) -> None:
     assert lib.serving_variant("zip", sig, "simd") == lib.variant(simd.fingerprint)
     served = lib.serving_variant("zip", sig, "gpu")
     assert served is not None and served.wgsl == "@compute fn main() {}"
+
+    # The verifier reports what a variant returned: numpy arrays and scalars are stored exactly.
+    returned = (a * 2).astype(np.float32)
+    failure = TestFailure(tests[0].id, tests[0].args, tests[0].expected, returned, None)
+    bad = Verdict(gpu.fingerprint, False, 3, 1, (failure,), 10, NODE, 9000.0)
+    lib.record_verdict(bad)
+    stored = lib.verdict(gpu.fingerprint)
+    assert stored is not None and stored.failures[0].got == returned.tolist()
+    assert stored == Verdict(gpu.fingerprint, False, 3, 1, (
+        TestFailure(tests[0].id, tests[0].args, tests[0].expected, returned.tolist(), None),), 10,
+        NODE, 9000.0)
+    assert lib.serving_variant("zip", sig, "gpu") is None
+    lib.record_verdict(Verdict(gpu.fingerprint, False, 1, 1, (
+        TestFailure("t", (np.float32(1.5),), 2.0, np.float32(2.25), "off"),), at=9500.0))
+    stored = lib.verdict(gpu.fingerprint)
+    assert stored is not None and stored.failures[0].got == 2.25
+    assert stored.failures[0].args == (1.5,)
 
     reduce_sig = "(f32[]) -> f32"
     t = TestCase("total", reduce_sig, (a.tolist(),), float(np.float32(a.sum())))
@@ -460,7 +477,8 @@ def test_older_file_is_migrated_and_keeps_its_data(tmp_path: Path) -> None:
     def add_column(conn: apsw.Connection) -> None:
         conn.execute("ALTER TABLE functions ADD COLUMN popularity INTEGER NOT NULL DEFAULT 7")
 
-    future = (*MIGRATIONS, add_column, "CREATE TABLE extra (x); INSERT INTO extra VALUES (42);")
+    script = "CREATE TABLE extra (x); SELECT 1; INSERT INTO extra VALUES (42);"
+    future = (*MIGRATIONS, add_column, script)
     conn = apsw.Connection(str(path))
     assert migrate(conn, future) == SCHEMA_VERSION
     assert user_version(conn) == SCHEMA_VERSION + 2
@@ -602,11 +620,10 @@ CRASH_TESTS = 40
 CRASHER = r"""
 import os, random, signal, sys
 from node._records import FunctionRecord, TestCase, VariantRecord, Verdict
-from node import _store as _store_module
 from node._store import Library
 from protocol import fingerprint
 
-path, mode, arg = sys.argv[1], sys.argv[2], int(sys.argv[3])
+path, mode, arg, n_tests = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 SIG = "(i32, i32) -> i32"
 lib = Library.open(path, node_id="crasher")
 # A tiny page cache makes SQLite spill uncommitted pages into the WAL before COMMIT, so the kill
@@ -621,7 +638,7 @@ def save(tag):
         0x80 | (len(body) + 1) >> 7 & 0x7F, (len(body) + 1) >> 14]) + bytes([len(name)]) + body
     parent = "sha256:" + "e" * 64
     v = VariantRecord(fingerprint(wasm), name, "scalar", wasm, "wat", parents=(parent,))
-    tests = [TestCase(name, SIG, (tag, j), tag + j) for j in range(%d)]
+    tests = [TestCase(name, SIG, (tag, j), tag + j) for j in range(n_tests)]
     lib.save_synthesized(FunctionRecord(name, "d", SIG, "scalar"), v, tests,
                          Verdict(v.fingerprint, True, len(tests), 0))
     return name
@@ -645,15 +662,17 @@ tag = 1
 while True:                   # "loop": the parent kills at a random moment
     save(tag)
     tag += 1
-""" % CRASH_TESTS
+"""
 
 
-def crash(path: Path, mode: str, arg: int = 0, *, kill_after: float | None = None) -> tuple[int, str]:
+def crash(
+    path: Path, mode: str, arg: int = 0, *, kill_after: float | None = None
+) -> tuple[int, str]:
     """Run the crasher until it is SIGKILLed; return (WAL size after its first commit, doomed)."""
     env = {**os.environ, "PYTHONPATH": str(PACKAGE_ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", CRASHER, str(path), mode, str(arg)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            cwd=PACKAGE_ROOT)
+    argv = [sys.executable, "-c", CRASHER, str(path), mode, str(arg), str(CRASH_TESTS)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=PACKAGE_ROOT)
     try:
         assert proc.stdout is not None
         wal = int(proc.stdout.readline().split()[1])

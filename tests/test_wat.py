@@ -29,7 +29,8 @@ def test_same_text_same_bytes() -> None:
 def test_simd_text_assembles() -> None:
     wat = """(module (memory (export "memory") 1)
       (func (export "k") (param i32 i32 i32 i32)
-        (v128.store (local.get 2) (f32x4.add (v128.load (local.get 0)) (v128.load (local.get 1))))))"""
+        (v128.store (local.get 2)
+          (f32x4.add (v128.load (local.get 0)) (v128.load (local.get 1))))))"""
     assert wat_to_wasm(wat).startswith(b"\x00asm")
 
 

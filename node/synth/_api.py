@@ -47,6 +47,8 @@ class Synthesized:
         generator: ``offline`` or ``llm:<model>``.
         llm_calls: LLM requests made.
         stats: search statistics (programs enumerated, seconds, ...).
+        tests: test cases the synthesizer wrote itself (LLM, when the task had no examples);
+            they become the function's tests only after the candidate passes them.
     """
 
     wat: str
@@ -55,6 +57,7 @@ class Synthesized:
     generator: str = "offline"
     llm_calls: int = 0
     stats: dict[str, Any] = field(default_factory=dict)
+    tests: tuple[Example, ...] = ()
 
 
 Progress = Callable[[str], None]

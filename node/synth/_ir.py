@@ -364,6 +364,7 @@ class Env:
     lvars: list[np.ndarray] | None = None
     acc: np.ndarray | None = None
     length: np.ndarray | None = None
+    iter_limit: int = 0  # 0 = EVAL_ITER_LIMIT
 
 
 def evaluate(e: Expr, env: Env) -> tuple[Vals, Trap]:
@@ -413,12 +414,12 @@ def _eval_loop(lp: Loop, env: Env) -> tuple[Vals, Trap]:
         trap = _or(trap, t)
         iters = np.clip(np.broadcast_to(bv, (lanes,)).astype(np.int64), 0, LOOP_CAP)
         most = int(iters.max(initial=0))
-        if most > EVAL_ITER_LIMIT:
+        if most > (env.iter_limit or EVAL_ITER_LIMIT):
             raise Unevaluable(f"loop needs {most} iterations")
         cty = DTYPES[lp.bound.ty]
         for it in range(1, most + 1):
             active = iters >= it
-            inner = Env(env.args, [*states, np.full(lanes, it, dtype=cty)], env.acc, env.length)
+            inner = Env(env.args, [*states, np.full(lanes, it, dtype=cty)])
             new = []
             for j, upd in enumerate(lp.updates):
                 v, t = evaluate(upd, inner)
@@ -433,9 +434,9 @@ def _eval_loop(lp: Loop, env: Env) -> tuple[Vals, Trap]:
             if not active.any():
                 break
             it += 1
-            if it > EVAL_ITER_LIMIT:
+            if it > (env.iter_limit or EVAL_ITER_LIMIT):
                 raise Unevaluable("while loop does not finish within the evaluator's limit")
-            inner = Env(env.args, [*states, np.zeros(lanes, np.int32)], env.acc, env.length)
+            inner = Env(env.args, [*states, np.zeros(lanes, np.int32)])
             new = []
             for j, upd in enumerate(lp.updates):
                 v, t = evaluate(upd, inner)

@@ -7,17 +7,14 @@ tier's argument convention, carries the WGSL in a data segment and drives the ``
 Shaders:
 - map/zip: one invocation per element, ``@workgroup_size(64)``, bounds-checked against
   ``arrayLength(&out)``; bindings ``in0..in{k-1}`` then ``out``.
-- reduce: two entry points in one module, ``@workgroup_size(256)``. ``main`` evaluates the
-  element expression and tree-reduces each 256-element block in workgroup memory to one partial;
-  ``combine`` reduces partials the same way; the WAT repeats ``combine`` until one value is left
-  (n = 1e7: 3 dispatches). Bindings: ``in0`` (0), ``out`` (1), ``in1..`` (2..); ``combine``
-  uses 0 and 1 only. Lanes past the end never enter the tree, so no identity value is needed
-  in WGSL (min/max have none that WGSL can write as a literal). The WAT handles n = 0 (the
-  identity) and applies the program's ``post`` (e.g. mean = acc / len) to the read-back value.
-
-Semantics: WGSL leaves NaN/inf handling and -0 in min/max implementation-defined, and allows
-2.5 ULP for division; results agree with the SIMD tier within the verifier's float tolerance.
-A sum's tree order differs from a sequential sum (more accurate, not bit-identical).
+- reduce: two entry points in one module, ``@workgroup_size(256)``. In ``main`` each lane folds
+  up to 8 elements of the element expression (strided by 256, so reads stay coalesced), then the
+  lanes tree-reduce in workgroup memory: one partial per 2048-element block. ``combine`` reduces
+  partials the same way; the WAT repeats it until one value is left (n = 1e7: 3 dispatches).
+  Bindings: ``in0`` (0), ``out`` (1), ``in1..`` (2..); ``combine`` uses 0 and 1 only.
+  Lanes past the end never enter the tree, so no identity value is needed in WGSL (min/max
+  have none that WGSL can write as a literal). The WAT handles n = 0 (the identity) and applies
+  the program's ``post`` (e.g. mean = acc / len) to the read-back value.
 """
 
 from __future__ import annotations
@@ -32,6 +29,10 @@ from node.synth._lower_wat import _Func, wat_float
 
 MAP_WG = 64
 REDUCE_WG = 256
+#: Elements one reduce lane folds before the workgroup tree (fewer barriers per element).
+REDUCE_ITEMS = 8
+#: Elements one reduce workgroup turns into one partial.
+REDUCE_BLOCK = REDUCE_WG * REDUCE_ITEMS
 #: 7 inputs + 1 output = WebGPU's default of 8 storage buffers per shader stage.
 MAX_ARITY = 7
 
@@ -123,6 +124,9 @@ def reduce_wgsl(p: ArrayProgram) -> str:
         n_expr = f"min({n_expr}, arrayLength(&in{i}))"
 
     def entry(fn: str, n: str, value: str) -> str:
+        # Each lane first folds ITEMS elements (strided by the workgroup size, so neighbouring
+        # lanes read neighbouring elements), then the lanes tree-reduce in workgroup memory.
+        # Lane lid is valid when its first element exists; the tree only combines valid lanes.
         return (
             f"@compute @workgroup_size({REDUCE_WG})\n"
             f"fn {fn}(@builtin(local_invocation_id) lid3: vec3<u32>,\n"
@@ -131,10 +135,17 @@ def reduce_wgsl(p: ArrayProgram) -> str:
             "    let lid = lid3.x;\n"
             "    let wid = wid3.x + wid3.y * nwg.x;\n"
             f"    let n = {n};\n"
-            f"    let base = wid * {REDUCE_WG}u;\n"
+            f"    let base = wid * {REDUCE_BLOCK}u;\n"
             "    let i = base + lid;\n"
             "    // lanes past n keep the zero-initialised slot; the tree never reads them\n"
-            f"    if (i < n) {{\n        tmp[lid] = {value};\n    }}\n"
+            "    if (i < n) {\n"
+            f"        var acc = {value.format('i')};\n"
+            f"        for (var j = i + {REDUCE_WG}u; j < min(n, base + {REDUCE_BLOCK}u); "
+            f"j = j + {REDUCE_WG}u) {{\n"
+            f"            acc = op(acc, {value.format('j')});\n"
+            "        }\n"
+            "        tmp[lid] = acc;\n"
+            "    }\n"
             "    workgroupBarrier();\n"
             f"    for (var s = {REDUCE_WG // 2}u; s > 0u; s = s >> 1u) {{\n"
             "        if (lid < s && i + s < n) {\n"
@@ -147,13 +158,14 @@ def reduce_wgsl(p: ArrayProgram) -> str:
         )
 
     return (
-        f"// {p.reduce_op}-reduction over {k} array(s): 256-element blocks per workgroup\n{decl}"
+        f"// {p.reduce_op}-reduction over {k} array(s): {REDUCE_BLOCK}-element blocks per "
+        f"workgroup\n{decl}"
         f"var<workgroup> tmp: array<f32, {REDUCE_WG}>;\n\n"
         f"fn op(a: f32, b: f32) -> f32 {{\n    return {op};\n}}\n\n"
         f"fn elem(i: u32) -> f32 {{\n{loads}    return {wgsl_expr(p.elem)};\n}}\n\n"
-        + entry("main", n_expr, "elem(i)")
+        + entry("main", n_expr, "elem({})")
         + "\n// reduces the partials of the previous pass (bindings 0 -> 1)\n"
-        + entry("combine", "arrayLength(&in0)", "in0[i]")
+        + entry("combine", "arrayLength(&in0)", "in0[{}]")
     )
 
 
@@ -194,6 +206,11 @@ def _bind(ids: list[str]) -> str:
                    for j, b in enumerate(ids))
 
 
+def _ceil_div(x: str, d: int) -> str:
+    """WAT for ceil(x / d), d a power of two (x < 2^31, so the add cannot wrap past 2^32)."""
+    return f"(i32.shr_u (i32.add {x} (i32.const {d - 1})) (i32.const {d.bit_length() - 1}))"
+
+
 def gpu_wat(name: str, wgsl: str, p: ArrayProgram) -> str:
     """The gpu-tier module that runs ``wgsl`` for ``p`` (protocol: the module docstring)."""
     src = wgsl.encode()
@@ -230,7 +247,6 @@ def gpu_wat(name: str, wgsl: str, p: ArrayProgram) -> str:
         )
         return head + body
     assert p.reduce_op is not None
-    shift = REDUCE_WG.bit_length() - 1
     ids = ["$b0", "$next"] + [f"$b{i}" for i in range(1, k)]
     post_fn = _Func({"acc": "(local.get $acc)", "len": "(f32.convert_i32_u (local.get $n))"})
     post = post_fn.emit(p.post) if p.post is not None else "(local.get $acc)"
@@ -245,26 +261,24 @@ def gpu_wat(name: str, wgsl: str, p: ArrayProgram) -> str:
         f"    (local.set $sh {shader.format(at=_MAIN_AT, len=4)})\n"
         f"    (local.set $shc {shader.format(at=_COMBINE_AT, len=7)})\n"
         f"{_upload(k)}"
-        "    ;; pass 1: one partial per 256-element block\n"
-        f"    (local.set $m (i32.shr_u (i32.add (local.get $n) (i32.const {REDUCE_WG - 1})) "
-        f"(i32.const {shift})))\n"
+        f"    ;; pass 1: one partial per {REDUCE_BLOCK}-element block, n / {REDUCE_ITEMS} lanes\n"
+        f"    (local.set $m {_ceil_div('(local.get $n)', REDUCE_BLOCK)})\n"
         "    (local.set $next (call $alloc (i32.shl (local.get $m) (i32.const 2))))\n"
         f"{_bind(ids)}"
         f"    (call $dispatch (local.get $sh) (i32.const {_BINDINGS_AT}) (i32.const {k + 1}) "
-        "(local.get $n))\n"
+        f"{_ceil_div('(local.get $n)', REDUCE_ITEMS)})\n"
         + "".join(f"    (call $free (local.get $b{i}))\n" for i in range(k))
         + "    (local.set $cur (local.get $next))\n"
         "    ;; further passes until one value is left\n"
         "    (block $done\n"
         "      (loop $again\n"
         "        (br_if $done (i32.le_u (local.get $m) (i32.const 1)))\n"
-        f"        (local.set $m2 (i32.shr_u (i32.add (local.get $m) (i32.const {REDUCE_WG - 1})) "
-        f"(i32.const {shift})))\n"
+        f"        (local.set $m2 {_ceil_div('(local.get $m)', REDUCE_BLOCK)})\n"
         "        (local.set $next (call $alloc (i32.shl (local.get $m2) (i32.const 2))))\n"
         f"        (i32.store (i32.const {_BINDINGS_AT}) (local.get $cur))\n"
         f"        (i32.store (i32.const {_BINDINGS_AT + 4}) (local.get $next))\n"
         f"        (call $dispatch (local.get $shc) (i32.const {_BINDINGS_AT}) (i32.const 2) "
-        "(local.get $m))\n"
+        f"{_ceil_div('(local.get $m)', REDUCE_ITEMS)})\n"
         "        (call $free (local.get $cur))\n"
         "        (local.set $cur (local.get $next))\n"
         "        (local.set $m (local.get $m2))\n"

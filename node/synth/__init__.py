@@ -1,0 +1,256 @@
+"""The offline, example-driven synthesizer (no LLM).
+
+``OfflineSynthesizer(limits)`` implements :class:`node.synth._api.Synthesizer`: from a task's
+examples (and its description as a ranking hint) it searches a small typed IR (``_ir``) bottom-up
+with observational equivalence (``_enum``) and lowers the winner to WAT (``_lower_wat``; the gpu
+tier through ``_lower_gpu`` when present).
+
+Also public, for the GPU lowering and offline mutation: ``synthesize_program(request, ...)`` (the IR
+program, not lowered) and ``lower(program, name, tier)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from node._config import SynthLimits
+from node._errors import SynthesisError, SynthesisFailed
+from node.synth import _enum, _hints
+from node.synth._api import Example, Progress, SynthesisRequest, Synthesized, Synthesizer
+from node.synth._ir import (
+    DTYPES,
+    INT_MAX,
+    INT_MIN,
+    INT_TYPES,
+    ArrayProgram,
+    Expr,
+    Program,
+    ScalarProgram,
+)
+from node.synth._lower_wat import lower_scalar, lower_simd
+
+__all__ = [
+    "ArrayProgram", "Example", "Expr", "OfflineSynthesizer", "Program", "ScalarProgram",
+    "SynthesisRequest", "Synthesized", "Synthesizer", "lower", "synthesize_program",
+]
+
+_PROBES = 24
+
+
+def _never() -> bool:
+    return False
+
+
+def lower(program: Program, name: str, tier: str) -> tuple[str, str | None]:
+    """WAT (and WGSL for gpu) of ``program`` exported as ``name`` for ``tier``."""
+    if tier == "scalar":
+        if not isinstance(program, ScalarProgram):
+            raise SynthesisError("the scalar tier needs a scalar program")
+        return lower_scalar(program, name), None
+    if not isinstance(program, ArrayProgram):
+        raise SynthesisError(f"the {tier} tier needs an array program")
+    if tier == "simd":
+        return lower_simd(program, name), None
+    if tier == "gpu":
+        try:
+            mod = importlib.import_module("node.synth._lower_gpu")
+        except ImportError:
+            raise SynthesisError("gpu lowering not available") from None
+        wat, wgsl = mod.lower_gpu(program, name)
+        return wat, wgsl
+    raise SynthesisError(f"unknown tier {tier!r}")
+
+
+class OfflineSynthesizer:
+    """Example-driven enumerative synthesizer; see the module docstring."""
+
+    name = "offline"
+
+    def __init__(self, limits: SynthLimits | None = None) -> None:
+        self.limits = limits or SynthLimits()
+
+    def can_handle(self, request: SynthesisRequest) -> bool:
+        return bool(request.examples)
+
+    def synthesize(
+        self, request: SynthesisRequest, *, timeout_s: float | None = None,
+        cancelled: Callable[[], bool] = _never, progress: Progress | None = None,
+    ) -> Synthesized:
+        t0 = time.monotonic()
+        if request.tier == "gpu":
+            try:
+                importlib.import_module("node.synth._lower_gpu")
+            except ImportError:
+                raise SynthesisError("gpu lowering not available") from None
+        program, stats = _synthesize(request, self.limits, timeout_s, cancelled, progress)
+        wat, wgsl = lower(program, request.name, request.tier)
+        stats["seconds"] = round(time.monotonic() - t0, 4)
+        return Synthesized(wat=wat, wgsl=wgsl, program=str(program), generator="offline",
+                           llm_calls=0, stats=stats)
+
+
+def synthesize_program(
+    request: SynthesisRequest, limits: SynthLimits | None = None, *,
+    timeout_s: float | None = None, cancelled: Callable[[], bool] = _never,
+    progress: Progress | None = None,
+) -> Program:
+    """Search for a program that fits the request's examples; return it un-lowered."""
+    program, _ = _synthesize(request, limits or SynthLimits(), timeout_s, cancelled, progress)
+    return program
+
+
+# ----------------------------------------------------------------------------------------- build
+
+def _synthesize(
+    request: SynthesisRequest, limits: SynthLimits, timeout_s: float | None,
+    cancelled: Callable[[], bool], progress: Progress | None,
+) -> tuple[Program, dict[str, Any]]:
+    sig = request.signature
+    if not request.examples:
+        raise SynthesisError(
+            "the offline synthesizer needs examples (input/output pairs) to search from")
+    if not sig.allows_tier(request.tier):
+        raise SynthesisError(f"tier {request.tier!r} does not fit {sig}")
+    budget = limits.timeout_s if timeout_s is None else min(timeout_s, limits.timeout_s)
+    deadline = time.monotonic() + max(0.0, budget)
+    hints = _hints.parse(request.description + " " + request.name.replace("_", " "))
+    if sig.kind == "scalar":
+        prob = _scalar_problem(request, hints)
+    else:
+        prob = _array_problem(request, hints)
+    search = _enum.Search(prob, max_size=limits.max_size, max_bank=limits.max_bank,
+                          deadline=deadline, cancelled=cancelled, progress=progress)
+    best = _enum.run(search)
+    stats = search.stats()
+    stats["cost"] = round(best.cost, 3)
+    stats["size"] = best.expr.size()
+    program: Program
+    if sig.kind == "scalar":
+        program = ScalarProgram(tuple(sig.params), sig.result, best.expr)  # type: ignore[arg-type]
+    elif sig.kind == "map":
+        program = ArrayProgram("map", sig.arity, best.expr)
+    else:
+        program = ArrayProgram("reduce", sig.arity, best.expr, best.extra["reduce_op"],
+                               best.extra["post"])
+    return program, stats
+
+
+def _key(x: Any) -> Any:
+    if isinstance(x, float) and math.isnan(x):
+        return "nan"
+    return x
+
+
+def _check_consistent(lanes: list[tuple[Any, ...]], outs: list[Any], ty: str) -> None:
+    seen: dict[tuple[Any, ...], Any] = {}
+    for args, out in zip(lanes, outs, strict=True):
+        k = tuple(_key(a) for a in args)
+        if k in seen:
+            prev = seen[k]
+            same = _enum.close(np.asarray([out]), np.asarray([prev]), ty).all()
+            if not same:
+                raise SynthesisFailed(
+                    f"the examples contradict each other: inputs {list(args)} give both "
+                    f"{prev} and {out}; no function fits")
+        else:
+            seen[k] = out
+
+
+def _probe_values(ty: str, rng: np.random.Generator, n: int, salt: int) -> np.ndarray:
+    if ty in INT_TYPES:
+        special = [0, 1, -1, 2, 3, 7, -8, 10, 100, 12345, -999, 255, 1024, 37, -2, 5,
+                   INT_MAX[ty], INT_MIN[ty], 64, 9]
+        rest = rng.integers(-1000, 1000, n).tolist()
+    else:
+        special = [0.0, 1.0, -1.0, 0.5, 2.0, -2.5, 3.0, 10.0, 100.0, 0.1, -0.3, 7.25, 1e3,
+                   1e-3, 4.0, -7.5]
+        rest = rng.uniform(-50, 50, n).tolist()
+    vals = special[salt % len(special):] + special[: salt % len(special)] + rest
+    return np.asarray(vals[:n], dtype=DTYPES[ty])
+
+
+def _probes(params: tuple[str, ...], n: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(1234)
+    return [_probe_values(t, rng, n, 3 * i) for i, t in enumerate(params)]
+
+
+def _scalar_problem(request: SynthesisRequest, hints: _hints.Hints) -> _enum.Problem:
+    sig = request.signature
+    params = tuple(sig.params)
+    rty = sig.result
+    lanes = [tuple(ex.args) for ex in request.examples]
+    outs = [ex.result for ex in request.examples]
+    for i, a in enumerate(lanes):
+        if len(a) != len(params):
+            raise SynthesisError(f"example {i} has {len(a)} argument(s); {sig} takes {len(params)}")
+    _check_consistent(lanes, outs, rty)
+    probes = _probes(params, _PROBES)  # type: ignore[arg-type]
+    args = []
+    for p, t in enumerate(params):
+        ex = np.asarray([_to(t, a[p]) for a in lanes], dtype=DTYPES[t])
+        args.append(np.concatenate([ex, probes[p]]))
+    target = np.asarray([_to(rty, o) for o in outs], dtype=DTYPES[rty])
+    return _enum.Problem(params, rty, args, len(lanes), target, hints)  # type: ignore[arg-type]
+
+
+def _to(ty: str, v: Any) -> Any:
+    if ty in INT_TYPES:
+        if isinstance(v, float) and not v.is_integer():
+            raise SynthesisError(f"expected an integer ({ty}), got {v!r}")
+        v = int(v)
+        bits = 32 if ty == "i32" else 64
+        v &= (1 << bits) - 1
+        return v - (1 << bits) if v >= 1 << (bits - 1) else v
+    return float(v)
+
+
+def _array_problem(request: SynthesisRequest, hints: _hints.Hints) -> _enum.Problem:
+    sig = request.signature
+    k = sig.arity
+    cols: list[list[float]] = [[] for _ in range(k)]
+    outs: list[float] = []
+    segments: list[tuple[int, int]] = []
+    red: list[float] = []
+    for i, ex in enumerate(request.examples):
+        arrays = [np.asarray(a, dtype=np.float32).reshape(-1) for a in ex.args]
+        if len(arrays) != k:
+            raise SynthesisError(f"example {i} has {len(arrays)} argument(s); {sig} takes {k}")
+        n = len(arrays[0])
+        if any(len(a) != n for a in arrays):
+            raise SynthesisError(f"example {i}: array arguments have different lengths")
+        start = len(cols[0])
+        for j in range(k):
+            cols[j] += arrays[j].tolist()
+        segments.append((start, start + n))
+        if sig.kind == "map":
+            out = np.asarray(ex.result, dtype=np.float32).reshape(-1)
+            if len(out) != n:
+                raise SynthesisFailed(
+                    f"example {i}: the result has {len(out)} elements but the inputs {n}; "
+                    "a map returns one element per input element")
+            outs += out.tolist()
+        else:
+            red.append(float(ex.result))
+    n_lanes = len(cols[0])
+    if n_lanes == 0 and sig.kind == "map":
+        raise SynthesisError("the examples' arrays are all empty; nothing to learn from")
+    rng = np.random.default_rng(99)
+    probes = [_probe_values("f32", rng, _PROBES, 5 * j) for j in range(k)]
+    args = [np.concatenate([np.asarray(c, dtype=np.float32), probes[j]])
+            for j, c in enumerate(cols)]
+    params = ("f32",) * k
+    if sig.kind == "map":
+        lanes = [tuple(c[i] for c in cols) for i in range(n_lanes)]
+        _check_consistent(lanes, outs, "f32")
+        target = np.asarray(outs, dtype=np.float32)
+        return _enum.Problem(params, "f32", args, n_lanes, target, hints, array=True)
+    keys = [tuple(tuple(c[a:b]) for c in cols) for a, b in segments]
+    _check_consistent(keys, red, "f32")
+    return _enum.Problem(params, "f32", args, n_lanes, None, hints, array=True,
+                         segments=segments, reduce_target=np.asarray(red, dtype=np.float64))

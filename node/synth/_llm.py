@@ -1,0 +1,332 @@
+"""LLM synthesis: ask a model for WAT (and WGSL for gpu), check it here, repair, repeat.
+
+The loop (``LlmSettings.attempts`` requests at most, default 3):
+
+1. The system prompt is the tier's file in ``prompts/`` (contract ABI + worked example); the
+   user message states the task, the exact export the tier needs and the examples. A task with
+   no examples also asks the model for 3–5 test cases in a fenced ``json`` block.
+2. The reply's code is checked the way the node will check it: assembled (``wat_to_wasm``),
+   loaded (``Runtime.load`` checks the tier ABI), run against the examples and the model's own
+   tests (``Verifier.verify``; for gpu the shader compiles on the device here, so WGSL errors
+   surface as ``GpuError`` failures).
+3. Whatever failed — the assembler's message, the ABI error, the WGSL error, the failing cases
+   (args, expected, got) — goes back to the model as the next user message.
+
+Outcomes: a candidate that passed (``Synthesized``, generator ``llm:<model>``); ``SynthesisFailed``
+(422) after the last attempt, naming the last errors; ``SynthesisError`` (503) when the LLM
+cannot be reached, times out, answers 5xx, or the overall ``timeout_s`` runs out mid-request.
+The model's own tests are returned only when the task had none and the candidate passed them;
+a model test that contradicts a task example rejects the candidate.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from node._config import NodeConfig
+from node._errors import (
+    ColonyError,
+    CompileError,
+    SynthesisError,
+    SynthesisFailed,
+    UnsupportedError,
+)
+from node._records import TestCase, Verdict
+from node._runtime import Runtime
+from node._verify import Verifier, values_match
+from node._wat import wat_to_wasm
+from node.synth._api import Example, Progress, SynthesisRequest, Synthesized
+from node.synth._llm_client import ChatReply, LlmClient, Message
+from node.synth._llm_extract import WGSL_PLACEHOLDER, Blocks, parse_blocks, parse_tests
+from node.synth._llm_gpu import gpu_module, layout_problem, wat_bytes
+
+__all__ = ["LlmSynthesizer", "system_prompt", "task_prompt"]
+
+PROMPTS = Path(__file__).resolve().parent / "prompts"
+#: Examples shown in the first message (the rest are still checked).
+_SHOW_EXAMPLES = 12
+#: Failing cases quoted back to the model per attempt.
+_SHOW_FAILURES = 4
+#: Array elements quoted per value in prompts.
+_SHOW_ELEMENTS = 8
+
+
+@functools.cache
+def system_prompt(tier: str) -> str:
+    """The tier's prompt file: contract ABI, answer format, worked example."""
+    path = PROMPTS / f"{tier}.md"
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SynthesisError(f"the LLM prompt for tier {tier!r} is missing: {exc}") from None
+
+
+def _show(value: Any) -> str:
+    """A value as the model should read it (JSON-like; long arrays shortened)."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        items = [_show(v) for v in list(value)[:_SHOW_ELEMENTS]]
+        more = f", ... ({len(value)} elements)" if len(value) > _SHOW_ELEMENTS else ""
+        return "[" + ", ".join(items) + more + "]"
+    if isinstance(value, float):
+        return repr(float(np.float32(value))) if abs(value) < 1e30 else repr(value)
+    if isinstance(value, np.generic):
+        return _show(value.item())
+    return repr(value)
+
+
+def _export_line(request: SynthesisRequest) -> str:
+    sig, name = request.signature, request.name
+    if request.tier == "scalar":
+        params = " ".join(f"(param {t})" for t in sig.params)
+        return f'(func (export "{name}") {params} (result {sig.result}))'
+    ins = ", ".join(f"in{i}_ptr" for i in range(sig.arity))
+    if request.tier == "simd":
+        if sig.kind == "map":
+            return f"{name}({ins}, out_ptr, n) -- all i32, no result; and export memory"
+        return f"{name}({ins}, n) -> f32 -- all i32 params; and export memory"
+    if sig.kind == "map":
+        return (f"a map/zip shader: bindings 0..{sig.arity - 1} = inputs, binding {sig.arity} = "
+                "output, entry point main")
+    return ("a reduction shader: binding 0 = input 0, binding 1 = partials"
+            + (f", bindings 2..{sig.arity} = inputs 1..{sig.arity - 1}" if sig.arity > 1 else "")
+            + "; entry points main and combine")
+
+
+def task_prompt(request: SynthesisRequest, *, want_tests: bool) -> str:
+    """The first user message for ``request``."""
+    lang = "WGSL" if request.tier == "gpu" else "WAT"
+    lines = [
+        f"Write `{request.name}` for the {request.tier} tier.",
+        f"Description: {request.description}",
+        f"Signature: {request.signature}",
+        f"Required: {_export_line(request)}",
+    ]
+    if request.examples:
+        lines.append("Examples (args -> result); your function must pass all of them:")
+        lines += [f"- {_show(list(ex.args))} -> {_show(ex.result)}"
+                  for ex in request.examples[:_SHOW_EXAMPLES]]
+        if len(request.examples) > _SHOW_EXAMPLES:
+            lines.append(f"- ... and {len(request.examples) - _SHOW_EXAMPLES} more")
+    if want_tests:
+        lines.append(
+            "The task has no examples. After the code, also write 3 to 5 test cases that pin "
+            "down the description, in one fenced ```json block: "
+            '[{"args": [...], "result": ...}, ...] (arrays as JSON lists). '
+            "They must be correct: your code will be checked against them.")
+    lines.append(f"Answer with the {lang} in a fenced ```{lang.lower()} block.")
+    return "\n".join(lines)
+
+
+class _Reject(Exception):
+    """A candidate that failed a check; ``feedback`` goes back to the model."""
+
+    def __init__(self, summary: str, feedback: str) -> None:
+        super().__init__(summary)
+        self.summary = summary
+        self.feedback = feedback
+
+
+def _args_key(args: Sequence[Any]) -> str:
+    return repr([np.asarray(a, dtype=np.float32).tolist() if isinstance(a, (list, np.ndarray))
+                 else a for a in args])
+
+
+def _gpu_module(request: SynthesisRequest, blocks: Blocks) -> tuple[str, str]:
+    """(wat, wgsl) for a gpu reply: the model's WAT with the WGSL put in, or our wrapper."""
+    wgsl = blocks.wgsl
+    if wgsl is None:
+        raise _Reject("no WGSL", "Your reply has no ```wgsl block. Reply with the whole shader.")
+    if blocks.wat is not None and WGSL_PLACEHOLDER in blocks.wat:
+        # A model that wrote its own wrapper: put the shader where it asked for it.
+        lit = wat_bytes(wgsl.encode())
+        return blocks.wat.replace(f'"{WGSL_PLACEHOLDER}"', lit).replace(
+            WGSL_PLACEHOLDER, lit[1:-1]), wgsl
+    kind = request.signature.kind
+    try:
+        problem = layout_problem(wgsl, kind)
+        if problem is None:
+            return gpu_module(request.name, wgsl, kind, request.signature.arity), wgsl
+    except ValueError as exc:
+        problem = str(exc)
+    raise _Reject(problem, f"The shader does not follow the required layout: {problem}. "
+                           "Fix it and reply with the whole shader.")
+
+
+class LlmSynthesizer:
+    """Synthesis by an LLM (Ollama or OpenAI-compatible), checked and repaired locally."""
+
+    def __init__(self, config: NodeConfig, runtime: Runtime, verifier: Verifier,
+                 client: LlmClient | None = None) -> None:
+        self.config = config
+        self.settings = config.llm_settings
+        self.runtime = runtime
+        self.verifier = verifier
+        self.model = config.model
+        self.client = client or LlmClient(config.llm, config.model, self.settings)
+        self.name = f"llm:{self.model}"
+
+    def can_handle(self, request: SynthesisRequest) -> bool:
+        return bool(self.config.llm and self.model)
+
+    # -- the loop -----------------------------------------------------------------------------
+    def synthesize(
+        self, request: SynthesisRequest, *, timeout_s: float, cancelled: Callable[[], bool],
+        progress: Progress | None = None,
+    ) -> Synthesized:
+        started = time.monotonic()
+        deadline = started + timeout_s
+        want_tests = not request.examples
+        attempts = max(1, self.settings.attempts)
+        messages: list[Message] = [
+            {"role": "system", "content": system_prompt(request.tier)},
+            {"role": "user", "content": task_prompt(request, want_tests=want_tests)},
+        ]
+        stats: dict[str, Any] = {"model": self.model, "attempts": 0, "prompt_tokens": 0,
+                                 "completion_tokens": 0, "seconds": 0.0, "llm_seconds": 0.0}
+        errors: list[str] = []
+        # A repair reply may omit tests the model already wrote; keep the last valid ones.
+        memo: list[tuple[Example, ...]] = [()]
+        for attempt in range(1, attempts + 1):
+            if cancelled():
+                raise SynthesisError("LLM synthesis was cancelled")
+            if time.monotonic() >= deadline:
+                raise SynthesisFailed(
+                    f"{self.name} ran out of time ({timeout_s:g} s) after {attempt - 1} "
+                    f"attempt(s); last error: {errors[-1] if errors else 'none'}",
+                    attempts=attempt - 1)
+            if progress is not None:
+                progress(f"asking {self.model} (attempt {attempt}/{attempts})")
+            reply = self.client.chat(messages, deadline=deadline, cancelled=cancelled)
+            self._count(stats, reply, started)
+            messages.append({"role": "assistant", "content": reply.content})
+            try:
+                wat, wgsl, tests = self._check(request, reply.content, want_tests, memo)
+            except _Reject as rej:
+                errors.append(rej.summary)
+                if progress is not None:
+                    progress(f"attempt {attempt} rejected: {rej.summary}")
+                messages.append({"role": "user", "content": rej.feedback})
+                continue
+            stats["seconds"] = round(time.monotonic() - started, 3)
+            return Synthesized(wat=wat, wgsl=wgsl, generator=self.name, llm_calls=attempt,
+                               stats=stats, tests=tests if want_tests else ())
+        raise SynthesisFailed(
+            f"{self.name} found no function that passes after {attempts} attempt(s); "
+            f"last error: {errors[-1]}", attempts=attempts, llm_calls=attempts)
+
+    @staticmethod
+    def _count(stats: dict[str, Any], reply: ChatReply, started: float) -> None:
+        stats["attempts"] += 1
+        stats["prompt_tokens"] += reply.prompt_tokens
+        stats["completion_tokens"] += reply.completion_tokens
+        stats["llm_seconds"] = round(stats["llm_seconds"] + reply.seconds, 3)
+        stats["seconds"] = round(time.monotonic() - started, 3)
+
+    # -- checking one reply -------------------------------------------------------------------
+    def _check(
+        self, request: SynthesisRequest, content: str, want_tests: bool,
+        memo: list[tuple[Example, ...]],
+    ) -> tuple[str, str | None, tuple[Example, ...]]:
+        blocks = parse_blocks(content)
+        own = self._own_tests(request, blocks, want_tests, memo[0])
+        memo[0] = own
+        wgsl: str | None = None
+        if request.tier == "gpu":
+            wat, wgsl = _gpu_module(request, blocks)
+        elif blocks.wat is None:
+            raise _Reject("no WAT module",
+                          "Your reply has no ```wat block with a (module ...). "
+                          "Reply with the whole module.")
+        else:
+            wat = blocks.wat
+        try:
+            wasm = wat_to_wasm(wat)
+        except CompileError as exc:
+            raise _Reject(exc.detail, f"The module does not assemble:\n{exc.detail}\n"
+                                      "Fix it and reply with the whole module.") from None
+        try:
+            loaded = self.runtime.load(wasm, name=request.name, signature=request.signature,
+                                       tier=request.tier)
+        except UnsupportedError as exc:  # the node cannot run this tier: not the model's fault
+            raise SynthesisError(exc.detail) from None
+        except ColonyError as exc:
+            raise _Reject(exc.detail, f"The module breaks the {request.tier} tier ABI:\n"
+                                      f"{exc.detail}\nFix it and reply with the whole "
+                                      "module.") from None
+        sig = str(request.signature)
+        cases = [TestCase(request.name, sig, tuple(ex.args), ex.result, origin="example")
+                 for ex in request.examples]
+        cases += [TestCase(request.name, sig, tuple(ex.args), ex.result, origin="llm")
+                  for ex in own]
+        verdict = self.verifier.verify(loaded, cases)
+        if not verdict.passed:
+            raise self._failing(request, verdict, cases)
+        return wat, wgsl, own
+
+    def _own_tests(
+        self, request: SynthesisRequest, blocks: Blocks, want_tests: bool,
+        previous: tuple[Example, ...],
+    ) -> tuple[Example, ...]:
+        if blocks.tests_json is None:
+            if previous:
+                return previous
+            if want_tests:
+                raise _Reject("no test cases",
+                              "Your reply has no ```json block with 3 to 5 test cases. Reply "
+                              "with the code and the tests.")
+            return ()
+        try:
+            own = parse_tests(blocks.tests_json, request.signature)
+        except ValueError as exc:
+            if not want_tests:
+                return ()  # tests nobody asked for: ignore a malformed block
+            raise _Reject(str(exc), f"{exc}\nReply with the code and the tests.") from None
+        # A model test that contradicts the task's own examples means the model misread the task.
+        given = {_args_key(ex.args): ex.result for ex in request.examples}
+        for ex in own:
+            key = _args_key(ex.args)
+            if key in given and not values_match(
+                request.signature.result, ex.result, given[key],
+                rel_tol=self.verifier.rel_tol, abs_tol=self.verifier.abs_tol,
+            ):
+                raise _Reject(
+                    f"the model's test {_show(list(ex.args))} -> {_show(ex.result)} contradicts "
+                    f"the task's example (-> {_show(given[key])})",
+                    f"Your test {_show(list(ex.args))} -> {_show(ex.result)} contradicts the "
+                    f"task's example {_show(list(ex.args))} -> {_show(given[key])}. Re-read the "
+                    "task; reply with the code and corrected tests.")
+        return own
+
+    @staticmethod
+    def _failing(request: SynthesisRequest, verdict: Verdict, cases: list[TestCase]) -> _Reject:
+        origin = {c.id: c.origin for c in cases}
+        lines = []
+        gpu_errors = []
+        for f in verdict.failures[:_SHOW_FAILURES]:
+            mine = " (your own test)" if origin.get(f.test_id) == "llm" else ""
+            if f.error:
+                lines.append(f"- args {_show(list(f.args))}: expected {_show(f.expected)}, "
+                             f"failed with {f.error}{mine}")
+                if f.error.startswith("GpuError"):
+                    gpu_errors.append(f.error)
+            else:
+                lines.append(f"- args {_show(list(f.args))}: expected {_show(f.expected)}, "
+                             f"got {_show(f.got)}{mine}")
+        summary = (f"failed {verdict.tests_failed}/{verdict.tests_run} tests: "
+                   + lines[0][2:] if lines else f"failed {verdict.tests_failed} tests")
+        head = (f"The GPU host refused the shader: {gpu_errors[0]}\n" if gpu_errors else "")
+        what = "shader" if request.tier == "gpu" else "module"
+        hint = (" If one of your own tests is wrong, fix the test instead."
+                if any(origin.get(f.test_id) == "llm" for f in verdict.failures) else "")
+        feedback = (f"{head}The {what} fails {verdict.tests_failed} of {verdict.tests_run} "
+                    f"tests:\n" + "\n".join(lines)
+                    + f"\nFix it and reply with the whole {what}.{hint}")
+        return _Reject(summary, feedback)

@@ -1,0 +1,443 @@
+"""LLM synthesis against a real loopback server speaking Ollama's and OpenAI's wire formats.
+
+Real parts only: the scripted server is an HTTP server (tests/llm_server.py), candidates are
+assembled, loaded and verified by the real wasmtime runtime and verifier (and, for the gpu tier,
+real wgpu on whatever adapter exists, lavapipe on CI).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pytest
+import trio
+
+from node._config import LlmSettings, NodeConfig, SandboxLimits
+from node._errors import SynthesisError, SynthesisFailed
+from node._runtime import Runtime
+from node._verify import Verifier
+from node._wat import wat_to_wasm
+from node.synth._api import Example, SynthesisRequest, Synthesized
+from node.synth._llm import LlmSynthesizer, system_prompt, task_prompt
+from node.synth._llm_client import detect_api
+from node.synth._llm_extract import parse_blocks, parse_tests
+from node.synth._llm_gpu import gpu_module, wat_bytes
+from protocol import Signature
+from tests.llm_server import Reply, ScriptedLlm, serve_llm
+
+ADD_SIG = Signature.parse("(i32, i32) -> i32")
+ADD = SynthesisRequest("add", "adds two integers", ADD_SIG, "scalar",
+                       (Example((1, 2), 3), Example((10, -4), 6)))
+_ADD = '(module (func (export "add") (param i32 i32) (result i32) local.get 0 local.get 1 {}))'
+GOOD, BROKEN, WRONG = _ADD.format("i32.add"), _ADD.format("i32.addd"), _ADD.format("i32.sub")
+
+
+def wat_reply(wat: str, tests: str | None = None) -> str:
+    out = f"Here is the module:\n```wat\n{wat}\n```\n"
+    return out + (f"Tests:\n```json\n{tests}\n```\n" if tests else "")
+
+
+@pytest.fixture(scope="module")
+def runtime() -> Iterator[Runtime]:
+    rt = Runtime(SandboxLimits(timeout_s=5.0))
+    yield rt
+    rt.close()
+
+
+@pytest.fixture(scope="module")
+def verifier(runtime: Runtime) -> Verifier:
+    return Verifier(runtime, rel_tol=1e-5, abs_tol=1e-6, node_id="test")
+
+
+async def start(nursery: trio.Nursery, flavour: str = "both", **kw: Any) -> ScriptedLlm:
+    return await serve_llm(nursery, ScriptedLlm(flavour=flavour, **kw))
+
+
+def make(llm: ScriptedLlm, runtime: Runtime, verifier: Verifier, **settings: Any) -> LlmSynthesizer:
+    cfg = replace(NodeConfig(), llm=llm.url, model=llm.model,
+                  llm_settings=replace(LlmSettings(), **settings))
+    return LlmSynthesizer(cfg, runtime, verifier)
+
+
+async def run(synth: LlmSynthesizer, req: SynthesisRequest, timeout_s: float = 30.0,
+              cancelled: Any = None) -> Synthesized:
+    def go() -> Synthesized:
+        return synth.synthesize(req, timeout_s=timeout_s,
+                                cancelled=cancelled or (lambda: False), progress=None)
+    return await trio.to_thread.run_sync(go)
+
+
+def last_user(seen_body: dict[str, Any]) -> str:
+    return str(seen_body["messages"][-1]["content"])
+
+
+# -- good first try, both wire formats -----------------------------------------------------------
+
+@pytest.mark.parametrize("flavour", ["ollama", "openai"])
+async def test_good_wat_first_try(nursery: trio.Nursery, runtime: Runtime, verifier: Verifier,
+                                  flavour: str) -> None:
+    llm = await start(nursery, flavour)
+    llm.script(wat_reply(GOOD))
+    synth = make(llm, runtime, verifier)
+    out = await run(synth, ADD)
+
+    assert synth.name == out.generator == "llm:test-model"
+    assert out.llm_calls == 1 and out.tests == ()
+    loaded = runtime.load(wat_to_wasm(out.wat), name="add", signature=ADD_SIG, tier="scalar")
+    assert runtime.call(loaded, (40, 2)) == 42
+    assert synth.client.api == flavour  # auto: /api/tags answers only on the Ollama server
+
+    [chat] = llm.chats()
+    body = chat.body
+    msgs = body["messages"]
+    assert [m["role"] for m in msgs] == ["system", "user"]
+    assert msgs[0]["content"] == system_prompt("scalar")
+    assert "(i32, i32) -> i32" in msgs[1]["content"]
+    assert '(func (export "add") (param i32) (param i32) (result i32))' in msgs[1]["content"]
+    assert "- [1, 2] -> 3" in msgs[1]["content"] and "- [10, -4] -> 6" in msgs[1]["content"]
+    assert body["model"] == "test-model"
+    assert body["stream"] is False
+    prompt_n = sum(len(m["content"].split()) for m in msgs)
+    completion_n = len(wat_reply(GOOD).split())
+    if flavour == "ollama":
+        assert chat.path == "/api/chat"
+        assert body["options"] == {"temperature": 0.2, "num_predict": 2048}
+    else:
+        assert chat.path == "/v1/chat/completions"
+        assert body["temperature"] == 0.2 and body["max_tokens"] == 2048
+        assert "authorization" not in {k.lower() for k in chat.headers}
+    assert out.stats["model"] == "test-model" and out.stats["attempts"] == 1
+    assert out.stats["prompt_tokens"] == prompt_n
+    assert out.stats["completion_tokens"] == completion_n
+    assert out.stats["seconds"] > 0
+
+
+# -- the repair loop -----------------------------------------------------------------------------
+
+async def test_broken_wat_then_fix(nursery: trio.Nursery, runtime: Runtime,
+                                   verifier: Verifier) -> None:
+    llm = await start(nursery, "ollama")
+    llm.script(wat_reply(BROKEN), wat_reply(GOOD))
+    out = await run(make(llm, runtime, verifier), ADD)
+    assert out.llm_calls == 2 and out.stats["attempts"] == 2
+    first, second = llm.chats()
+    msgs = second.body["messages"]
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
+    assert msgs[2]["content"] == wat_reply(BROKEN)
+    assert "does not assemble" in msgs[3]["content"]
+    assert "i32.addd" in msgs[3]["content"]  # the assembler's own message, quoting the typo
+    assert "GOOD" not in msgs[3]["content"] and first.body["messages"] == msgs[:2]
+
+
+async def test_failing_tests_then_fix(nursery: trio.Nursery, runtime: Runtime,
+                                      verifier: Verifier) -> None:
+    llm = await start(nursery, "openai")
+    llm.script(wat_reply(WRONG), wat_reply(GOOD))
+    out = await run(make(llm, runtime, verifier), ADD)
+    assert out.llm_calls == 2
+    feedback = last_user(llm.chats()[1].body)
+    assert "fails 2 of 2 tests" in feedback
+    assert "args [1, 2]: expected 3, got -1" in feedback
+    assert "args [10, -4]: expected 6, got 14" in feedback
+
+
+async def test_abi_error_is_fed_back(nursery: trio.Nursery, runtime: Runtime,
+                                     verifier: Verifier) -> None:
+    llm = await start(nursery, "openai")
+    llm.script(wat_reply(GOOD.replace('"add"', '"plus"')), wat_reply(GOOD))
+    out = await run(make(llm, runtime, verifier), ADD)
+    assert out.llm_calls == 2
+    feedback = last_user(llm.chats()[1].body)
+    assert "breaks the scalar tier ABI" in feedback and "'add'" in feedback
+
+
+async def test_fails_every_time(nursery: trio.Nursery, runtime: Runtime,
+                                verifier: Verifier) -> None:
+    llm = await start(nursery, "ollama")
+    llm.script(*[wat_reply(WRONG)] * 3, wat_reply(GOOD))  # a 4th reply must never be asked for
+    with pytest.raises(SynthesisFailed) as err:
+        await run(make(llm, runtime, verifier), ADD)
+    assert err.value.status == 422
+    assert "after 3 attempt(s)" in err.value.detail and "expected 3, got -1" in err.value.detail
+    assert [len(c.body["messages"]) for c in llm.chats()] == [2, 4, 6]
+    assert len(llm.replies) == 1
+
+
+async def test_no_reply_code_is_fed_back(nursery: trio.Nursery, runtime: Runtime,
+                                         verifier: Verifier) -> None:
+    llm = await start(nursery, "ollama")
+    llm.script("I cannot help with that.", GOOD)  # the fix comes unfenced: still accepted
+    out = await run(make(llm, runtime, verifier), ADD)
+    assert out.llm_calls == 2 and out.wat == GOOD
+    assert "no ```wat block" in last_user(llm.chats()[1].body)
+
+
+# -- server trouble ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flavour", ["ollama", "openai"])
+async def test_timeout_is_a_quick_503(nursery: trio.Nursery, runtime: Runtime,
+                                      verifier: Verifier, flavour: str) -> None:
+    llm = await start(nursery, flavour)
+    llm.script(Reply(wat_reply(GOOD), delay=30))
+    t = time.monotonic()
+    with pytest.raises(SynthesisError) as err:
+        await run(make(llm, runtime, verifier, request_timeout_s=0.5), ADD)
+    assert time.monotonic() - t < 3
+    assert type(err.value) is SynthesisError and err.value.status == 503
+    assert "did not answer within 0.5 s" in err.value.detail
+
+
+async def test_overall_timeout_bounds_a_request(nursery: trio.Nursery, runtime: Runtime,
+                                                verifier: Verifier) -> None:
+    llm = await start(nursery, "openai")
+    llm.script(Reply(wat_reply(GOOD), delay=30))
+    t = time.monotonic()
+    with pytest.raises(SynthesisError) as err:
+        await run(make(llm, runtime, verifier, request_timeout_s=60), ADD, timeout_s=0.6)
+    assert time.monotonic() - t < 3
+    assert type(err.value) is SynthesisError
+
+
+async def test_cancel_abandons_the_request(nursery: trio.Nursery, runtime: Runtime,
+                                           verifier: Verifier) -> None:
+    llm = await start(nursery, "ollama")
+    llm.script(Reply(wat_reply(GOOD), delay=30))
+    t0 = time.monotonic()
+    with pytest.raises(SynthesisError, match="cancelled"):
+        await run(make(llm, runtime, verifier), ADD,
+                  cancelled=lambda: time.monotonic() - t0 > 0.3)
+    assert time.monotonic() - t0 < 3
+
+
+@pytest.mark.parametrize("flavour", ["ollama", "openai"])
+async def test_server_error_is_503(nursery: trio.Nursery, runtime: Runtime,
+                                   verifier: Verifier, flavour: str) -> None:
+    llm = await start(nursery, flavour)
+    llm.script(Reply("model runner crashed", status=500))
+    with pytest.raises(SynthesisError) as err:
+        await run(make(llm, runtime, verifier), ADD)
+    assert type(err.value) is SynthesisError
+    assert "answered 500: model runner crashed" in err.value.detail
+    assert err.value.problem()["upstream_status"] == 500
+
+
+async def test_unreachable_server_is_503(runtime: Runtime, verifier: Verifier) -> None:
+    with trio.socket.socket() as s:  # a port nobody listens on
+        await s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = replace(NodeConfig(), llm=f"http://127.0.0.1:{port}", model="m",
+                  llm_settings=LlmSettings(api="ollama", request_timeout_s=2))
+    with pytest.raises(SynthesisError, match="cannot reach the LLM"):
+        await run(LlmSynthesizer(cfg, runtime, verifier), ADD)
+
+
+async def test_unknown_model_is_503(nursery: trio.Nursery, runtime: Runtime,
+                                    verifier: Verifier) -> None:
+    llm = await start(nursery, "ollama")
+    cfg = replace(NodeConfig(), llm=llm.url, model="nope")
+    with pytest.raises(SynthesisError, match='answered 404: model "nope" not found'):
+        await run(LlmSynthesizer(cfg, runtime, verifier), ADD)
+
+
+# -- API key ---------------------------------------------------------------------------------------
+
+async def test_api_key_sent_as_bearer(nursery: trio.Nursery, runtime: Runtime, verifier: Verifier,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    llm = await start(nursery, "openai", api_key="sk-test-123")
+    monkeypatch.setenv("MY_LLM_KEY", "sk-test-123")
+    llm.script(wat_reply(GOOD))
+    out = await run(make(llm, runtime, verifier, api_key_env="MY_LLM_KEY", api="openai"), ADD)
+    assert out.llm_calls == 1
+    [chat] = llm.chats()
+    assert chat.headers["authorization"] == "Bearer sk-test-123"
+
+    monkeypatch.setenv("MY_LLM_KEY", "sk-wrong")
+    with pytest.raises(SynthesisError, match="answered 401: Incorrect API key"):
+        await run(make(llm, runtime, verifier, api_key_env="MY_LLM_KEY", api="openai"), ADD)
+
+
+# -- tasks without examples: the model writes the tests ------------------------------------
+
+NOEX = SynthesisRequest("add", "adds two integers", ADD_SIG, "scalar")
+TESTS_OK = ('[{"args": [1, 2], "result": 3}, {"args": [-5, 5], "result": 0}, '
+            '{"args": [7, 8], "result": 15}]')
+
+
+async def test_model_tests_accepted_when_consistent(nursery: trio.Nursery, runtime: Runtime,
+                                                    verifier: Verifier) -> None:
+    llm = await start(nursery, "ollama")
+    llm.script(wat_reply(GOOD, TESTS_OK))
+    out = await run(make(llm, runtime, verifier), NOEX)
+    assert out.tests == (Example((1, 2), 3), Example((-5, 5), 0), Example((7, 8), 15))
+    assert "```json" in llm.chats()[0].body["messages"][1]["content"]
+
+
+async def test_model_tests_kept_across_repairs(nursery: trio.Nursery, runtime: Runtime,
+                                               verifier: Verifier) -> None:
+    llm = await start(nursery, "ollama")
+    llm.script(wat_reply(WRONG, TESTS_OK), wat_reply(GOOD))  # the fix repeats no tests
+    out = await run(make(llm, runtime, verifier), NOEX)
+    assert out.llm_calls == 2 and len(out.tests) == 3
+    assert "(your own test)" in last_user(llm.chats()[1].body)
+
+
+async def test_model_tests_that_disagree_with_the_wat(nursery: trio.Nursery, runtime: Runtime,
+                                                      verifier: Verifier) -> None:
+    llm = await start(nursery, "openai")
+    bad_tests = '[{"args": [1, 2], "result": 3}, {"args": [2, 2], "result": 5}]'
+    llm.script(*[wat_reply(GOOD, bad_tests)] * 3)
+    with pytest.raises(SynthesisFailed, match="expected 5, got 4"):
+        await run(make(llm, runtime, verifier), NOEX)
+    assert "If one of your own tests is wrong" in last_user(llm.chats()[2].body)
+
+
+async def test_model_tests_that_contradict_the_examples(nursery: trio.Nursery, runtime: Runtime,
+                                                        verifier: Verifier) -> None:
+    llm = await start(nursery, "openai")
+    contra = '[{"args": [1, 2], "result": -1}]'
+    llm.script(*[wat_reply(WRONG, contra)] * 3)
+    with pytest.raises(SynthesisFailed, match="contradicts the task's example"):
+        await run(make(llm, runtime, verifier), ADD)
+
+
+async def test_missing_tests_are_asked_for(nursery: trio.Nursery, runtime: Runtime,
+                                           verifier: Verifier) -> None:
+    llm = await start(nursery, "ollama")
+    llm.script(wat_reply(GOOD), wat_reply(GOOD, '{"tests": [{"args": [2, 3], "expected": 5}]}'))
+    out = await run(make(llm, runtime, verifier), NOEX)
+    assert out.tests == (Example((2, 3), 5),)
+    assert "no ```json block" in last_user(llm.chats()[1].body)
+
+
+# -- SIMD and GPU tiers: the prompts' worked examples are real, passing code -----------------------
+
+def _blocks(md: str, label: str) -> list[str]:
+    return [m.group(1) for m in re.finditer(rf"```{label}\n(.*?)```", md, re.S)]
+
+
+def test_scalar_and_simd_prompt_examples_pass(runtime: Runtime, verifier: Verifier) -> None:
+    [gcd] = _blocks(system_prompt("scalar"), "wat")
+    loaded = runtime.load(wat_to_wasm(gcd), name="gcd", signature=ADD_SIG, tier="scalar")
+    assert runtime.call(loaded, (48, 18)) == 6
+    axpy, total = _blocks(system_prompt("simd"), "wat")
+    a, b = np.arange(7, dtype=np.float32), np.full(7, 0.5, dtype=np.float32)
+    zip2 = Signature.parse("(f32[], f32[]) -> f32[]")
+    got = runtime.call(runtime.load(wat_to_wasm(axpy), name="axpy2", signature=zip2, tier="simd"),
+                       (a, b))
+    np.testing.assert_allclose(got, 2 * a + b)
+    red = Signature.parse("(f32[]) -> f32")
+    loaded = runtime.load(wat_to_wasm(total), name="total", signature=red, tier="simd")
+    assert runtime.call(loaded, (a,)) == pytest.approx(21.0)
+    assert runtime.call(loaded, ([],)) == 0.0
+
+
+async def test_simd_task(nursery: trio.Nursery, runtime: Runtime, verifier: Verifier) -> None:
+    [axpy, _] = _blocks(system_prompt("simd"), "wat")
+    zip2 = Signature.parse("(f32[], f32[]) -> f32[]")
+    req = SynthesisRequest("axpy2", "2*a + b", zip2, "simd",
+                           (Example(([1.0, 2.0, 3.0, 4.0, 5.0], [1.0] * 5),
+                                    [3.0, 5.0, 7.0, 9.0, 11.0]),))
+    llm = await start(nursery, "openai")
+    llm.script(wat_reply(axpy.replace("f32.const 2", "f32.const 3")), wat_reply(axpy))
+    out = await run(make(llm, runtime, verifier), req)
+    assert out.llm_calls == 2
+    prompt = llm.chats()[0].body["messages"]
+    assert prompt[0]["content"] == system_prompt("simd")
+    assert "axpy2(in0_ptr, in1_ptr, out_ptr, n)" in prompt[1]["content"]
+    assert "expected [3.0, 5.0, 7.0, 9.0, 11.0], got [4.0, 7.0" in last_user(llm.chats()[1].body)
+
+
+@pytest.fixture(scope="module")
+def gpu_runtime() -> Iterator[Runtime]:
+    from node._gpu import GpuRunner
+
+    rt = Runtime(SandboxLimits(timeout_s=10.0))
+    rt.attach_gpu(GpuRunner(rt.engine))
+    yield rt
+    rt.close()
+
+
+async def test_gpu_tasks(nursery: trio.Nursery, gpu_runtime: Runtime) -> None:
+    verifier = Verifier(gpu_runtime, rel_tol=1e-5, abs_tol=1e-5, node_id="test")
+    zip_wgsl, red_wgsl = _blocks(system_prompt("gpu"), "wgsl")
+    llm = await start(nursery, "ollama")
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal(300).astype(np.float32), rng.standard_normal(300).astype(np.float32)
+    zip2 = Signature.parse("(f32[], f32[]) -> f32[]")
+    req = SynthesisRequest("sqadd", "a*a + b", zip2, "gpu",
+                           (Example((a.tolist(), b.tolist()), (a * a + b).tolist()),))
+    # first a shader that does not compile (WGSL error from the device), then the fix
+    llm.script(f"```wgsl\n{zip_wgsl.replace('in1[i];', 'in1[i]')}```", f"```wgsl\n{zip_wgsl}```")
+    out = await run(make(llm, gpu_runtime, verifier), req)
+    assert out.llm_calls == 2 and out.wgsl == zip_wgsl.strip()
+    assert "GPU host refused the shader" in last_user(llm.chats()[1].body)
+    assert llm.chats()[0].body["messages"][0]["content"] == system_prompt("gpu")
+    loaded = gpu_runtime.load(wat_to_wasm(out.wat), name="sqadd", signature=zip2, tier="gpu")
+    np.testing.assert_allclose(gpu_runtime.call(loaded, (b, a)), b * b + a, rtol=1e-5)
+
+    red = Signature.parse("(f32[]) -> f32")
+    x = rng.standard_normal(1000).astype(np.float32)
+    req = SynthesisRequest("sumsq", "sum of squares", red, "gpu",
+                           (Example((x.tolist(),), float(np.sum(x.astype(np.float64) ** 2))),
+                            Example(([],), 0.0)))
+    # a reduction in another block size would compute wrong partial counts: refused up front
+    llm.script(f"```wgsl\n{red_wgsl.replace('256)', '64)')}```", f"```wgsl\n{red_wgsl}```")
+    out = await run(make(llm, gpu_runtime, verifier), req)
+    assert out.llm_calls == 2 and out.wgsl == red_wgsl.strip()
+    assert "must use @workgroup_size(256)" in last_user(llm.chats()[-1].body)
+    loaded = gpu_runtime.load(wat_to_wasm(out.wat), name="sumsq", signature=red, tier="gpu")
+    ones = np.ones(70_000, dtype=np.float32)  # 274 partials: three passes
+    assert gpu_runtime.call(loaded, (ones,)) == 70_000.0
+
+    # a model may write its own wrapper; "{{WGSL}}" marks where the shader's bytes go
+    own = gpu_module("sumsq", red_wgsl, "reduce", 1).replace(
+        wat_bytes(red_wgsl.encode()), '"{{WGSL}}"')
+    assert "{{WGSL}}" in own
+    llm.script(f"```wat\n{own}```\n```wgsl\n{red_wgsl}```")
+    out = await run(make(llm, gpu_runtime, verifier), req)
+    assert out.llm_calls == 1 and wat_bytes(red_wgsl.encode()) in out.wat
+
+
+# -- parsing and detection -------------------------------------------------------------------------
+
+def test_parse_blocks_is_lenient() -> None:
+    assert parse_blocks(f"```\n{GOOD}\n```").wat == GOOD
+    assert parse_blocks(f"```wasm\n;; adds\n{GOOD}\n```").wat == GOOD
+    assert parse_blocks(f"Sure! {GOOD} is the answer.").wat == GOOD
+    assert parse_blocks(f"```wat\n{GOOD}").wat == GOOD  # unterminated fence
+    b = parse_blocks("```wgsl\n@compute @workgroup_size(64) fn main() {}\n```\n```json\n[]\n```")
+    assert b.wat is None and b.wgsl is not None and b.tests_json == "[]"
+    assert parse_blocks("no code here").wat is None
+
+
+def test_parse_tests() -> None:
+    sig = Signature.parse("(f32[]) -> f32")
+    got = parse_tests('// mine\n[{"args": [[1, 2]], "expected": 3}]', sig)
+    assert got == (Example(([1.0, 2.0],), 3.0),)
+    for bad, why in [("[", "not valid JSON"), ("[]", "must be a list"),
+                     ('[{"args": [1]}]', "no \"result\""),
+                     ('[{"args": [1], "result": 1}]', "does not fit")]:
+        with pytest.raises(ValueError, match=why):
+            parse_tests(bad, sig)
+
+
+def test_detect_api_without_probing() -> None:
+    s = LlmSettings()
+    assert detect_api("http://127.0.0.1:1/v1", s) == "openai"
+    assert detect_api("http://127.0.0.1:11434", s) == "ollama"
+    assert detect_api("http://x", replace(s, api="ollama")) == "ollama"
+    with pytest.raises(SynthesisError, match="unknown LLM api"):
+        detect_api("http://x", replace(s, api="grpc"))
+
+
+def test_task_prompt_shapes() -> None:
+    red = Signature.parse("(f32[], f32[]) -> f32")
+    p = task_prompt(SynthesisRequest("dot", "dot product", red, "simd"), want_tests=True)
+    assert "dot(in0_ptr, in1_ptr, n) -> f32" in p and "3 to 5 test cases" in p
+    p = task_prompt(SynthesisRequest("dot", "dot product", red, "gpu"), want_tests=False)
+    assert "bindings 2..2 = inputs 1..1" in p and "```wgsl" in p
