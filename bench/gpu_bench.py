@@ -127,5 +127,31 @@ def _cupy_ms(cp: Any, op: str, a: np.ndarray, b: np.ndarray, reps: int) -> float
     return _median_ms(once, reps)
 
 
+def to_markdown(res: dict[str, Any]) -> str:
+    dev = res["device"]
+    lines = [
+        f"Device: {dev.get('adapter', dev)} ({dev.get('backend', '?')}, "
+        f"{'CPU fallback' if dev.get('cpu_fallback') else 'GPU'}). Times are medians in ms; "
+        "the GPU tier's time includes placing arrays in linear memory, upload, dispatch and "
+        "readback. numpy is the baseline measured in the same run"
+        + (", CuPy too (with transfers)." if res["cupy"] else "; CuPy is not installed here."),
+        "",
+        "| op | n | numpy ms | GPU tier ms | tier / numpy | place | upload | dispatch (passes) "
+        "| readback | max abs err |" + (" CuPy ms | tier / CuPy |" if res["cupy"] else ""),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if res["cupy"] else ""),
+    ]
+    for r in res["results"]:
+        b = r["breakdown_ms"]
+        row = (f"| {r['op']} | {r['n']:.0e} | {r['numpy_ms']:.2f} | {r['gpu_tier_ms']:.2f} | "
+               f"{r['gpu_vs_numpy']:.1f}× | {b['place']:.2f} | {b['upload']:.2f} | "
+               f"{b['dispatch']:.2f} ({b['dispatches']}) | {b['readback']:.2f} | "
+               f"{r['max_abs_err']:.1e} |")
+        if res["cupy"]:
+            row += f" {r['cupy_ms']:.2f} | {r['gpu_vs_cupy']:.2f}× |"
+        lines.append(row)
+    lines += ["", f"Live GPU buffers after the run: {res['live_buffers_after']} (must be 0)."]
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    print(json.dumps(run_all("--quick" in sys.argv), indent=2))
+    print(to_markdown(run_all("--quick" in sys.argv)))

@@ -17,9 +17,13 @@ from types import ModuleType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-SUITES = {"runtime": "runtime_bench", "gpu": "gpu_bench", "http": "http_bench"}
+SUITES = {"runtime": "runtime_bench", "gpu": "gpu_bench", "http": "http_bench",
+          "search": "search_bench", "colony": "colony_bench", "eval": "eval_bench"}
 TITLES = {"runtime": "Runtime: scalar call overhead and SIMD kernels",
-          "gpu": "GPU tier", "http": "Cached task over HTTP"}
+          "gpu": "GPU tier", "http": "Cached task over HTTP",
+          "search": "Retrieval: search latency and paraphrase hit rate",
+          "colony": "Colony: propagation of a new variant",
+          "eval": "Synthesis evaluation suite"}
 
 
 def _load(module: str) -> ModuleType:
@@ -57,7 +61,8 @@ def write_section(path: Path, suite: str, body: str, command: str) -> None:
 
 
 def run_suites(which: str, *, quick: bool, write: bool) -> None:
-    names = list(SUITES) if which == "all" else [which]
+    names = [n for n in SUITES if (ROOT / "bench" / f"{SUITES[n]}.py").exists()] \
+        if which == "all" else [which]
     for suite in names:
         print(f"== {suite} ==", file=sys.stderr, flush=True)
         mod = _load(SUITES[suite])

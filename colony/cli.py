@@ -362,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("n", nargs="?", type=int)
     sp.add_argument("--size", type=int, default=1024, help="array length for array functions")
     sp.add_argument("--tier", choices=["scalar", "simd", "gpu"])
-    sp.add_argument("--suite", choices=["runtime", "http", "gpu", "all"],
+    sp.add_argument("--suite", choices=["runtime", "http", "gpu", "search", "colony", "eval", "all"],
                     help="run a project benchmark suite instead")
     sp.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
     sp.add_argument("--write", action="store_true", help="write the results into BENCHMARKS.md")

@@ -140,6 +140,7 @@ def create_app(node: Node) -> QuartTrio:
 
     @app.errorhandler(ColonyError)
     async def on_colony_error(exc: ColonyError) -> Response:
+        node.metrics.task_errors.labels(exc.slug).inc()
         if exc.status >= 500:
             log.warning("request failed: %s", exc.detail)
         return problem(exc.problem())
@@ -173,6 +174,36 @@ def create_app(node: Node) -> QuartTrio:
             {"name": f.name, "description": f.description, "signature": f.signature,
              "tier_family": f.tier_family, "verified_variants": n, "created_at": f.created_at}
             for f, n in rows]})
+
+    @app.post("/v1/functions")
+    async def create_function() -> Response:
+        body = await read_body()
+        if not isinstance(body, dict):
+            raise RequestError("the body must be an object")
+        wat, wgsl = body.pop("wat", None), body.pop("wgsl", None)
+        for key, val in (("wat", wat), ("wgsl", wgsl)):
+            if val is not None and not isinstance(val, str):
+                raise RequestError(f"'{key}' must be a string")
+        if wat is not None and len(wat) > node.config.sandbox.module_bytes * 4:
+            raise TooLargeError("'wat' is larger than the module limit allows")
+        if "name" not in body:
+            raise RequestError("'name' is required to create a function")
+        if "args" in body:
+            raise RequestError("'args' does not belong here: create, then POST "
+                               "/v1/functions/{name}/run")
+        req = parse_task(body, node.config.api)
+        fp = await node.create_function(req, wat, wgsl)
+        view = await trio.to_thread.run_sync(node.library.describe, req.name)
+        assert view is not None
+        doc = view_json(view, source=False)
+        doc["created"] = fp
+        return reply(doc, status=201)
+
+    @app.get("/openapi.json")
+    async def openapi() -> Response:
+        from node._openapi import openapi_document
+
+        return reply(openapi_document())
 
     @app.get("/v1/functions/<name>")
     async def describe_function(name: str) -> Response:
@@ -231,6 +262,11 @@ def create_app(node: Node) -> QuartTrio:
     @app.get("/v1/colony")
     async def colony() -> Response:
         return reply(node.colony_view())
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        data = await trio.to_thread.run_sync(node.metrics.render)
+        return Response(data, content_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/health")
     async def health() -> Response:

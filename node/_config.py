@@ -92,6 +92,32 @@ class ApiLimits:
 
 
 @dataclass(frozen=True)
+class ColonySettings:
+    """The colony layer (issue 6: colony/_service.py). Without a key the node runs alone."""
+
+    #: File holding the colony key (hex text; ``colony up`` writes one); empty = run alone.
+    key_file: str = ""
+    #: Announce and discover peers over mDNS (``_qt45colony._tcp.local.``).
+    mdns: bool = True
+    #: IPv4 addresses of the interfaces mDNS uses; empty = the address the node serves on.
+    interfaces: tuple[str, ...] = ()
+    #: Seconds between gossip rounds.
+    gossip_interval_s: float = 1.0
+    #: Peers contacted per gossip round and per fresh push.
+    fanout: int = 3
+    #: Seconds one protocol request to a peer may take.
+    peer_timeout_s: float = 5.0
+    #: First retry delay for a peer that stopped answering (doubles per failure).
+    backoff_s: float = 1.0
+    #: Longest retry delay for a down peer.
+    backoff_max_s: float = 60.0
+    #: Seconds between selection passes (fitness, champion, retirement, mutation schedule).
+    selection_interval_s: float = 5.0
+    #: Colony-wide calls a variant needs before its measured speed counts in selection.
+    min_calls: int = 20
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """One node's configuration."""
 
@@ -122,6 +148,7 @@ class NodeConfig:
     synth: SynthLimits = field(default_factory=SynthLimits)
     llm_settings: LlmSettings = field(default_factory=LlmSettings)
     api: ApiLimits = field(default_factory=ApiLimits)
+    colony: ColonySettings = field(default_factory=ColonySettings)
 
     def with_env(self, environ: dict[str, str] | None = None) -> NodeConfig:
         """Apply ``COLONY_*`` environment variables (``COLONY_SANDBOX_FUEL`` for nested fields)."""

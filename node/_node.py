@@ -28,9 +28,11 @@ from node._errors import (
     NotFoundError,
     SynthesisError,
     SynthesisFailed,
+    UnsupportedError,
     VerificationError,
 )
 from node._identity import NodeIdentity, load_or_create_identity
+from node._metrics import NodeMetrics
 from node._records import FunctionRecord, MetricCounter, TestCase, VariantRecord, Verdict
 from node._runtime import Loaded, Runtime
 from node._store import Library
@@ -103,6 +105,19 @@ class Node:
         self.stats = _Stats()
         #: Set by the colony layer when this node is part of a colony.
         self.colony: ColonyHooks | None = None
+        self.metrics = NodeMetrics()
+        self.metrics.on_scrape(self._refresh_gauges)
+
+    def _refresh_gauges(self) -> None:
+        """Library gauges, read right before a scrape (runs in a worker thread)."""
+        with self.library._read() as conn:
+            functions = conn.execute("SELECT count(*) FROM functions").fetchall()[0][0]
+            by_status = dict(conn.execute(
+                "SELECT status, count(*) FROM variants GROUP BY status").fetchall())
+        self.metrics.library_functions.set(functions)
+        for status in ("active", "quarantined", "retired"):
+            self.metrics.library_variants.labels(status).set(by_status.get(status, 0))
+        self.metrics.quarantined.set(by_status.get("quarantined", 0))
 
     # ---------------------------------------------------------------- lifecycle
     @classmethod
@@ -118,8 +133,12 @@ class Node:
             runtime.attach_gpu(GpuRunner(runtime.engine, config.gpu, config.sandbox))
         except ImportError:  # the GPU tier is optional at import time
             pass
-        synths: list[Synthesizer] = [OfflineSynthesizer(config.synth)]
-        return cls(config, identity, library, runtime, synths)
+        node = cls(config, identity, library, runtime, [OfflineSynthesizer(config.synth)])
+        if config.llm and config.model:
+            from node.synth._llm import LlmSynthesizer
+
+            node.synthesizers.append(LlmSynthesizer(config, runtime, node.verifier))
+        return node
 
     async def run_background(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Periodic work (metrics flush); runs until cancelled, flushing once more on the way out."""
@@ -185,6 +204,7 @@ class Node:
             del self._cache[key]
 
     async def call(self, serving: _Serving, args: tuple[Any, ...]) -> Any:
+        self.metrics.wasm_calls.labels(serving.loaded.tier).inc()
         start = time.perf_counter_ns()
         ok = False
         try:
@@ -235,6 +255,8 @@ class Node:
         result: Any = None
         if req.args is not None:
             result = _plain_result(await self.call(serving, req.args))
+        self.metrics.tasks.labels(source, req.tier).inc()
+        self.metrics.task_latency.labels(source).observe(time.perf_counter() - started)
         return {
             "result": result,
             "function": self.describe_serving(serving, req.tier),
@@ -307,23 +329,46 @@ class Node:
                 "configure an LLM (--llm URL --model M)"
             )
         failures: list[str] = []
+        unavailable: list[ColonyError] = []
+        llm_calls = 0
         for synth in synths:
             self.stats.synth_calls += 1
+            self.metrics.synth_attempts.labels(synth.name).inc()
             cancelled = threading.Event()
             try:
                 cand = await _run_cancellable(
                     lambda s=synth: s.synthesize(  # type: ignore[misc]
-                        sreq, timeout_s=self.config.synth.timeout_s,
+                        sreq, timeout_s=self._synth_timeout(s),
                         cancelled=cancelled.is_set,
                         progress=lambda m: log.info("synthesis %s: %s", req.name, m)),
                     cancelled,
                 )
-                serving = await self._verify_and_store(req, cand, list(all_tests.values()))
-                return serving, cand.llm_calls
+                llm_calls += cand.llm_calls
+                self.metrics.llm_calls.inc(cand.llm_calls)
+                # tests an LLM wrote for a task without examples join the function's tests
+                own = [TestCase(req.name, str(req.signature), tuple(ex.args), ex.result,
+                                origin=cand.generator) for ex in cand.tests]
+                tests = list({t.id: t for t in [*all_tests.values(), *own]}.values())
+                serving = await self._verify_and_store(req, cand, tests)
+                return serving, llm_calls
             except (SynthesisFailed, VerificationError) as exc:
                 self.stats.synth_failures += 1
+                self.metrics.synth_failures.labels(synth.name).inc()
+                llm_calls += int(exc.extra.get("llm_calls") or 0)
                 failures.append(f"{synth.name}: {exc.detail}")
-        raise SynthesisFailed("; ".join(failures))
+            except SynthesisError as exc:  # the synthesizer could not run (LLM down, timeout)
+                self.metrics.synth_failures.labels(synth.name).inc()
+                unavailable.append(exc)
+                failures.append(f"{synth.name}: {exc.detail}")
+        if unavailable and len(unavailable) == len(synths):
+            raise SynthesisError("; ".join(failures), llm_calls=llm_calls)
+        raise SynthesisFailed("; ".join(failures), llm_calls=llm_calls)
+
+    def _synth_timeout(self, synth: Synthesizer) -> float:
+        if synth.name.startswith("llm:"):
+            s = self.config.llm_settings
+            return s.attempts * s.request_timeout_s
+        return self.config.synth.timeout_s
 
     async def _verify_and_store(
         self, req: TaskRequest, cand: Synthesized, tests: list[TestCase]
@@ -356,6 +401,33 @@ class Node:
         return serving
 
     # ---------------------------------------------------------------- tools
+    async def create_function(self, req: TaskRequest, wat: str | None,
+                              wgsl: str | None) -> str:
+        """The ``create`` tool: add a verified variant of a function, from the caller's WAT or
+        (without WAT) by synthesis from the examples. Returns the variant's fingerprint."""
+        existing = await trio.to_thread.run_sync(self.library.get_function, req.name)
+        if existing is not None and existing.signature != str(req.signature):
+            raise ConflictError(f"function {req.name!r} exists with signature "
+                                f"{existing.signature}")
+        if wat is None:
+            key: Key = (req.name, str(req.signature), req.tier)
+            serving = await self._lookup(key)
+            if serving is None:
+                serving, _ = await self._synthesize_deduped(key, req)
+                if serving is None:
+                    serving = await self._lookup(key)
+            if serving is None:
+                raise SynthesisFailed(f"synthesis of {req.name!r} failed")
+            return serving.variant_fp
+        existing_tests = await trio.to_thread.run_sync(self.library.tests, req.name)
+        tests = list({t.id: t for t in [*existing_tests, *_tests_from(req)]}.values())
+        if not tests:
+            raise UnsupportedError("a function given as WAT needs at least one example to be "
+                                   "verified (\"examples\": [{\"args\": [...], \"result\": ...}])")
+        cand = Synthesized(wat=wat, wgsl=wgsl, generator="user")
+        serving = await self._verify_and_store(req, cand, tests)
+        return serving.variant_fp
+
     async def run_function(self, name: str, tier: str | None, raw_args: Any) -> dict[str, Any]:
         from node._task import coerce_args
 

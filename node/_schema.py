@@ -208,8 +208,58 @@ CREATE TABLE behaviours (
 CREATE INDEX behaviours_by_value ON behaviours(signature, behaviour);
 """
 
+# Issue 6 (colony, node/_sync_store.py): received entries that cannot be stored yet (their
+# function has not arrived, or a local function of that name has another signature) wait in
+# ``sync_pending`` as wire msgpack, still live in the sync log; ``variant_notes`` says why a
+# variant is quarantined or retired; ``champions`` is the selected variant per function and
+# tier (``serving_variant`` prefers it); ``mutation_queue`` is the selection's mutation
+# schedule; ``peer_keys`` remembers the public keys (and URLs) of origins met.
+_V3 = """
+CREATE TABLE sync_pending (
+    origin   TEXT NOT NULL,
+    seq      INTEGER NOT NULL,
+    kind     TEXT NOT NULL,
+    function TEXT NOT NULL,
+    entry    BLOB NOT NULL,
+    reason   TEXT NOT NULL,
+    PRIMARY KEY (origin, seq)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX sync_pending_by_function ON sync_pending(function);
+
+CREATE TABLE variant_notes (
+    fingerprint TEXT PRIMARY KEY REFERENCES variants(fingerprint) ON DELETE CASCADE,
+    reason      TEXT NOT NULL,
+    at          REAL NOT NULL
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE champions (
+    function    TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+    tier        TEXT NOT NULL,
+    fingerprint TEXT NOT NULL REFERENCES variants(fingerprint) ON DELETE CASCADE,
+    fitness     REAL NOT NULL,
+    at          REAL NOT NULL,
+    PRIMARY KEY (function, tier)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX champions_by_variant ON champions(fingerprint);
+
+CREATE TABLE mutation_queue (
+    fingerprint TEXT PRIMARY KEY REFERENCES variants(fingerprint) ON DELETE CASCADE,
+    function    TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    at          REAL NOT NULL
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE peer_keys (
+    node_id    TEXT PRIMARY KEY,
+    public_key BLOB NOT NULL,
+    name       TEXT NOT NULL,
+    api_url    TEXT NOT NULL,
+    seen_at    REAL NOT NULL
+) STRICT, WITHOUT ROWID;
+"""
+
 #: The ordered migrations; ``MIGRATIONS[i]`` goes from version ``i`` to ``i + 1``.
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
 
 #: The schema version this code writes.
 SCHEMA_VERSION = len(MIGRATIONS)

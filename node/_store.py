@@ -32,6 +32,8 @@ from typing import Any
 
 import apsw
 import msgpack
+import numpy as np
+import sqlite_vec
 
 from node._errors import NotFoundError, RequestError, StoreError
 from node._records import (
@@ -350,6 +352,91 @@ class Library:
             ).fetchone()
             return None if row is None else _verdict_from_row(row)
 
+    # ------------------------------------------------------------------ retrieval (issue 5)
+
+    def put_vectors(self, rows: Sequence[tuple[int, str, str, np.ndarray]]) -> int:
+        """Store embeddings: ``(function_id, model, text, vector)`` rows; return how many landed.
+
+        A row lands only if its function still exists and ``text`` is still its
+        ``"name: description"`` (it may have been deleted or changed while the model ran).
+        Vectors go through sqlite-vec (``vec_f32`` validates them, ``vec_quantize_binary``
+        keeps the sign bits for the coarse search pass).
+        """
+        prepared = []
+        for fid, model, text, vec in rows:
+            v = np.ascontiguousarray(vec, dtype=np.float32)
+            if v.ndim != 1 or not np.all(np.isfinite(v)):
+                raise RequestError("an embedding must be a finite 1-d float32 vector")
+            prepared.append((int(fid), str(model), str(text), v.tobytes()))
+        landed = 0
+        with self._write() as w:
+            for fid, model, text, blob in prepared:
+                w.execute(
+                    "INSERT INTO function_vectors (function_id, model, text, embedding, bits)"
+                    " SELECT id, ?2, ?3, vec_f32(?4), vec_quantize_binary(vec_f32(?4))"
+                    " FROM functions WHERE id = ?1 AND name || ': ' || description = ?3"
+                    " ON CONFLICT (function_id) DO UPDATE SET model = excluded.model,"
+                    " text = excluded.text, embedding = excluded.embedding, bits = excluded.bits",
+                    (fid, model, text, blob),
+                )
+                landed += w.changes()
+        return landed
+
+    def missing_vectors(self, model: str, limit: int = 1024) -> list[tuple[int, str]]:
+        """``(function_id, "name: description")`` of functions with no current vector."""
+        with self._read() as r:
+            rows: list[Any] = r.execute(
+                "SELECT f.id, f.name || ': ' || f.description FROM functions f"
+                " LEFT JOIN function_vectors v ON v.function_id = f.id"
+                " WHERE v.function_id IS NULL OR v.model != ?"
+                "    OR v.text != f.name || ': ' || f.description"
+                " ORDER BY f.id LIMIT ?",
+                (model, limit),
+            ).fetchall()
+        return [(int(fid), str(text)) for fid, text in rows]
+
+    def set_behaviour(self, fingerprint: str, behaviour: str) -> None:
+        """Record a variant's behavioural fingerprint (node/_search.py)."""
+        if not is_fingerprint(fingerprint):
+            raise RequestError(f"not a fingerprint: {fingerprint!r}")
+        if not isinstance(behaviour, str) or not behaviour:
+            raise RequestError("a behavioural fingerprint is a non-empty string")
+        with self._write() as w:
+            row = w.execute(
+                "SELECT f.signature FROM variants v JOIN functions f ON f.name = v.function"
+                " WHERE v.fingerprint = ?",
+                (fingerprint,),
+            ).fetchone()
+            if row is None:
+                raise NotFoundError(f"no variant {fingerprint} in the library")
+            w.execute(
+                "INSERT INTO behaviours (fingerprint, signature, behaviour) VALUES (?, ?, ?)"
+                " ON CONFLICT (fingerprint) DO UPDATE SET signature = excluded.signature,"
+                " behaviour = excluded.behaviour",
+                (fingerprint, row[0], behaviour),
+            )
+
+    def functions_with_behaviour(self, signature: str, behaviour: str) -> list[str]:
+        """Names of functions with an active variant of that signature and behaviour."""
+        sig = _canonical_signature(signature)
+        with self._read() as r:
+            return [
+                name for (name,) in r.execute(
+                    "SELECT DISTINCT v.function FROM behaviours b"
+                    " JOIN variants v ON v.fingerprint = b.fingerprint"
+                    " WHERE b.signature = ? AND b.behaviour = ? AND v.status = 'active'"
+                    " ORDER BY v.function",
+                    (sig, behaviour),
+                )
+            ]
+
+    @contextmanager
+    def read(self) -> Iterator[apsw.Connection]:
+        """A read-only snapshot connection of this thread, for modules that query the
+        library's tables directly (node/_search.py). Do not keep it past the ``with``."""
+        with self._read() as r:
+            yield r
+
     # ------------------------------------------------------------------ internals
 
     @contextmanager
@@ -503,9 +590,15 @@ class Library:
 
 
 def _connect(path: Path, *, create: bool) -> apsw.Connection:
-    """Every connection is made here (issue 5 loads sqlite-vec here, on each of them)."""
+    """Every connection is made here, with sqlite-vec loaded (its vec_* SQL functions)."""
     flags = apsw.SQLITE_OPEN_READWRITE | (apsw.SQLITE_OPEN_CREATE if create else 0)
     conn = apsw.Connection(str(path), flags=flags)
+    try:
+        conn.enable_load_extension(True)
+        conn.load_extension(sqlite_vec.loadable_path())
+    finally:
+        # Only our own extension: SQL can never load another one (load_extension()).
+        conn.enable_load_extension(False)
     conn.setbusytimeout(_BUSY_TIMEOUT_MS)
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA synchronous = NORMAL")
@@ -648,7 +741,10 @@ _SERVING_SQL = (
     " JOIN verdicts d ON d.fingerprint = v.fingerprint AND d.node = ?"
     " WHERE v.function = ? AND f.signature = ? AND v.tier = ?"
     "   AND v.status = 'active' AND d.passed"
-    " ORDER BY v.created_at DESC, v.rowid DESC LIMIT 1"
+    # Issue 6: the colony's selection (node/_sync_store.py) names a champion; it serves first.
+    " ORDER BY EXISTS (SELECT 1 FROM champions c WHERE c.fingerprint = v.fingerprint"
+    "   AND c.function = v.function AND c.tier = v.tier) DESC,"
+    " v.created_at DESC, v.rowid DESC LIMIT 1"
 )
 
 

@@ -65,10 +65,10 @@ def make(llm: ScriptedLlm, runtime: Runtime, verifier: Verifier, **settings: Any
 
 
 async def run(synth: LlmSynthesizer, req: SynthesisRequest, timeout_s: float = 30.0,
-              cancelled: Any = None) -> Synthesized:
+              cancelled: Any = None, progress: list[str] | None = None) -> Synthesized:
     def go() -> Synthesized:
-        return synth.synthesize(req, timeout_s=timeout_s,
-                                cancelled=cancelled or (lambda: False), progress=None)
+        return synth.synthesize(req, timeout_s=timeout_s, cancelled=cancelled or (lambda: False),
+                                progress=None if progress is None else progress.append)
     return await trio.to_thread.run_sync(go)
 
 
@@ -123,8 +123,12 @@ async def test_broken_wat_then_fix(nursery: trio.Nursery, runtime: Runtime,
                                    verifier: Verifier) -> None:
     llm = await start(nursery, "ollama")
     llm.script(wat_reply(BROKEN), wat_reply(GOOD))
-    out = await run(make(llm, runtime, verifier), ADD)
+    progress: list[str] = []
+    out = await run(make(llm, runtime, verifier), ADD, progress=progress)
     assert out.llm_calls == 2 and out.stats["attempts"] == 2
+    assert progress[0] == "asking test-model (attempt 1/3)"
+    assert progress[1].startswith("attempt 1 rejected: WAT does not assemble")
+    assert progress[2] == "asking test-model (attempt 2/3)" and len(progress) == 3
     first, second = llm.chats()
     msgs = second.body["messages"]
     assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
@@ -395,12 +399,13 @@ async def test_gpu_tasks(nursery: trio.Nursery, gpu_runtime: Runtime) -> None:
     assert gpu_runtime.call(loaded, (ones,)) == 70_000.0
 
     # a model may write its own wrapper; "{{WGSL}}" marks where the shader's bytes go
-    own = gpu_module("sumsq", red_wgsl, "reduce", 1).replace(
-        wat_bytes(red_wgsl.encode()), '"{{WGSL}}"')
-    assert "{{WGSL}}" in own
+    src = red_wgsl.strip().encode()
+    own = gpu_module("sumsq", red_wgsl.strip(), "reduce", 1).replace(
+        wat_bytes(src), '"{{WGSL}}"').replace(f"(i32.const {len(src)})", "(i32.const {{WGSL_LEN}})")
+    assert own.count("{{WGSL_LEN}}") == 2 and "{{WGSL}}" in own
     llm.script(f"```wat\n{own}```\n```wgsl\n{red_wgsl}```")
     out = await run(make(llm, gpu_runtime, verifier), req)
-    assert out.llm_calls == 1 and wat_bytes(red_wgsl.encode()) in out.wat
+    assert out.llm_calls == 1 and wat_bytes(src) in out.wat and "{{" not in out.wat
 
 
 # -- parsing and detection -------------------------------------------------------------------------

@@ -163,6 +163,8 @@ def _check_consistent(lanes: list[tuple[Any, ...]], outs: list[Any], ty: str) ->
 
 
 def _probe_values(ty: str, rng: np.random.Generator, n: int, salt: int) -> np.ndarray:
+    special: list[Any]
+    rest: list[Any]
     if ty in INT_TYPES:
         special = [0, 1, -1, 2, 3, 7, -8, 10, 100, 12345, -999, 255, 1024, 37, -2, 5,
                    INT_MAX[ty], INT_MIN[ty], 64, 9]

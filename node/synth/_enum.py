@@ -7,11 +7,11 @@ lanes, and only the first (smallest) program of each value class is kept. Becaus
 part of the lanes, programs that merely agree on the examples stay distinct, and the ranking (size,
 unexplained constants, unused arguments, description hints) decides between them.
 
-Beside the plain levels the search also: fits ``a*e + b`` with "nice" constants ``a, b`` to every
-small candidate ``e`` (float formulas such as celsius -> fahrenheit), meets in the middle at the root
-(``e1 op e2`` with both halves from the bank, found by lookup), tries bounded loop families for
-integer recurrences, and for reductions folds every element candidate with add/mul/min/max and a
-post-op (mean, sqrt).
+Beside the plain levels the search also: fits ``a*e + b`` with "nice" constants ``a, b`` to
+every small candidate ``e`` (float formulas such as celsius -> fahrenheit), meets in the middle at
+the root (``e1 op e2`` with both halves from the bank, found by lookup), tries bounded loop
+families for integer recurrences, and for reductions folds every element candidate with
+add/mul/min/max and a post-op (mean, sqrt).
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ CORE_CONSTS = frozenset({0.0, 1.0, 2.0, -1.0, 0.5})
 UNARY_INT_OPS = ("neg", "abs", "not", "popcnt", "clz", "ctz")
 UNARY_FLOAT_OPS = ("neg", "abs", *UNARY_FLOAT)
 ARRAY_UNARY = ("neg", "abs", "sqrt", "floor", "ceil")
+EXOTIC = frozenset({"popcnt", "clz", "ctz", "not", "nearest", "trunc", "shr_u", "floor", "ceil"})
 _CHUNK = 1 << 21  # elements per broadcast batch (keeps memory small)
 
 
@@ -119,7 +120,7 @@ _MULT2 = _RNG.integers(1, 2**63, size=4096, dtype=np.uint64) | np.uint64(1)
 def row_keys(vals: np.ndarray, trap: np.ndarray | None, ty: str) -> np.ndarray:
     """A 64-bit key per row; float values are rounded to ~15 mantissa bits first so that
     programs that differ only by rounding collapse."""
-    k, lanes = vals.shape
+    lanes = vals.shape[1]
     if ty == "f32":
         v = np.where(np.isnan(vals), np.float32(np.nan), vals + np.float32(0.0))
         bits = np.ascontiguousarray(v, dtype=np.float32).view(np.uint32)
@@ -191,6 +192,9 @@ class Search:
         self.best: list[Candidate] = []
         self.size_done = 0
         self.loops_tried = 0
+        self.loops_exhausted = False
+        self._loop_iter: Iterator[None] | None = None
+        self._loop_stop = 0.0
         self.pool_f = tuple(dict.fromkeys((*FLOAT_POOL, *prob.hints.consts)))
         self.hinted = frozenset(prob.hints.consts)
         #: seconds the search goes on after the first fit (to find a better-ranked one)
@@ -219,6 +223,9 @@ class Search:
         used = {n.value for n in nodes if n.op == "arg"}
         feats = {n.op for n in nodes} | (features or set())
         pen = 2.5 * (len(self.p.params) - len(used)) + extra_pen
+        hinted_ops = set().union(*self.p.hints.groups) if self.p.hints.groups else set()
+        # rarely intended ops must earn their place: they generalize worse from few examples
+        pen += sum(0.5 for n in nodes if n.op in EXOTIC and n.op not in hinted_ops)
         for n in nodes:
             if n.op == "const":
                 v = float(n.value)
@@ -244,6 +251,11 @@ class Search:
             return
         self.enumerated += len(vals)
         ty = "i32" if key == "cond" else key
+        is_target = (key == self.p.result and not self.p.array) or (self.p.array and key == "f32")
+        if is_target and self.p.reduce_target is None:
+            # Offer every fitting row, duplicates of a value class included: the class's first
+            # (kept) program is not always the best-ranked one.
+            self.check_new([], vals, trap, make)
         keys = row_keys(vals, trap, ty)
         _, first = np.unique(keys, return_index=True)
         first.sort()
@@ -262,11 +274,12 @@ class Search:
                        _cat_trap(old, lv), np.concatenate([old.const, lv.const]))
         self.levels[key][size] = lv
         self.count[key] += len(keep)
-        if key == self.p.result and not self.p.array or (self.p.array and key == "f32"):
+        if is_target and self.p.reduce_target is not None:
             self.check_new(exprs, vals[idx], trap[idx] if trap is not None else None)
 
-    def check_new(self, exprs: list[Expr], vals: np.ndarray, trap: np.ndarray | None) -> None:
-        """Offer every new row that fits the examples."""
+    def check_new(self, exprs: list[Expr], vals: np.ndarray, trap: np.ndarray | None,
+                  make: Callable[[int], Expr] | None = None) -> None:
+        """Offer every row that fits the examples (built with ``make`` when given)."""
         p = self.p
         e = p.n_examples
         if p.reduce_target is not None:
@@ -276,8 +289,8 @@ class Search:
         ok = close(vals[:, :e], p.target[None, :], p.result).all(axis=1)
         if trap is not None:
             ok &= ~trap[:, :e].any(axis=1)
-        for i in np.flatnonzero(ok):
-            self.offer(exprs[int(i)])
+        for i in np.flatnonzero(ok)[:200]:
+            self.offer(make(int(i)) if make is not None else exprs[int(i)])
 
     # ------------------------------------------------------------------------------ the levels
     def leaves(self) -> None:
@@ -312,8 +325,8 @@ class Search:
         """Build every program of size ``s``."""
         for key in self.types:
             self.check_time()
-            self._unary(key, s)
             self._binary(key, s)
+            self._unary(key, s)
             if len(self.types) > 1 and not self.p.array:
                 self._convert(key, s)
         self._compare(s)
@@ -418,10 +431,9 @@ class Search:
             else:
                 sel = np.arange(len(ia) * len(ib))
             nb = len(ib)
-            ea, eb = a.exprs, b.exprs
 
             def make(i: int, op: str = op, sel: np.ndarray = sel, ia: np.ndarray = ia,
-                     nb: int = nb) -> Expr:
+                     nb: int = nb, ea: list[Expr] = a.exprs, eb: list[Expr] = b.exprs) -> Expr:
                 j = int(sel[i])
                 return _ir.node(op, ea[int(ia[j // nb])], eb[int(ib[j % nb])])
 
@@ -473,7 +485,7 @@ class Search:
     def fit_linear(self, s: int) -> None:
         """Offer ``a*e + b`` for bank rows ``e`` of size ``s`` with nice fitted ``a``, ``b``."""
         p = self.p
-        if p.target is None or p.array and p.reduce_target is not None:
+        if p.target is None or p.reduce_target is not None:
             return
         lv = self.levels.get(p.result, {}).get(s)
         if lv is None:
@@ -663,8 +675,19 @@ class Search:
         self.offer(elem, extra_pen=pen + 1, features=feats, reduce_op=rop, post=post)
 
     # ------------------------------------------------------------------------------------ loops
-    def loops(self, share: float = 0.3) -> None:
-        """Try the bounded loop families (integer recurrences) on the examples."""
+    def loops(self, share: float = 0.3, cap_s: float = math.inf) -> None:
+        """Try the bounded loop families (integer recurrences) on the examples for a slice of
+        the remaining time; a later call resumes where this one stopped."""
+        if self._loop_iter is None:
+            self._loop_iter = self._loop_search()
+        stop = time.monotonic() + min(cap_s, share * max(0.0, self.deadline - time.monotonic()))
+        self._loop_stop = stop
+        for _ in self._loop_iter:
+            if time.monotonic() > self._loop_stop:
+                return
+        self.loops_exhausted = True
+
+    def _loop_search(self) -> Iterator[None]:
         p = self.p
         if p.array or p.target is None:
             return
@@ -674,18 +697,16 @@ class Search:
         n = p.n_examples
         ex_args = [a[:n] for a in p.args]
         rty = p.result
-        # cheap first: the two examples with the smallest integer inputs, few iterations allowed
+        # cheap first: the examples with the smallest integer inputs, few iterations allowed
         size = sum(np.abs(ex_args[i].astype(np.float64)) for i in int_params)
-        cheap = np.argsort(size, kind="stable")[:2]
-        cheap_env = Env([a[cheap] for a in ex_args], iter_limit=64)
+        cheap = np.argsort(size, kind="stable")[:3]
+        # count loops never run more than their bound; runaway while loops stop early here
+        limit = int(min(5000, max(16, size[cheap].max(initial=0) + 1)))
+        cheap_env = Env([a[cheap] for a in ex_args], iter_limit=limit)
         cheap_target = p.target[cheap]
-        # loops get a slice of the remaining time; the expression levels need the rest
-        stop = time.monotonic() + share * max(0.0, self.deadline - time.monotonic())
         for lp in self._loop_candidates(int_params, rty):
             self.check_time()
-            if time.monotonic() > stop:
-                self.say("loop families: time slice used up")
-                return
+            yield None
             self.loops_tried += 1
             e = Expr("loop", rty, loop=lp)
             try:
@@ -710,6 +731,8 @@ class Search:
                  _ir.node("and", x, _ir.node("sub", x, one))] if rty in INT_TYPES else []
         # smaller bodies first across all families, so the cheapest loops are met first
         for bsize in (3, 5):
+            if bsize == 5:
+                yield from self._digit_loops(rty, same, steps, zero, one, bsize)
             for ni in int_params:
                 bound = _ir.arg(ni, p.params[ni])
                 cty = p.params[ni]
@@ -731,12 +754,16 @@ class Search:
                             if i != j:
                                 yield Loop("while", None, (_ir.arg(i, rty), _ir.arg(j, rty)),
                                            (_ir.lvar(1, rty), body), cond=1)
-            # digit/bit loops: while s1 != 0: s0 = f(s0, s1); s1 = step(s1)
-            for f in self._bodies(rty, [rty, rty], None, bsize, need=(0,), exact=True):
-                for i in same:
-                    for step in steps:
-                        for init in (zero, one):
-                            yield Loop("while", None, (init, _ir.arg(i, rty)), (f, step), cond=1)
+                yield from self._digit_loops(rty, same, steps, zero, one, bsize)
+
+    def _digit_loops(self, rty: str, same: list[int], steps: list[Expr], zero: Expr, one: Expr,
+                     bsize: int) -> Iterator[Loop]:
+        """Digit/bit loops: while s1 != 0: s0 = f(s0, s1); s1 = step(s1)."""
+        for f in self._bodies(rty, [rty, rty], None, bsize, need=(0,), exact=True):
+            for i in same:
+                for step in steps:
+                    for init in (zero, one):
+                        yield Loop("while", None, (init, _ir.arg(i, rty)), (f, step), cond=1)
 
     def _bodies(self, ty: str, states: list[str], counter: str | None, max_size: int,
                 need: tuple[int, ...], exact: bool = False) -> list[Expr]:
@@ -769,7 +796,7 @@ class Search:
               ("add", "sub", "mul", "div")
         by_size: dict[int, list[tuple[Expr, np.ndarray]]] = {1: leaves}
         seen: set[bytes] = set()
-        for e, v in leaves:
+        for _e, v in leaves:
             seen.add(v.tobytes())
         out: list[Expr] = []
         for s in range(3, max_size + 1, 2):
@@ -857,6 +884,8 @@ def run(search: Search) -> Candidate:
             if wants_loop and not loops_done:
                 search.loops(0.5)
                 loops_done = True
+            elif s >= 5 and not search.best and not search.loops_exhausted:
+                search.loops(0.25)
             best = search.best_cost()
             if s - p.hints.max_bonus - 0.01 > best:
                 break
@@ -865,11 +894,13 @@ def run(search: Search) -> Candidate:
                        f"{sum(search.count.values())} distinct")
             if s <= 5:
                 search.fit_linear(s)
-            if s >= 4 and not search.best and not loops_done:
-                search.loops()
+            if s == 4 and not search.best and not loops_done:
+                search.loops(0.1, cap_s=1.0)
                 loops_done = True
             if s >= 4 and not search.best:
                 search.meet()
+        if not search.best and not search.loops_exhausted:
+            search.loops(1.0)
     except Deadline:
         search.say("deadline reached")
     if not search.best:
@@ -887,6 +918,4 @@ def show_key(e: Expr) -> str:
     return _ir.show(e)
 
 
-_ = (BINARY_INT, UNARY_FLOAT)  # re-exported op tables used by the ranking docs
-_unused = Loop  # noqa: F841 - imported for type references in generators
-__all__ = ["FLOAT_TYPES", "Candidate", "Problem", "Search", "SynthesisFailed", "run"]
+__all__ = ["Candidate", "Problem", "Search", "run"]

@@ -6,11 +6,12 @@ An :class:`Expr` is an immutable tree node ``Expr(op, ty, kids, value, loop)``; 
 value type the node produces (``i32 i64 f32 f64``). Ops:
 
 =============  =====================================================================================
-leaf           ``arg`` (``value`` = parameter index; in an array program: element of input array
-               ``value``), ``const`` (``value`` = the number), ``lvar`` (a loop variable, see below),
-               ``acc`` / ``len`` (only in an array program's ``post``: the reduced value and ``n`` as f32)
-binary         ``add sub mul div min max`` (every type; ``div`` is ``div_s`` on ints, ``min``/``max``
-               on ints are signed), ``rem and or xor shl shr_s shr_u`` (ints only)
+leaf           ``arg`` (``value`` = parameter index; in an array program: element of input
+               array ``value``), ``const`` (``value`` = the number), ``lvar`` (a loop variable,
+               see below), ``acc`` / ``len`` (only in an array program's ``post``: the reduced
+               value and ``n`` as f32)
+binary         ``add sub mul div min max`` (every type; ``div`` is ``div_s`` on ints,
+               ``min``/``max`` on ints are signed), ``rem and or xor shl shr_s shr_u`` (ints)
 compare        ``eq ne lt le gt ge`` (signed on ints; kids share a type; result ``i32`` 0/1)
 unary          ``neg abs`` (every type), ``sqrt floor ceil trunc nearest`` (floats),
                ``not popcnt clz ctz eqz`` (ints; ``eqz`` gives ``i32``)
@@ -27,9 +28,10 @@ arithmetic rounds to the node's type, ``min``/``max`` propagate NaN.
 Loops (bounded recurrences)
 ---------------------------
 ``Loop(mode, bound, inits, updates, cond, result)`` holds state variables ``s0..s{k-1}`` (``lvar``
-with ``value`` j; types of ``inits[j]``). ``mode="count"``: for ``i`` = 1 .. min(bound, CAP) (``i``
-is ``lvar`` k, of ``bound``'s type; no iteration when bound <= 0) all states update simultaneously
-from ``updates``. ``mode="while"``: while ``s{cond} != 0`` and fewer than CAP iterations ran, update.
+with ``value`` j; types of ``inits[j]``). ``mode="count"``: for ``i`` = 1 .. min(bound, CAP)
+(``i`` is ``lvar`` k, of ``bound``'s type; no iteration when bound <= 0) all states update
+simultaneously from ``updates``. ``mode="while"``: while ``s{cond} != 0`` and fewer than CAP
+iterations ran, update.
 The loop returns ``s{result}``. Factorial is ``count(n; s0=1; s0*i)``, fibonacci ``count(n; s0=0,
 s1=1; s1, s0+s1)``, gcd ``while(s1; s0=a, s1=b; s1, s0 rem s1)``.
 
@@ -275,7 +277,7 @@ def _cvt(a: np.ndarray, src: str, dst: str) -> np.ndarray:
 
 
 def apply_op(op: str, ty: str, kids: list[Vals], kid_ty: str) -> tuple[Vals, Trap]:
-    """Apply one op to (broadcastable) value arrays; return values of type ``ty`` and a trap mask."""
+    """Apply one op to (broadcastable) value arrays; return values of type ``ty``, trap mask."""
     dt = DTYPES[ty]
     with np.errstate(all="ignore"):
         if len(kids) == 1:

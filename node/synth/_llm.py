@@ -43,7 +43,13 @@ from node._verify import Verifier, values_match
 from node._wat import wat_to_wasm
 from node.synth._api import Example, Progress, SynthesisRequest, Synthesized
 from node.synth._llm_client import ChatReply, LlmClient, Message
-from node.synth._llm_extract import WGSL_PLACEHOLDER, Blocks, parse_blocks, parse_tests
+from node.synth._llm_extract import (
+    WGSL_LEN_PLACEHOLDER,
+    WGSL_PLACEHOLDER,
+    Blocks,
+    parse_blocks,
+    parse_tests,
+)
 from node.synth._llm_gpu import gpu_module, layout_problem, wat_bytes
 
 __all__ = ["LlmSynthesizer", "system_prompt", "task_prompt"]
@@ -76,7 +82,12 @@ def _show(value: Any) -> str:
         more = f", ... ({len(value)} elements)" if len(value) > _SHOW_ELEMENTS else ""
         return "[" + ", ".join(items) + more + "]"
     if isinstance(value, float):
-        return repr(float(np.float32(value))) if abs(value) < 1e30 else repr(value)
+        text = repr(value)
+        # f32 results carry float32 noise in their float64 form (0.30000001192092896): nine
+        # significant digits identify any f32 exactly and read better
+        if len(text) > 12 and float(np.float32(value)) == value:
+            return f"{value:.9g}"
+        return text
     if isinstance(value, np.generic):
         return _show(value.item())
     return repr(value)
@@ -147,8 +158,8 @@ def _gpu_module(request: SynthesisRequest, blocks: Blocks) -> tuple[str, str]:
     if blocks.wat is not None and WGSL_PLACEHOLDER in blocks.wat:
         # A model that wrote its own wrapper: put the shader where it asked for it.
         lit = wat_bytes(wgsl.encode())
-        return blocks.wat.replace(f'"{WGSL_PLACEHOLDER}"', lit).replace(
-            WGSL_PLACEHOLDER, lit[1:-1]), wgsl
+        wat = blocks.wat.replace(WGSL_LEN_PLACEHOLDER, str(len(wgsl.encode())))
+        return wat.replace(f'"{WGSL_PLACEHOLDER}"', lit).replace(WGSL_PLACEHOLDER, lit[1:-1]), wgsl
     kind = request.signature.kind
     try:
         problem = layout_problem(wgsl, kind)
@@ -198,9 +209,11 @@ class LlmSynthesizer:
             if cancelled():
                 raise SynthesisError("LLM synthesis was cancelled")
             if time.monotonic() >= deadline:
+                if not errors:
+                    raise SynthesisError(f"{self.name} had no time left ({timeout_s:g} s)")
                 raise SynthesisFailed(
                     f"{self.name} ran out of time ({timeout_s:g} s) after {attempt - 1} "
-                    f"attempt(s); last error: {errors[-1] if errors else 'none'}",
+                    f"attempt(s); last error: {errors[-1]}",
                     attempts=attempt - 1)
             if progress is not None:
                 progress(f"asking {self.model} (attempt {attempt}/{attempts})")

@@ -14,10 +14,12 @@ from typing import Any
 from node.synth._api import Example
 from protocol import Signature, SignatureError
 
-__all__ = ["WGSL_PLACEHOLDER", "Blocks", "parse_blocks", "parse_tests"]
+__all__ = ["WGSL_LEN_PLACEHOLDER", "WGSL_PLACEHOLDER", "Blocks", "parse_blocks", "parse_tests"]
 
 #: What a model writes in its gpu WAT where the WGSL bytes belong (the host substitutes them).
 WGSL_PLACEHOLDER = "{{WGSL}}"
+#: ... and where the WGSL's length in bytes belongs (a model cannot count bytes reliably).
+WGSL_LEN_PLACEHOLDER = "{{WGSL_LEN}}"
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
 _WAT_LABELS = {"wat", "wast", "wasm", "webassembly", "lisp", "scheme", "clojure", "wat2wasm"}

@@ -127,6 +127,10 @@ class _Func:
                         f"({ty}.{cmp} (local.get {a}) (local.get {b})))")
         raise SynthesisError(f"cannot lower op {op!r} on {ty} to scalar WAT")
 
+    def _updates(self, temps: list[str], updates: tuple[Expr, ...]) -> list[str]:
+        # new values go to temporaries first: the states update simultaneously
+        return [f"(local.set {t} {self.emit(u)})" for t, u in zip(temps, updates, strict=True)]
+
     def _loop(self, e: Expr) -> str:
         lp = e.loop
         assert lp is not None
@@ -145,7 +149,7 @@ class _Func:
                          f"(then (local.set {n} ({cty}.const {LOOP_CAP}))))")
             parts.append(f"(local.set {i} ({cty}.const 1))")
             self.lvar_stack.append([*states, i])
-            ups = [f"(local.set {t} {self.emit(u)})" for t, u in zip(temps, lp.updates, strict=True)]
+            ups = self._updates(temps, lp.updates)
             self.lvar_stack.pop()
             head = f"(br_if {done} ({cty}.gt_s (local.get {i}) (local.get {n})))"
             step = f"(local.set {i} ({cty}.add (local.get {i}) ({cty}.const 1)))"
@@ -154,12 +158,13 @@ class _Func:
             cty_c = lp.inits[lp.cond].ty
             parts.append(f"(local.set {k} (i32.const 0))")
             self.lvar_stack.append([*states, k])
-            ups = [f"(local.set {t} {self.emit(u)})" for t, u in zip(temps, lp.updates, strict=True)]
+            ups = self._updates(temps, lp.updates)
             self.lvar_stack.pop()
             head = (f"(br_if {done} ({cty_c}.eqz (local.get {states[lp.cond]}))) "
                     f"(br_if {done} (i32.ge_u (local.get {k}) (i32.const {LOOP_CAP})))")
             step = f"(local.set {k} (i32.add (local.get {k}) (i32.const 1)))"
-        copy = " ".join(f"(local.set {s} (local.get {t}))" for s, t in zip(states, temps, strict=True))
+        copy = " ".join(f"(local.set {s} (local.get {t}))"
+                        for s, t in zip(states, temps, strict=True))
         body = f"(block {done} (loop {top} {head} {' '.join(ups)} {copy} {step} (br {top})))"
         parts.append(body)
         return f"(block (result {e.ty}) {' '.join(parts)} (local.get {states[lp.result]}))"

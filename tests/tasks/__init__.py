@@ -1,8 +1,8 @@
 """A public task set for the offline synthesizer (and later ``colony eval``).
 
-Each task has a name, a description, a signature, the examples the synthesizer sees, and held-back
-checks: fresh inputs (drawn from a seeded generator) with the reference results, which the synthesized
-WASM must also reproduce. ``TASKS`` is plain data; ``task_dict(t)`` gives its JSON form.
+Each task has a name, a description, a signature, the examples the synthesizer sees, and
+held-back checks: fresh inputs (drawn from a seeded generator) with the reference results, which
+the synthesized WASM must also reproduce. ``TASKS`` is plain data; ``task_dict(t)`` gives its JSON form.
 """
 
 from __future__ import annotations
@@ -244,8 +244,8 @@ ARRAY: list[Task] = [
     _mk("sum_squares", "sum of squares of the elements", "(f32[]) -> f32",
         lambda a: float(np.sum(_f32(a) ** 2)), [([1, 2, 3, 4, 5],), ([0.5, -1, 2],)], arrays(1)),
     _mk("l2norm", "euclidean norm of a vector", "(f32[]) -> f32",
-        lambda a: float(np.sqrt(np.sum(_f32(a) ** 2))), [([3, 4],), ([1, 2, 2],), ([0.5, -1, 2, 7],)],
-        arrays(1)),
+        lambda a: float(np.sqrt(np.sum(_f32(a) ** 2))),
+        [([3, 4],), ([1, 2, 2],), ([0.5, -1, 2, 7],)], arrays(1)),
 ]
 
 TASKS: list[Task] = SCALAR + ARRAY

@@ -1,0 +1,129 @@
+"""Words for retrieval: tokenising, stopwords, and the operation lexicon behind the conflict veto.
+
+Why a lexicon: all-MiniLM-L6-v2 puts "subtract two numbers" close to "add: adds two integers"
+(cosine 0.40) and "smaller of two integers" closer to "max: the larger of two integers" (0.66)
+than some true paraphrases are to their function ("hadamard product" → element-wise product,
+0.16). No cosine threshold separates them (see tests/data/paraphrases.json and docs in
+node/_search.py). What does separate them is that the query names one operation and the
+candidate another. ``CONCEPTS`` maps the usual English words for the numeric operations the
+colony deals in to an operation; words of one group (``GROUPS``) name mutually exclusive things.
+A candidate whose text names operations of a group, none of which the query names, while the
+query names one of that group, is vetoed; sharing an operation counts as lexical support.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+# Words that carry no meaning for telling functions apart: they would make every "two
+# numbers" query match every binary function in the keyword index.
+STOPWORDS = frozenset("""
+a an the of to from for in on by with and or is are be it its this that these those as at
+into onto each every all any per than then so such what which whether how if else otherwise
+two one given number numbers value values integer integers int ints float floats
+real reals array arrays list lists element elements item items input inputs output
+returns return returned compute computes computed calculate calculates get gets find finds
+function func n x y a b i j k result results together
+""".split())
+
+#: operation -> words that name it (exact tokens, lower case)
+_OPERATIONS: dict[str, str] = {
+    # arithmetic and integer operations (one group: naming two of them is a contradiction)
+    "add": "add adds added adding addition plus sum sums summed summing total totals",
+    "sub": "sub subtract subtracts subtracted subtracting subtraction minus difference "
+           "differences",
+    "mul": "mul multiply multiplies multiplied multiplying multiplication product products "
+           "times",
+    "div": "div divide divides divided dividing division quotient ratio halve halves half",
+    "pow": "pow power powers exponent exponents exponentiation exponentiate raise raises",
+    "mod": "mod modulo modulus remainder remainders",
+    "gcd": "gcd hcf divisor divisors factor",
+    "lcm": "lcm multiple multiples",
+    "mean": "mean means average averages averaging avg midpoint",
+    "neg": "negate negates negated negation",
+    "abs": "abs absolute magnitude",
+    "sqrt": "sqrt root roots",
+    "square": "square squared squares squaring",
+    "cube": "cube cubed cubes cubing",
+    "double": "double doubles doubled doubling twice",
+    "max": "max maximum larger largest bigger biggest greater greatest higher highest",
+    "min": "min minimum smaller smallest lesser least lower lowest",
+    "even": "even",
+    "odd": "odd",
+    "factorial": "factorial",
+    "fibonacci": "fibonacci fib",
+    "prime": "prime primes",
+    "std": "deviation variance std stddev",
+    "inc": "increment increments incremented decrement decrements",
+    "xor": "xor",
+    "popcount": "popcount bits",
+    # geometry: what is measured
+    "area": "area areas",
+    "perimeter": "perimeter circumference circumferences",
+    "volume": "volume volumes",
+    "distance": "distance distances",
+    # shapes
+    "circle": "circle circles circular",
+    "square_shape": "square squares",
+    "triangle": "triangle triangles",
+    "sphere": "sphere spheres",
+    # temperature scales
+    "celsius": "celsius centigrade",
+    "fahrenheit": "fahrenheit",
+    "kelvin": "kelvin",
+}
+
+#: mutually exclusive operation groups
+GROUPS: dict[str, frozenset[str]] = {
+    "operation": frozenset({
+        "add", "sub", "mul", "div", "pow", "mod", "gcd", "lcm", "mean", "neg", "abs", "sqrt",
+        "square", "cube", "double", "max", "min", "even", "odd", "factorial", "fibonacci",
+        "prime", "std", "inc", "xor", "popcount",
+    }),
+    "measure": frozenset({"area", "perimeter", "volume", "distance"}),
+    "shape": frozenset({"circle", "square_shape", "triangle", "sphere"}),
+}
+
+CONCEPTS: dict[str, frozenset[str]] = {}
+for _op, _words in _OPERATIONS.items():
+    for _w in _words.split():
+        CONCEPTS[_w] = CONCEPTS.get(_w, frozenset()) | {_op}
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def words(text: str) -> list[str]:
+    """Lower-case alphanumeric tokens (``_`` and punctuation separate words)."""
+    return _WORD.findall(text.lower())
+
+
+def content_words(text: str) -> list[str]:
+    """Tokens that are not stopwords, in order, without repeats."""
+    seen: dict[str, None] = {}
+    for w in words(text):
+        if w not in STOPWORDS and w not in seen:
+            seen[w] = None
+    return list(seen)
+
+
+@lru_cache(maxsize=65536)
+def concepts(text: str) -> frozenset[str]:
+    """The operations a text names."""
+    out: set[str] = set()
+    for w in words(text):
+        out |= CONCEPTS.get(w, frozenset())
+    return frozenset(out)
+
+
+def relation(query: frozenset[str], candidate: frozenset[str]) -> int:
+    """-1: in some group both name operations but none in common (veto); +1: no such
+    contradiction and they share an operation; 0: no evidence either way."""
+    for members in GROUPS.values():
+        q, c = query & members, candidate & members
+        if q and c and not q & c:
+            return -1
+    return 1 if query & candidate else 0
+
+
+__all__ = ["CONCEPTS", "GROUPS", "STOPWORDS", "concepts", "content_words", "relation", "words"]

@@ -1,0 +1,179 @@
+"""The OpenAPI 3.1 document of a node's HTTP API, served at ``GET /openapi.json``.
+
+Written by hand next to docs/api.md; ``tests/test_openapi.py`` fails when a route of the app is
+missing here, and validates the document with openapi-spec-validator.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+VALUE = {"description": "i32/i64 integer, f32/f64 number (or \"nan\", \"inf\", \"-inf\"), or an "
+                        "array of numbers for f32[]"}
+SIGNATURE = {"type": "string", "example": "(i32, i32) -> i32",
+             "description": "(T, ...) -> T with T in i32 i64 f32 f64 f32[]"}
+TIER = {"type": "string", "enum": ["scalar", "simd", "gpu"]}
+NAME = {"type": "string", "pattern": "^[a-z_][a-z0-9_]{0,63}$"}
+FINGERPRINT = {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema},
+                                          "application/msgpack": {"schema": schema}}}
+
+
+def _ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema},
+                                                     "application/msgpack": {"schema": schema}}}
+
+
+PROBLEM = {"description": "Problem document (RFC 9457)",
+           "content": {"application/problem+json": {"schema": _ref("Problem")}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    return {str(c): PROBLEM for c in codes}
+
+
+NAME_PARAM = {"name": "name", "in": "path", "required": True, "schema": NAME}
+
+SCHEMAS: dict[str, Any] = {
+    "Problem": {"type": "object", "required": ["type", "title", "status", "detail"],
+                "properties": {"type": {"type": "string"}, "title": {"type": "string"},
+                               "status": {"type": "integer"}, "detail": {"type": "string"},
+                               "trap": {"type": "string"}}},
+    "Example": {"type": "object", "required": ["args", "result"], "additionalProperties": False,
+                "properties": {"args": {"type": "array", "items": VALUE}, "result": VALUE}},
+    "Task": {"type": "object", "required": ["description", "signature"],
+             "additionalProperties": False,
+             "properties": {"description": {"type": "string", "maxLength": 4000},
+                            "name": NAME, "signature": SIGNATURE, "tier": TIER,
+                            "args": {"type": "array", "items": VALUE},
+                            "examples": {"type": "array", "items": _ref("Example")},
+                            "synthesize": {"type": "boolean", "default": True}}},
+    "CreateFunction": {"type": "object", "required": ["name", "description", "signature"],
+                       "properties": {"name": NAME, "description": {"type": "string"},
+                                      "signature": SIGNATURE, "tier": TIER,
+                                      "examples": {"type": "array", "items": _ref("Example")},
+                                      "wat": {"type": "string"}, "wgsl": {"type": "string"},
+                                      "synthesize": {"type": "boolean"}}},
+    "FunctionRef": {"type": "object",
+                    "required": ["name", "fingerprint", "tier", "signature", "verified"],
+                    "properties": {"name": NAME, "fingerprint": FINGERPRINT, "tier": TIER,
+                                   "signature": SIGNATURE, "verified": {"type": "boolean"}}},
+    "TaskReply": {"type": "object",
+                  "required": ["result", "function", "source", "llm_calls", "node", "elapsed_ms"],
+                  "properties": {"result": VALUE, "function": _ref("FunctionRef"),
+                                 "source": {"type": "string", "enum": [
+                                     "cache", "search", "peer", "synthesized", "mutated"]},
+                                 "llm_calls": {"type": "integer"}, "node": {"type": "string"},
+                                 "elapsed_ms": {"type": "number"}}},
+    "RunReply": {"type": "object", "properties": {"result": VALUE,
+                                                  "function": _ref("FunctionRef"),
+                                                  "node": {"type": "string"},
+                                                  "elapsed_ms": {"type": "number"}}},
+    "FunctionSummary": {"type": "object", "properties": {
+        "name": NAME, "description": {"type": "string"}, "signature": SIGNATURE,
+        "tier_family": {"type": "string", "enum": ["scalar", "array"]},
+        "verified_variants": {"type": "integer"}, "created_at": {"type": "number"}}},
+    "Variant": {"type": "object", "properties": {
+        "fingerprint": FINGERPRINT, "tier": TIER, "generator": {"type": "string"},
+        "parents": {"type": "array", "items": FINGERPRINT}, "origin_node": {"type": "string"},
+        "created_at": {"type": "number"}, "size": {"type": "integer"},
+        "program": {"type": ["string", "null"]}, "verified": {"type": "boolean"},
+        "verdict": {"type": ["object", "null"]}, "metrics": {"type": "object"},
+        "wat": {"type": "string"}, "wgsl": {"type": ["string", "null"]}}},
+    "TestCase": {"type": "object", "properties": {
+        "id": FINGERPRINT, "args": {"type": "array", "items": VALUE}, "expected": VALUE,
+        "origin": {"type": "string"}}},
+    "FunctionDetail": {"type": "object", "properties": {
+        "name": NAME, "description": {"type": "string"}, "signature": SIGNATURE,
+        "tier_family": {"type": "string"}, "created_at": {"type": "number"},
+        "variants": {"type": "array", "items": _ref("Variant")},
+        "tests": {"type": "array", "items": _ref("TestCase")},
+        "lineage": {"type": "array", "items": {"type": "object", "properties": {
+            "child": FINGERPRINT, "parent": FINGERPRINT}}}}},
+    "Bench": {"type": "object", "properties": {
+        "iterations": {"type": "integer", "minimum": 1, "maximum": 1000000},
+        "size": {"type": "integer", "minimum": 1}, "tier": TIER}},
+    "BenchReply": {"type": "object", "properties": {
+        "iterations": {"type": "integer"}, "size": {"type": ["integer", "null"]},
+        "mean_ns": {"type": "number"}, "p50_ns": {"type": "number"},
+        "p99_ns": {"type": "number"}, "ns_per_element": {"type": "number"},
+        "function": _ref("FunctionRef")}},
+    "Mutate": {"type": "object", "properties": {
+        "description": {"type": "string", "example": "faster"}, "tier": TIER}},
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    paths: dict[str, Any] = {
+        "/v1/tasks": {"post": {
+            "summary": "Run a task: reuse a verified function or synthesize one",
+            "requestBody": _body(_ref("Task")),
+            "responses": {"200": _ok(_ref("TaskReply")), **_errors(400, 404, 409, 413, 422, 503)},
+        }},
+        "/v1/functions": {
+            "get": {"summary": "List the library's functions", "responses": {"200": _ok(
+                {"type": "object", "properties": {"functions": {
+                    "type": "array", "items": _ref("FunctionSummary")}}})}},
+            "post": {"summary": "Create a function from WAT (verified) or by synthesis",
+                     "requestBody": _body(_ref("CreateFunction")),
+                     "responses": {"201": _ok(_ref("FunctionDetail"), "Created"),
+                                   **_errors(400, 409, 413, 422, 503)}},
+        },
+        "/v1/functions/{name}": {
+            "get": {"summary": "Describe a function: variants, tests, lineage, metrics",
+                    "parameters": [NAME_PARAM, {"name": "source", "in": "query",
+                                                "schema": {"type": "string"}}],
+                    "responses": {"200": _ok(_ref("FunctionDetail")), **_errors(400, 404)}},
+            "delete": {"summary": "Delete a function with its variants and tests",
+                       "parameters": [NAME_PARAM],
+                       "responses": {"204": {"description": "Deleted"}, **_errors(400, 404)}},
+        },
+        "/v1/functions/{name}/run": {"post": {
+            "summary": "Run the serving variant", "parameters": [NAME_PARAM],
+            "requestBody": _body({"type": "object", "required": ["args"], "properties": {
+                "args": {"type": "array", "items": VALUE}, "tier": TIER}}),
+            "responses": {"200": _ok(_ref("RunReply")), **_errors(400, 404, 413, 422)}}},
+        "/v1/functions/{name}/bench": {"post": {
+            "summary": "Time calls of a function in the node's sandbox",
+            "parameters": [NAME_PARAM], "requestBody": _body(_ref("Bench")),
+            "responses": {"200": _ok(_ref("BenchReply")), **_errors(400, 404, 422)}}},
+        "/v1/functions/{name}/mutate": {"post": {
+            "summary": "Derive a new variant from the serving one (lineage: parent → child)",
+            "parameters": [NAME_PARAM], "requestBody": _body(_ref("Mutate")),
+            "responses": {"201": _ok(_ref("FunctionDetail"), "Created"),
+                          **_errors(400, 404, 422, 503)}}},
+        "/v1/variants/{fingerprint}": {"get": {
+            "summary": "The variant's portable .wasm bytes",
+            "parameters": [{"name": "fingerprint", "in": "path", "required": True,
+                            "schema": FINGERPRINT}],
+            "responses": {"200": {"description": "The module", "content": {
+                "application/wasm": {"schema": {"type": "string",
+                                                "contentMediaType": "application/wasm"}}}},
+                **_errors(400, 404)}}},
+        "/v1/colony": {"get": {"summary": "This node's view of the colony",
+                               "responses": {"200": _ok({"type": "object"})}}},
+        "/health": {"get": {"summary": "Liveness", "responses": {"200": _ok({"type": "object"})}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {
+            "description": "Prometheus text format",
+            "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/openapi.json": {"get": {"summary": "This document",
+                                  "responses": {"200": _ok({"type": "object"})}}},
+        "/": {"get": {"summary": "The dashboard", "responses": {"200": {
+            "description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "qt45-colony node", "version": "1",
+                 "description": "Tasks, functions and the colony. Bodies are JSON or msgpack by "
+                                "Content-Type; replies follow Accept. Errors are RFC 9457 "
+                                "problem documents."},
+        "paths": paths,
+        "components": {"schemas": SCHEMAS},
+    }

@@ -1,0 +1,471 @@
+"""The store side of colony sync: the library's per-origin log as sync entries, and back.
+
+``node/_store.py`` numbers every record the local node writes in ``log`` / ``log_heads``
+(origin = this node). This module reads that log as ``protocol`` entries (to serve digests and
+pulls), stores records received from peers under *their* origin's seq (``log`` row with the
+origin's seq, ``log_heads`` = the highest contiguous seq held, as ``SyncState`` keeps it), and
+holds what selection and the immune check need: variant status (active | quarantined |
+retired) with a reason, champions, the mutation schedule and the public keys of origins.
+
+Received entries whose function has not arrived yet (or that clash with a local function of the
+same name but another signature) wait in ``sync_pending`` as wire msgpack: they stay live in
+the sync log (relayed, restored after a restart) and are stored as soon as their function
+arrives. Every method is blocking (call it with ``trio.to_thread``) and each write is one
+transaction through the Library's single writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import apsw
+import msgpack
+
+from node._errors import RequestError
+from node._records import FunctionRecord, VariantRecord, Verdict
+from node._store import Library, _test_row, _unpack
+from protocol import Signature, SignatureError, decode, encode, test_case_id
+from protocol._messages import (
+    Entry,
+    ProtocolError,
+    Push,
+    Span,
+    WireFunction,
+    WireMetric,
+    WireRecord,
+    WireTest,
+    WireVariant,
+)
+
+log = logging.getLogger("colony.sync")
+
+STATUSES = ("active", "quarantined", "retired")
+_VARIANT_COLS = ("fingerprint, function, tier, wasm, wat, wgsl, origin_node, origin_signature, "
+                 "generator, ir, created_at")
+
+
+@dataclass
+class StoreResult:
+    """What storing received entries changed (the immune check's work list)."""
+
+    #: Functions that got new variants or tests: their variants need a (re-)check.
+    functions: set[str] = field(default_factory=set)
+    #: Functions that got new tests (their serving variants are re-verified).
+    new_tests: set[str] = field(default_factory=set)
+    stored: int = 0
+    pending: int = 0
+
+
+@dataclass(frozen=True)
+class VariantState:
+    """One variant as the immune check and selection see it."""
+
+    fingerprint: str
+    function: str
+    tier: str
+    origin: str
+    size: int
+    status: str
+    created_at: float
+    reason: str | None
+    passed: bool | None  # the local verdict; None = not checked yet
+    tests_run: int
+    elapsed_ns: int
+    calls: int  # colony-wide (sum over nodes of each node's counter)
+    failures: int
+    total_ns: int
+    champion: bool
+
+
+class SyncStore:
+    """Sync and selection reads and writes on one node's :class:`Library`."""
+
+    def __init__(self, library: Library) -> None:
+        self.library = library
+
+    @property
+    def node_id(self) -> str:
+        return self.library.node_id
+
+    # ------------------------------------------------------------------ the log as entries
+
+    def load(self) -> tuple[list[Entry], dict[str, int]]:
+        """Every live entry (stored and pending) and every origin's head, for SyncState.restore."""
+        with self.library._read() as r:
+            rows = r.execute("SELECT origin, seq, kind, key, function FROM log"
+                             " WHERE kind != 'tombstone' ORDER BY origin, seq").fetchall()
+            entries = [e for e in (_entry(r, *row) for row in rows) if e is not None]
+            entries += _pending_entries(r)
+            heads = {o: int(s) for o, s in r.execute("SELECT origin, seq FROM log_heads")}
+        return entries, heads
+
+    def local_after(self, seq: int) -> tuple[list[Entry], int]:
+        """The local node's live entries with a seq above ``seq``, and its head now."""
+        with self.library._read() as r:
+            row = r.execute("SELECT seq FROM log_heads WHERE origin = ?",
+                            (self.node_id,)).fetchone()
+            head = int(row[0]) if row else 0
+            rows = r.execute("SELECT origin, seq, kind, key, function FROM log"
+                             " WHERE origin = ? AND seq > ? AND seq <= ? AND kind != 'tombstone'"
+                             " ORDER BY seq", (self.node_id, seq, head)).fetchall()
+            entries = [e for e in (_entry(r, *row) for row in rows) if e is not None]
+        return entries, head
+
+    def sign_unsigned(self, key: Any) -> list[str]:
+        """Sign every variant this node originated that has no signature yet (``key`` is the
+        node's ``protocol.NodeKey``); returns their fingerprints."""
+        with self.library._read() as r:
+            rows = r.execute(
+                "SELECT v.fingerprint, v.function, f.signature, v.tier FROM variants v"
+                " JOIN functions f ON f.name = v.function"
+                " WHERE v.origin_node = ? AND v.origin_signature IS NULL", (self.node_id,)
+            ).fetchall()
+            todo = [(fp, fn, sig, tier, _parents(r, fp)) for fp, fn, sig, tier in rows]
+        if not todo:
+            return []
+        with self.library._write() as w:
+            for fp, fn, sig, tier, parents in todo:
+                w.execute("UPDATE variants SET origin_signature = ? WHERE fingerprint = ?"
+                          " AND origin_signature IS NULL",
+                          (key.sign_variant(fp, fn, sig, tier, parents), fp))
+        return [t[0] for t in todo]
+
+    # ------------------------------------------------------------------ receiving
+
+    def store_entries(self, entries: Sequence[Entry], heads: Mapping[str, int]) -> StoreResult:
+        """Store entries adopted from peers (one transaction) and advance the origins' heads.
+
+        Variants are stored ``active`` without a local verdict: they serve only once the immune
+        check recorded a passing verdict. Entries that cannot be stored yet go to
+        ``sync_pending`` (and are retried here whenever functions or variants arrive).
+        """
+        res = StoreResult()
+        with self.library._write() as w:
+            for e in entries:
+                self._store_one(w, e, res)
+            if res.stored:
+                self._retry_pending(w, res)
+            for origin, head in heads.items():
+                w.execute("INSERT INTO log_heads (origin, seq) VALUES (?, ?) ON CONFLICT (origin)"
+                          " DO UPDATE SET seq = max(seq, excluded.seq)", (origin, int(head)))
+        return res
+
+    def _retry_pending(self, w: apsw.Connection, res: StoreResult) -> None:
+        while True:
+            rows = w.execute("SELECT origin, seq, entry FROM sync_pending"
+                             " WHERE reason != 'conflict' ORDER BY origin, seq").fetchall()
+            before = res.stored
+            for origin, seq, blob in rows:
+                entry = _decode_entry(blob)
+                if entry is None:
+                    continue
+                w.execute("DELETE FROM sync_pending WHERE origin = ? AND seq = ?", (origin, seq))
+                res.pending -= 1
+                self._store_one(w, entry, res)
+            if res.stored == before:
+                return
+
+    def _store_one(self, w: apsw.Connection, e: Entry, res: StoreResult) -> None:
+        rec = e.record
+        fn_name = rec.name if isinstance(rec, WireFunction) else \
+            _function_of_metric(w, rec) if isinstance(rec, WireMetric) else rec.function
+        reason = self._why_not(w, rec, fn_name)
+        if reason is not None:
+            w.execute("INSERT INTO sync_pending (origin, seq, kind, function, entry, reason)"
+                      " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (origin, seq) DO NOTHING",
+                      (e.origin, e.seq, rec.KIND, fn_name or "", _encode_entry(e), reason))
+            res.pending += 1
+            return
+        assert fn_name is not None
+        key = rec.key
+        if isinstance(rec, WireFunction):
+            if not _exists(w, "SELECT 1 FROM functions WHERE name = ?", rec.name):
+                w.execute("INSERT INTO functions (name, description, signature, tier_family,"
+                          " created_at, origin_node) VALUES (?, ?, ?, ?, ?, ?)",
+                          (rec.name, rec.description, str(Signature.parse(rec.signature)),
+                           rec.tier_family, rec.created_at or time.time(), e.origin))
+        elif isinstance(rec, WireVariant):
+            if not _exists(w, "SELECT 1 FROM variants WHERE fingerprint = ?", rec.fingerprint):
+                w.execute(
+                    f"INSERT INTO variants ({_VARIANT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (rec.fingerprint, rec.function, rec.tier, rec.wasm, rec.wat, rec.wgsl,
+                     rec.origin_node, rec.origin_signature, rec.generator, rec.ir,
+                     rec.created_at or time.time()))
+                w.executemany("INSERT INTO variant_parents (child, ordinal, parent)"
+                              " VALUES (?, ?, ?)",
+                              [(rec.fingerprint, i, p) for i, p in enumerate(rec.parents)])
+                res.functions.add(rec.function)
+        elif isinstance(rec, WireTest):
+            sig = Signature.parse(rec.signature)
+            row = _test_row(_as_test(rec), rec.function, sig)
+            w.execute("INSERT INTO tests (id, function, signature, args, expected, origin)"
+                      " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING", row)
+            if w.changes():
+                res.functions.add(rec.function)
+                res.new_tests.add(rec.function)
+        else:
+            assert isinstance(rec, WireMetric)
+            key = f"{rec.node} {rec.fingerprint}"
+            # CRDT counter: per-field maximum, so a copy that arrives twice never counts twice.
+            w.execute("INSERT INTO metrics (node, fingerprint, calls, failures, total_ns)"
+                      " VALUES (?, ?, ?, ?, ?) ON CONFLICT (node, fingerprint) DO UPDATE SET"
+                      " calls = max(calls, excluded.calls),"
+                      " failures = max(failures, excluded.failures),"
+                      " total_ns = max(total_ns, excluded.total_ns)",
+                      (rec.node, rec.fingerprint, rec.calls, rec.failures, rec.total_ns))
+        # The origin's later entry for the same record supersedes the earlier one.
+        w.execute("DELETE FROM log WHERE origin = ? AND kind = ? AND key = ? AND seq < ?",
+                  (e.origin, rec.KIND, key, e.seq))
+        w.execute("INSERT OR IGNORE INTO log (origin, seq, kind, key, function)"
+                  " VALUES (?, ?, ?, ?, ?)", (e.origin, e.seq, rec.KIND, key, fn_name))
+        res.stored += 1
+
+    def _why_not(self, w: apsw.Connection, rec: WireRecord, fn_name: str | None) -> str | None:
+        """Why a received record cannot be stored now (None: it can)."""
+        if isinstance(rec, WireMetric):
+            return None if fn_name is not None else "variant not here yet"
+        assert fn_name is not None
+        row = w.execute("SELECT signature FROM functions WHERE name = ?", (fn_name,)).fetchone()
+        try:
+            if isinstance(rec, WireFunction):
+                sig = Signature.parse(rec.signature)
+                family = "array" if sig.is_array else "scalar"
+                if family != rec.tier_family:
+                    return "conflict"
+                return None if row is None or row[0] == str(sig) else "conflict"
+            if row is None:
+                return "function not here yet"
+            if isinstance(rec, WireTest):
+                if str(Signature.parse(rec.signature)) != row[0]:
+                    return "conflict"
+                _test_row(_as_test(rec), rec.function, Signature.parse(row[0]))
+            elif isinstance(rec, WireVariant):
+                Signature.parse(row[0]).check_tier(rec.tier)
+                other = w.execute("SELECT function FROM variants WHERE fingerprint = ?",
+                                  (rec.fingerprint,)).fetchone()
+                if other is not None and other[0] != rec.function:
+                    return "conflict"
+        except (SignatureError, RequestError) as exc:
+            log.info("received record refused: %s", exc)
+            return "conflict"
+        return None
+
+    # ------------------------------------------------------------------ immune check
+
+    def variant_states(self, function: str | None = None) -> list[VariantState]:
+        """Every variant (of one function, or all) with status, local verdict, merged metrics."""
+        where = "WHERE v.function = ?" if function is not None else ""
+        params: tuple[Any, ...] = (self.node_id,) + ((function,) if function is not None else ())
+        with self.library._read() as r:
+            rows = r.execute(
+                "SELECT v.fingerprint, v.function, v.tier, v.origin_node, length(v.wasm),"
+                " v.status, v.created_at, n.reason, d.passed, d.tests_run, d.elapsed_ns,"
+                " (SELECT coalesce(sum(calls), 0) FROM metrics m"
+                "   WHERE m.fingerprint = v.fingerprint),"
+                " (SELECT coalesce(sum(failures), 0) FROM metrics m"
+                "   WHERE m.fingerprint = v.fingerprint),"
+                " (SELECT coalesce(sum(total_ns), 0) FROM metrics m"
+                "   WHERE m.fingerprint = v.fingerprint),"
+                " EXISTS (SELECT 1 FROM champions c WHERE c.fingerprint = v.fingerprint)"
+                " FROM variants v LEFT JOIN variant_notes n ON n.fingerprint = v.fingerprint"
+                " LEFT JOIN verdicts d ON d.fingerprint = v.fingerprint AND d.node = ?"
+                f" {where} ORDER BY v.function, v.created_at", params).fetchall()
+        return [VariantState(fp, fn, tier, origin, int(size), status, float(created), reason,
+                             None if passed is None else bool(passed), int(run or 0),
+                             int(elapsed or 0), int(calls), int(fails), int(total), bool(champ))
+                for (fp, fn, tier, origin, size, status, created, reason, passed, run, elapsed,
+                     calls, fails, total, champ) in rows]
+
+    def judge(self, fingerprint: str, verdict: Verdict | None, status: str,
+              reason: str | None) -> bool:
+        """Record the immune check's outcome; False when the variant is gone (deleted)."""
+        if status not in STATUSES:
+            raise RequestError(f"unknown variant status {status!r}")
+        with self.library._write() as w:
+            if not _exists(w, "SELECT 1 FROM variants WHERE fingerprint = ?", fingerprint):
+                return False
+            if verdict is not None:
+                self.library._upsert_verdict(w, verdict)
+            w.execute("UPDATE variants SET status = ? WHERE fingerprint = ?", (status, fingerprint))
+            if reason is None:
+                w.execute("DELETE FROM variant_notes WHERE fingerprint = ?", (fingerprint,))
+            else:
+                w.execute("INSERT INTO variant_notes (fingerprint, reason, at) VALUES (?, ?, ?)"
+                          " ON CONFLICT (fingerprint) DO UPDATE SET reason = excluded.reason,"
+                          " at = excluded.at", (fingerprint, reason, time.time()))
+            if status != "active":
+                w.execute("DELETE FROM champions WHERE fingerprint = ?", (fingerprint,))
+        return True
+
+    # ------------------------------------------------------------------ selection
+
+    def set_champion(self, function: str, tier: str, fingerprint: str, fitness: float) -> bool:
+        """Name the champion of (function, tier); True when it changed."""
+        with self.library._write() as w:
+            row = w.execute("SELECT fingerprint FROM champions WHERE function = ? AND tier = ?",
+                            (function, tier)).fetchone()
+            w.execute("INSERT INTO champions (function, tier, fingerprint, fitness, at)"
+                      " VALUES (?, ?, ?, ?, ?) ON CONFLICT (function, tier) DO UPDATE SET"
+                      " fingerprint = excluded.fingerprint, fitness = excluded.fitness,"
+                      " at = CASE WHEN champions.fingerprint = excluded.fingerprint"
+                      " THEN champions.at ELSE excluded.at END",
+                      (function, tier, fingerprint, float(fitness), time.time()))
+            return row is None or row[0] != fingerprint
+
+    def schedule_mutation(self, fingerprint: str, function: str, reason: str) -> bool:
+        """Put a variant on the mutation schedule; False when it already is (or is gone)."""
+        with self.library._write() as w:
+            if not _exists(w, "SELECT 1 FROM variants WHERE fingerprint = ?", fingerprint):
+                return False
+            w.execute("INSERT INTO mutation_queue (fingerprint, function, reason, at)"
+                      " VALUES (?, ?, ?, ?) ON CONFLICT (fingerprint) DO NOTHING",
+                      (fingerprint, function, reason, time.time()))
+            return bool(w.changes())
+
+    def take_mutation(self, fingerprint: str) -> None:
+        with self.library._write() as w:
+            w.execute("DELETE FROM mutation_queue WHERE fingerprint = ?", (fingerprint,))
+
+    def mutation_queue(self) -> list[dict[str, Any]]:
+        with self.library._read() as r:
+            return [{"fingerprint": fp, "function": fn, "reason": why, "at": at}
+                    for fp, fn, why, at in r.execute(
+                        "SELECT fingerprint, function, reason, at FROM mutation_queue"
+                        " ORDER BY at")]
+
+    def pending_counts(self) -> dict[str, int]:
+        with self.library._read() as r:
+            return {reason: int(n) for reason, n in r.execute(
+                "SELECT reason, count(*) FROM sync_pending GROUP BY reason")}
+
+    # ------------------------------------------------------------------ origins' keys
+
+    def save_key(self, node_id: str, public_key: bytes, name: str, api_url: str) -> None:
+        with self.library._write() as w:
+            w.execute("INSERT INTO peer_keys (node_id, public_key, name, api_url, seen_at)"
+                      " VALUES (?, ?, ?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET"
+                      " name = excluded.name, api_url = excluded.api_url,"
+                      " seen_at = excluded.seen_at",
+                      (node_id, public_key, name, api_url, time.time()))
+
+    def keys(self) -> dict[str, tuple[bytes, str, str]]:
+        """node id -> (public key, name, api url) of every origin met."""
+        with self.library._read() as r:
+            return {nid: (bytes(pk), name, url) for nid, pk, name, url in r.execute(
+                "SELECT node_id, public_key, name, api_url FROM peer_keys")}
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _exists(conn: apsw.Connection, sql: str, *params: Any) -> bool:
+    return conn.execute(sql, params).fetchone() is not None
+
+
+def _function_of_metric(w: apsw.Connection, rec: WireMetric) -> str | None:
+    row = w.execute("SELECT function FROM variants WHERE fingerprint = ?",
+                    (rec.fingerprint,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def _as_test(rec: WireTest) -> Any:
+    from node._records import TestCase
+
+    return TestCase(rec.function, rec.signature, tuple(rec.args), rec.expected, rec.origin, rec.id)
+
+
+def _parents(r: apsw.Connection, fp: str) -> tuple[str, ...]:
+    return tuple(p for (p,) in r.execute(
+        "SELECT parent FROM variant_parents WHERE child = ? ORDER BY ordinal", (fp,)))
+
+
+def _entry(r: apsw.Connection, origin: str, seq: int, kind: str, key: str,
+           function: str) -> Entry | None:
+    """Rebuild one log row's record from the tables (None: gone or not sendable)."""
+    rec: WireRecord | None = None
+    if kind == "function":
+        row = r.execute("SELECT name, description, signature, tier_family, created_at"
+                        " FROM functions WHERE name = ?", (key,)).fetchone()
+        if row is not None:
+            rec = WireFunction(row[0], row[1], row[2], row[3], float(row[4]))
+    elif kind == "variant":
+        row = r.execute(f"SELECT {_VARIANT_COLS} FROM variants WHERE fingerprint = ?",
+                        (key,)).fetchone()
+        if row is not None:
+            fp, fn, tier, wasm, wat, wgsl, onode, osig, gen, ir, created = row
+            if origin == onode and osig is None:
+                return None  # an unsigned local variant is sent once it is signed
+            rec = WireVariant(fp, fn, tier, bytes(wasm), wat, wgsl, _parents(r, fp), onode,
+                              None if osig is None else bytes(osig), gen, ir, float(created))
+    elif kind == "test":
+        row = r.execute("SELECT id, function, signature, args, expected, origin FROM tests"
+                        " WHERE id = ?", (key,)).fetchone()
+        if row is not None:
+            tid, fn, sig, args, expected, torigin = row
+            a, x = tuple(_unpack(args)), _unpack(expected)
+            # The stored values are normalised; a test whose id was computed on other
+            # spellings cannot be checked by a peer, so it is not sent.
+            if test_case_id(fn, sig, list(a), x) == tid:
+                rec = WireTest(fn, sig, a, x, torigin, tid)
+    elif kind == "metric":
+        node, _, fp = key.partition(" ")
+        row = r.execute("SELECT calls, failures, total_ns FROM metrics WHERE node = ?"
+                        " AND fingerprint = ?", (node, fp)).fetchone()
+        if row is not None and node == origin:
+            rec = WireMetric(node, fp, int(row[0]), int(row[1]), int(row[2]))
+    if rec is None:
+        return None
+    return Entry(origin, int(seq), rec)
+
+
+def _encode_entry(e: Entry) -> bytes:
+    # A one-entry Push through the real codec: decoding it re-validates everything.
+    return encode(Push(e.origin, (Span(e.origin, e.seq, e.seq, (e,)),)))
+
+
+def _decode_entry(blob: bytes) -> Entry | None:
+    try:
+        msg = decode(bytes(blob))
+    except ProtocolError:
+        return None
+    if not isinstance(msg, Push) or not msg.spans or not msg.spans[0].entries:
+        return None
+    return msg.spans[0].entries[0]
+
+
+def _pending_entries(r: apsw.Connection) -> list[Entry]:
+    out = []
+    for (blob,) in r.execute("SELECT entry FROM sync_pending ORDER BY origin, seq"):
+        e = _decode_entry(blob)
+        if e is not None:
+            out.append(e)
+    return out
+
+
+def function_of(record: WireRecord) -> str:
+    if isinstance(record, WireFunction):
+        return record.name
+    if isinstance(record, WireMetric):
+        return ""
+    return record.function
+
+
+def as_variant_record(v: VariantRecord | WireVariant) -> VariantRecord:
+    if isinstance(v, VariantRecord):
+        return v
+    return VariantRecord(**v.fields())
+
+
+def as_function_record(f: WireFunction) -> FunctionRecord:
+    return FunctionRecord(**f.fields())
+
+
+def unused(_: Iterable[Any]) -> None:  # pragma: no cover - keeps msgpack import honest
+    msgpack.packb(None)
+
+
+__all__ = ["STATUSES", "StoreResult", "SyncStore", "VariantState"]

@@ -1,0 +1,51 @@
+"""A node configured with an LLM (a local server speaking Ollama's and OpenAI's wire formats):
+tasks without examples are synthesized by the LLM, its tests become the function's tests, the
+second task is served from the library with zero LLM calls, and an LLM outage is a clear 503."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from tests.conftest import node_config, start_node
+from tests.llm_server import Reply, ScriptedLlm, serve_llm
+from tests.test_llm import GOOD, TESTS_OK, wat_reply
+
+TASK = {"description": "adds two integers", "name": "add", "signature": "(i32, i32) -> i32",
+        "args": [20, 22]}
+
+
+@pytest.mark.parametrize("flavour", ["ollama", "openai"])
+async def test_llm_task_end_to_end(nursery: trio.Nursery, tmp_path: Path, flavour: str) -> None:
+    llm = await serve_llm(nursery, ScriptedLlm(flavour=flavour))
+    llm.script(wat_reply(GOOD.replace("i32.add", "i32.addd")), wat_reply(GOOD, TESTS_OK))
+    node = await start_node(nursery, node_config(tmp_path, llm=llm.url, model=llm.model))
+    async with httpx.AsyncClient(base_url=node.url, timeout=60) as c:
+        r = await c.post("/v1/tasks", json=TASK)
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert out["result"] == 42 and out["source"] == "synthesized"
+        assert out["llm_calls"] == 2  # broken WAT, then the repair
+        desc = (await c.get("/v1/functions/add")).json()
+        assert sorted(t["args"] for t in desc["tests"]) == [[-5, 5], [1, 2], [7, 8]]
+        assert desc["variants"][0]["generator"] == f"llm:{llm.model}"
+        r = await c.post("/v1/tasks", json={**TASK, "args": [1, 1]})
+        assert r.json()["source"] == "cache" and r.json()["llm_calls"] == 0
+        assert len(llm.chats()) == 2
+        metrics = (await c.get("/metrics")).text
+        assert "colony_llm_calls_total 2.0" in metrics
+
+
+async def test_llm_outage_is_503_and_stores_nothing(nursery: trio.Nursery,
+                                                     tmp_path: Path) -> None:
+    llm = await serve_llm(nursery, ScriptedLlm(flavour="openai"))
+    llm.script(Reply("overloaded", status=500))
+    node = await start_node(nursery, node_config(tmp_path, llm=llm.url, model=llm.model))
+    async with httpx.AsyncClient(base_url=node.url, timeout=60) as c:
+        r = await c.post("/v1/tasks", json=TASK)
+        assert r.status_code == 503, r.text
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert (await c.get("/v1/functions")).json()["functions"] == []
