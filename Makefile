@@ -4,7 +4,7 @@ VENV     := .venv
 BIN      := $(VENV)/bin
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PKGS := mesa-vulkan-drivers libvulkan1
-NODES    ?= 1
+NODES    ?= 3
 PORT     ?= 8450
 
 .PHONY: run test test-slow lint bench setup apt clean

@@ -97,27 +97,48 @@ def cmd_node(args: argparse.Namespace) -> None:
     cfg = replace(cfg, host=args.host, port=args.port, data_dir=data, name=name,
                   llm=args.llm or cfg.llm, model=args.model or cfg.model,
                   peers=tuple(args.peer or cfg.peers), log_level=args.log_level or cfg.log_level)
-    run_node_forever(cfg)
+    # issue 6: colony settings from flags (flags win over COLONY_COLONY_* variables)
+    col = cfg.colony
+    col = replace(col, key_file=args.colony_key_file or col.key_file,
+                  mdns=col.mdns and not args.no_mdns,
+                  interfaces=tuple(args.interface or col.interfaces))
+    if col.key_file and not Path(col.key_file).is_file():
+        raise CliError(f"colony key file {col.key_file} not found (`colony up` writes one; "
+                       "or: python -c 'import protocol as p; "
+                       "print(p.colony_key_to_text(p.generate_colony_key()))' > FILE)")
+    run_node_forever(replace(cfg, colony=col))
 
 
 def cmd_up(args: argparse.Namespace) -> None:
+    """N nodes on this machine sharing a fresh colony key; they meet over mDNS on loopback."""
+    from protocol import colony_key_to_text, generate_colony_key
+
     procs: list[subprocess.Popen[bytes]] = []
     urls = []
     base = Path(args.data)
+    base.mkdir(parents=True, exist_ok=True)
+    key_file = base / "colony.key"
+    if not key_file.exists():  # one colony per data dir: reuse its key across restarts
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(colony_key_to_text(generate_colony_key()) + "\n")
     for i in range(args.n):
         name = f"node{i + 1}"
         port = args.base_port + i
         cmd = [sys.executable, "-m", "colony", "node", "--host", args.host, "--port", str(port),
-               "--data", str(base / name), "--name", name]
+               "--data", str(base / name), "--name", name, "--colony-key-file", str(key_file),
+               "--interface", args.host]
         if args.log_level:
             cmd += ["--log-level", args.log_level]
         procs.append(subprocess.Popen(cmd, start_new_session=True))
         urls.append(f"http://{args.host}:{port}")
     try:
         _wait_healthy(urls, timeout=60)
+        _wait_colony(urls, timeout=30)
         for name_url in urls:
             print(f"node  {name_url}")
         print(f"dashboard  {urls[0]}/")
+        print(f"colony key  {key_file}")
         print("Ctrl-C stops the colony", flush=True)
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
@@ -133,6 +154,25 @@ def cmd_up(args: argparse.Namespace) -> None:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def _wait_colony(urls: list[str], timeout: float) -> None:
+    """Wait until every node sees every other one as an up peer (mDNS + hello)."""
+    deadline = time.monotonic() + timeout
+    need = len(urls) - 1
+    with Ticker("nodes meeting…"):
+        while time.monotonic() < deadline:
+            counts = []
+            for url in urls:
+                try:
+                    peers = httpx.get(url + "/v1/colony", timeout=2).json().get("peers", [])
+                    counts.append(sum(1 for p in peers if p.get("state") == "up"))
+                except (httpx.HTTPError, ValueError):
+                    counts.append(0)
+            if all(c >= need for c in counts):
+                return
+            time.sleep(0.3)
+    raise CliError(f"the nodes did not all meet in {timeout:.0f}s (mDNS on {urls[0]}?)")
 
 
 def _wait_healthy(urls: list[str], timeout: float) -> None:
@@ -233,6 +273,11 @@ def cmd_info(args: argparse.Namespace) -> None:
               f"({verdict.get('tests_run', 0) - verdict.get('tests_failed', 0)}/"
               f"{verdict.get('tests_run', 0)} tests)  {v['size']} B  by {v['generator']}  "
               f"calls {m['calls']}  mean {mean / 1000:.1f} µs")
+        if v.get("status"):  # issue 6: colony status and fitness (docs/colony.md)
+            fit = v.get("fitness") or {}
+            print(f"         {v['status']}{' CHAMPION' if v.get('champion') else ''}"
+                  f"  fitness {fit.get('fitness', 0):.3f}"
+                  + (f"  ({v['status_reason']})" if v.get("status_reason") else ""))
         if v.get("program"):
             print(f"         program: {v['program']}")
         for p in v["parents"]:
@@ -300,6 +345,18 @@ def cmd_bench(args: argparse.Namespace) -> None:
           f"p99 {out['p99_ns'] / 1000:.2f} µs  {out['ns_per_element']:.3f} ns/element")
 
 
+def cmd_demo(args: argparse.Namespace) -> None:
+    from colony._demo import run_demo
+
+    run_demo(args.node)
+
+
+def cmd_repl(args: argparse.Namespace) -> None:
+    from colony._repl import run_repl
+
+    run_repl(args.node)
+
+
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="colony", description=__doc__.splitlines()[0])
@@ -320,6 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", help="LLM model name")
     sp.add_argument("--peer", action="append", help="static peer URL (repeatable)")
     sp.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    sp.add_argument("--colony-key-file",
+                    help="file with the colony key (hex); without one the node runs alone")
+    sp.add_argument("--interface", action="append",
+                    help="IPv4 address mDNS may use (repeatable; default: the --host address)")
+    sp.add_argument("--no-mdns", action="store_true", help="no mDNS (use --peer seeds)")
     sp.set_defaults(func=cmd_node)
 
     sp = sub.add_parser("up", help="run N local nodes")
@@ -367,6 +429,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
     sp.add_argument("--write", action="store_true", help="write the results into BENCHMARKS.md")
     sp.set_defaults(func=cmd_bench)
+
+    sp = with_node(sub.add_parser("demo", help="the demo: add, search, SIMD, GPU; run it twice"))
+    sp.set_defaults(func=cmd_demo)
+    sp = with_node(sub.add_parser("repl", help="interactive prompt against a node"))
+    sp.set_defaults(func=cmd_repl)
     return p
 
 

@@ -19,7 +19,13 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from node._errors import ColonyError, NotFoundError, RequestError, TooLargeError
+from node._errors import (
+    ColonyError,
+    NotFoundError,
+    RequestError,
+    TooLargeError,
+    UnsupportedError,
+)
 from node._node import Node
 from node._records import FunctionView, TestCase, VariantRecord, Verdict
 from node._task import check_name, parse_task
@@ -231,6 +237,26 @@ def create_app(node: Node) -> QuartTrio:
         if tier is not None and not isinstance(tier, str):
             raise RequestError("'tier' must be a string")
         return reply(await node.run_function(name, tier, body["args"]))
+
+    @app.post("/v1/functions/<name>/mutate")
+    async def mutate_function(name: str) -> Response:
+        check_name(name)
+        body = await read_body()
+        if not isinstance(body, dict):
+            raise RequestError("body must be an object: {\"description\": \"faster\"}")
+        instruction = body.get("description", "")
+        tier = body.get("tier")
+        if not isinstance(instruction, str) or len(instruction) > 1000:
+            raise RequestError("'description' must be a string (at most 1000 characters)")
+        if tier is not None and tier not in ("scalar", "simd", "gpu"):
+            raise UnsupportedError(f"unknown tier {tier!r}")
+        fp, llm_calls = await node.mutate_function(name, instruction, tier)
+        view = await trio.to_thread.run_sync(node.library.describe, name)
+        assert view is not None
+        doc = view_json(view, source=False)
+        doc["created"] = fp
+        doc["llm_calls"] = llm_calls
+        return reply(doc, status=201)
 
     @app.post("/v1/functions/<name>/bench")
     async def bench_function(name: str) -> Response:

@@ -143,6 +143,10 @@ class NodeConfig:
     float_rel_tol: float = 1e-5
     #: Absolute part of the float tolerance.
     float_abs_tol: float = 1e-6
+    #: Load the sentence-transformers model for semantic search (false: keyword search only).
+    embeddings: bool = True
+    #: Fuel per call when probing a variant's behaviour (duplicate detection).
+    probe_fuel: int = 20_000_000
     sandbox: SandboxLimits = field(default_factory=SandboxLimits)
     gpu: GpuLimits = field(default_factory=GpuLimits)
     synth: SynthLimits = field(default_factory=SynthLimits)

@@ -18,14 +18,15 @@ from functools import lru_cache
 
 # Words that carry no meaning for telling functions apart: they would make every "two
 # numbers" query match every binary function in the keyword index.
-STOPWORDS = frozenset("""
-a an the of to from for in on by with and or is are be it its this that these those as at
-into onto each every all any per than then so such what which whether how if else otherwise
-two one given number numbers value values integer integers int ints float floats
-real reals array arrays list lists element elements item items input inputs output
-returns return returned compute computes computed calculate calculates get gets find finds
-function func n x y a b i j k result results together
-""".split())
+_STOPWORDS_TEXT = (
+    "a an the of to from for in on by with and or is are be it its this that these those as "
+    "at into onto each every all any per than then so such what which whether how if else "
+    "otherwise two one given number numbers value values integer integers int ints float "
+    "floats real reals array arrays list lists element elements item items input inputs "
+    "output returns return returned compute computes computed calculate calculates get gets "
+    "find finds function func n x y a b i j k result results together "
+)
+STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
 
 #: operation -> words that name it (exact tokens, lower case)
 _OPERATIONS: dict[str, str] = {
@@ -68,7 +69,7 @@ _OPERATIONS: dict[str, str] = {
     "square_shape": "square squares",
     "triangle": "triangle triangles",
     "sphere": "sphere spheres",
-    # temperature scales
+    # scales of units (conversions)
     "celsius": "celsius centigrade",
     "fahrenheit": "fahrenheit",
     "kelvin": "kelvin",
@@ -84,6 +85,8 @@ GROUPS: dict[str, frozenset[str]] = {
     "measure": frozenset({"area", "perimeter", "volume", "distance"}),
     "shape": frozenset({"circle", "square_shape", "triangle", "sphere"}),
 }
+# Units a conversion goes between: naming both ends is no contradiction, but the direction is.
+_CONVERTIBLE = frozenset({"celsius", "fahrenheit", "kelvin"})
 
 CONCEPTS: dict[str, frozenset[str]] = {}
 for _op, _words in _OPERATIONS.items():
@@ -91,6 +94,14 @@ for _op, _words in _OPERATIONS.items():
         CONCEPTS[_w] = CONCEPTS.get(_w, frozenset()) | {_op}
 
 _WORD = re.compile(r"[a-z0-9]+")
+# Operator symbols name operations too ("a + b", "n!", "x ^ 2"); a minus needs spaces around it
+# so "element-wise" and "n-th" stay words.
+_SYMBOLS = {"+": "add", " - ": "sub", "*": "mul", "/": "div", "^": "pow", "%": "mod",
+            "!": "factorial"}
+_SYMBOL = re.compile(r"\*\*|(?<=[\w\s)])[+*/^%](?=[\s\w(])| - |(?<=\w)!(?!=)")
+# After these words comes the target of a conversion ("celsius to fahrenheit").
+_TOWARDS = frozenset({"to", "into", "in"})
+_FILLER = frozenset({"degrees", "degree", "the", "a", "an", "units", "unit"})
 
 
 def words(text: str) -> list[str]:
@@ -113,12 +124,37 @@ def concepts(text: str) -> frozenset[str]:
     out: set[str] = set()
     for w in words(text):
         out |= CONCEPTS.get(w, frozenset())
+    for sym in _SYMBOL.findall(text):
+        out.add("pow" if sym == "**" else _SYMBOLS[sym])
     return frozenset(out)
 
 
-def relation(query: frozenset[str], candidate: frozenset[str]) -> int:
-    """-1: in some group both name operations but none in common (veto); +1: no such
-    contradiction and they share an operation; 0: no evidence either way."""
+@lru_cache(maxsize=65536)
+def targets(text: str) -> frozenset[str]:
+    """The operations named right after "to", "into" or "in" (a conversion's target)."""
+    ws = words(text)
+    out: set[str] = set()
+    for i, w in enumerate(ws):
+        if w in _TOWARDS:
+            j = i + 1
+            while j < len(ws) and ws[j] in _FILLER:
+                j += 1
+            if j < len(ws):
+                out |= CONCEPTS.get(ws[j], frozenset())
+    return frozenset(out & _CONVERTIBLE)
+
+
+def relation(query: str, candidate: str) -> int:
+    """-1: in some group both texts name operations but none in common, or both convert into
+    different units (veto); +1: no such contradiction and they share an operation; 0: no
+    evidence either way."""
+    qt, ct = targets(query), targets(candidate)
+    if qt and ct and not qt & ct:
+        return -1
+    return _relation(concepts(query), concepts(candidate))
+
+
+def _relation(query: frozenset[str], candidate: frozenset[str]) -> int:
     for members in GROUPS.values():
         q, c = query & members, candidate & members
         if q and c and not q & c:
@@ -126,4 +162,5 @@ def relation(query: frozenset[str], candidate: frozenset[str]) -> int:
     return 1 if query & candidate else 0
 
 
-__all__ = ["CONCEPTS", "GROUPS", "STOPWORDS", "concepts", "content_words", "relation", "words"]
+__all__ = ["CONCEPTS", "GROUPS", "STOPWORDS", "concepts", "content_words", "relation", "targets",
+           "words"]

@@ -35,6 +35,7 @@ from node._identity import NodeIdentity, load_or_create_identity
 from node._metrics import NodeMetrics
 from node._records import FunctionRecord, MetricCounter, TestCase, VariantRecord, Verdict
 from node._runtime import Loaded, Runtime
+from node._search import SearchIndex, behaviour_fingerprint
 from node._store import Library
 from node._task import TaskRequest
 from node._verify import Verifier, values_match
@@ -84,6 +85,29 @@ class _Stats:
     started_at: float = field(default_factory=time.time)
 
 
+class _Duplicate(Exception):
+    """A synthesized candidate behaves exactly like an existing function: serve that one."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+_EMBEDDER: Any = None
+_EMBEDDER_LOCK = threading.Lock()
+
+
+def shared_embedder() -> Any:
+    """One embedding model per process (several nodes in one process share it)."""
+    global _EMBEDDER
+    with _EMBEDDER_LOCK:
+        if _EMBEDDER is None:
+            from node._embed import Embedder
+
+            _EMBEDDER = Embedder()
+        return _EMBEDDER
+
+
 class Node:
     """A running node. Create with :meth:`open`, close with :meth:`aclose`."""
 
@@ -107,6 +131,13 @@ class Node:
         self.colony: ColonyHooks | None = None
         self.metrics = NodeMetrics()
         self.metrics.on_scrape(self._refresh_gauges)
+        self.search = SearchIndex(library, shared_embedder() if config.embeddings else None)
+        # behaviour probes get a small fuel budget: a loop probed with a huge input must not
+        # cost the full per-call budget
+        from dataclasses import replace as _replace
+
+        self.probe_runtime = Runtime(_replace(config.sandbox, fuel=config.probe_fuel,
+                                              timeout_s=min(2.0, config.sandbox.timeout_s)))
 
     def _refresh_gauges(self) -> None:
         """Library gauges, read right before a scrape (runs in a worker thread)."""
@@ -134,6 +165,7 @@ class Node:
         except ImportError:  # the GPU tier is optional at import time
             pass
         node = cls(config, identity, library, runtime, [OfflineSynthesizer(config.synth)])
+        node.search.start()  # warms the embedding model in the background
         if config.llm and config.model:
             from node.synth._llm import LlmSynthesizer
 
@@ -156,6 +188,7 @@ class Node:
             await self.flush_metrics()
             await trio.to_thread.run_sync(self.library.close)
             self.runtime.close()
+            self.probe_runtime.close()
 
     # ---------------------------------------------------------------- metrics
     def _count(self, fp: str, ok: bool, ns: int) -> None:
@@ -233,6 +266,10 @@ class Node:
                 req = _renamed(req, await self._free_name(req.name, str(req.signature)))
                 key = (req.name, str(req.signature), req.tier)
                 serving = await self._lookup(key)
+        if serving is None:
+            serving = await self._search_library(req)
+            if serving is not None:
+                source = "search"
         if serving is None and self.colony is not None and await self.colony.find_for_task(req):
             serving = await self._lookup(key)
             source = "peer"
@@ -242,8 +279,12 @@ class Node:
                     f"no verified {req.tier} variant of {req.name!r} {req.signature} in the "
                     "library, and synthesize is false"
                 )
-            serving, llm_calls = await self._synthesize_deduped(key, req)
-            source = "synthesized" if serving is not None else "cache"
+            try:
+                serving, llm_calls = await self._synthesize_deduped(key, req)
+                source = "synthesized" if serving is not None else "cache"
+            except _Duplicate as dup:
+                serving = await self._lookup((dup.name, str(req.signature), req.tier))
+                source = "search"
             if serving is None:  # another task synthesized it while we waited
                 serving = await self._lookup(key)
                 if serving is None:
@@ -265,6 +306,41 @@ class Node:
             "node": self.node_id,
             "elapsed_ms": round((time.perf_counter() - started) * 1000, 3),
         }
+
+    async def _search_library(self, req: TaskRequest) -> _Serving | None:
+        """Hybrid search (keywords + embeddings) for a function that does what the task asks;
+        with examples, a candidate is accepted only if it reproduces them."""
+        hits = await trio.to_thread.run_sync(
+            lambda: self.search.search(req.description, signature=str(req.signature),
+                                       tier=req.tier, k=5))
+        for hit in hits:
+            if hit.name == req.name:
+                continue  # the exact name was looked up already
+            serving = await self._lookup((hit.name, str(req.signature), req.tier))
+            if serving is None:
+                continue
+            if req.examples and not await self._passes(serving, req):
+                continue
+            if req.examples:
+                fresh = [t for t in _tests_for(serving.function.name, req)
+                         if t.id not in serving.test_ids]
+                if fresh:
+                    await self._write(self.library.add_tests, fresh)
+                    serving.test_ids.update(t.id for t in fresh)
+            return serving
+        return None
+
+    async def _passes(self, serving: _Serving, req: TaskRequest) -> bool:
+        for ex in req.examples:
+            try:
+                got = await self.runtime.acall(serving.loaded, tuple(ex.args))
+            except ColonyError:
+                return False
+            if not values_match(str(req.signature.result), got, ex.result,
+                                rel_tol=self.config.float_rel_tol,
+                                abs_tol=self.config.float_abs_tol):
+                return False
+        return True
 
     def describe_serving(self, serving: _Serving, tier: str) -> dict[str, Any]:
         return {
@@ -364,6 +440,15 @@ class Node:
             raise SynthesisError("; ".join(failures), llm_calls=llm_calls)
         raise SynthesisFailed("; ".join(failures), llm_calls=llm_calls)
 
+    def _behaviour(self, wasm: bytes, req: TaskRequest) -> str | None:
+        """Behavioural fingerprint on the CPU tiers (a GPU variant's twin SIMD variant has the
+        same behaviour); None when probing is not possible."""
+        if req.tier == "gpu":
+            return None
+        loaded = self.probe_runtime.load(wasm, name=req.name, signature=req.signature,
+                                         tier=req.tier)
+        return behaviour_fingerprint(lambda a: self.probe_runtime.call(loaded, a), req.signature)
+
     def _synth_timeout(self, synth: Synthesizer) -> float:
         if synth.name.startswith("llm:"):
             s = self.config.llm_settings
@@ -371,7 +456,8 @@ class Node:
         return self.config.synth.timeout_s
 
     async def _verify_and_store(
-        self, req: TaskRequest, cand: Synthesized, tests: list[TestCase]
+        self, req: TaskRequest, cand: Synthesized, tests: list[TestCase],
+        parents: tuple[str, ...] = (),
     ) -> _Serving:
         wasm = wat_to_wasm(cand.wat)
         loaded = await trio.to_thread.run_sync(self._load, wasm, req.name, req.signature, req.tier)
@@ -383,15 +469,27 @@ class Node:
                 + (f", e.g. args {list(first.args)} expected {first.expected!r} got "
                    f"{first.got!r}{' (' + first.error + ')' if first.error else ''}" if first else "")
             )
+        behaviour = await trio.to_thread.run_sync(self._behaviour, wasm, req)
+        if behaviour is not None and not parents:
+            existing = await trio.to_thread.run_sync(self.library.get_function, req.name)
+            same = await trio.to_thread.run_sync(
+                self.library.functions_with_behaviour, str(req.signature), behaviour)
+            others = [n for n in same if n != req.name]
+            if existing is None and others:
+                log.info("%s behaves like %s: not stored twice", req.name, others[0])
+                raise _Duplicate(others[0])
         now = time.time()
         fn = FunctionRecord(req.name, req.description, str(req.signature),
                             "array" if req.signature.is_array else "scalar", now)
         variant = VariantRecord(
             fingerprint=loaded.fingerprint, function=req.name, tier=req.tier, wasm=wasm,
             wat=cand.wat, wgsl=cand.wgsl, origin_node=self.node_id, generator=cand.generator,
-            ir=cand.program, created_at=now,
+            ir=cand.program, created_at=now, parents=parents,
         )
         await self._write(self.library.save_synthesized, fn, variant, tests, verdict)
+        if behaviour is not None:
+            await self._write(self.library.set_behaviour, variant.fingerprint, behaviour)
+        await trio.to_thread.run_sync(self.search.backfill)
         stored_fn = await trio.to_thread.run_sync(self.library.get_function, req.name)
         serving = _Serving(stored_fn or fn, variant.fingerprint, loaded, {t.id for t in tests})
         self._cache[(req.name, str(req.signature), req.tier)] = serving
@@ -413,7 +511,11 @@ class Node:
             key: Key = (req.name, str(req.signature), req.tier)
             serving = await self._lookup(key)
             if serving is None:
-                serving, _ = await self._synthesize_deduped(key, req)
+                try:
+                    serving, _ = await self._synthesize_deduped(key, req)
+                except _Duplicate as dup:
+                    raise ConflictError(f"{req.name!r} would behave exactly like the existing "
+                                        f"function {dup.name!r}; use that one") from None
                 if serving is None:
                     serving = await self._lookup(key)
             if serving is None:
@@ -427,6 +529,51 @@ class Node:
         cand = Synthesized(wat=wat, wgsl=wgsl, generator="user")
         serving = await self._verify_and_store(req, cand, tests)
         return serving.variant_fp
+
+    async def mutate_function(self, name: str, instruction: str,
+                              tier: str | None) -> tuple[str, int]:
+        """The ``mutate`` tool: derive a new variant from the serving one. Every candidate must
+        pass all the function's tests; the first that does is stored with the parent in its
+        lineage. Returns (fingerprint, llm_calls)."""
+        from node.synth._mutate import mutation_candidates
+
+        fn = await trio.to_thread.run_sync(self.library.get_function, name)
+        if fn is None:
+            raise NotFoundError(f"no function named {name!r}")
+        sig = fn.sig
+        parent_tier = sig.default_tier
+        view = await trio.to_thread.run_sync(self.library.describe, name)
+        assert view is not None
+        serving_any = None
+        for t in (tier, parent_tier, "simd", "gpu", "scalar"):
+            if t is not None and sig.allows_tier(t):
+                serving_any = await self._lookup((name, fn.signature, t))
+                if serving_any is not None:
+                    break
+        if serving_any is None:
+            raise NotFoundError(f"{name!r} has no verified variant to mutate")
+        parent = await trio.to_thread.run_sync(self.library.variant, serving_any.variant_fp)
+        assert parent is not None
+        target = sig.check_tier(tier) if tier else parent.tier
+        tests = list(view.tests)
+        req = TaskRequest(fn.description, name, True, sig, target, None, (), True)  # type: ignore[arg-type]
+        llm = next((s for s in self.synthesizers if s.name.startswith("llm:")), None)
+        cands = await trio.to_thread.run_sync(
+            lambda: mutation_candidates(parent, fn, tests, instruction, target, llm=llm))
+        failures: list[str] = []
+        llm_calls = 0
+        for cand in cands:
+            llm_calls += cand.llm_calls
+            try:
+                serving = await self._verify_and_store(req, cand, tests, parents=(parent.fingerprint,))
+            except (VerificationError, ColonyError) as exc:
+                failures.append(exc.detail if isinstance(exc, ColonyError) else str(exc))
+                continue
+            return serving.variant_fp, llm_calls
+        raise SynthesisFailed(
+            f"no mutation of {name!r} ({instruction!r}, tier {target}) passed all "
+            f"{len(tests)} tests" + (f": {failures[0]}" if failures else " (no candidates)"),
+            llm_calls=llm_calls)
 
     async def run_function(self, name: str, tier: str | None, raw_args: Any) -> dict[str, Any]:
         from node._task import coerce_args
@@ -514,8 +661,12 @@ def _renamed(req: TaskRequest, name: str) -> TaskRequest:
 
 
 def _tests_from(req: TaskRequest) -> list[TestCase]:
+    return _tests_for(req.name, req)
+
+
+def _tests_for(name: str, req: TaskRequest) -> list[TestCase]:
     sig = str(req.signature)
-    return [TestCase(req.name, sig, tuple(ex.args), ex.result) for ex in req.examples]
+    return [TestCase(name, sig, tuple(ex.args), ex.result) for ex in req.examples]
 
 
 def _plain_result(value: Any) -> Any:

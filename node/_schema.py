@@ -14,13 +14,13 @@ Rules for new migrations:
   loaded it on every connection before ``migrate`` runs.
 
 Issue 5 (retrieval, migration 2): ``functions.id`` is an ``INTEGER PRIMARY KEY`` so that the
-external-content FTS5 table ``functions_fts`` (kept in sync by triggers on ``functions``; the
-unicode61 tokenizer splits names at ``_``, so ``circle_area`` matches "circle") and ``function_vectors``
-(embeddings as sqlite-vec float32 blobs plus their sign bits) key on a rowid that ``VACUUM``
-never renumbers. ``search_changes`` numbers every change that moves a function in or out of the
-search index, so the in-memory index (node/_search.py) catches up incrementally; ``behaviours``
-holds each variant's behavioural fingerprint. ``name`` stays the natural key (UNIQUE, the
-target of every foreign key).
+external-content FTS5 table ``functions_fts`` (kept in sync by triggers on ``functions``;
+the unicode61 tokenizer splits names at ``_``, so ``circle_area`` matches "circle") and
+``function_vectors`` (embeddings as sqlite-vec float32 blobs plus their sign bits) key on a
+rowid that ``VACUUM`` never renumbers. ``search_changes`` numbers every change that moves a
+function in or out of the search index, so the in-memory index (node/_search.py) catches up
+incrementally; ``behaviours`` holds each variant's behavioural fingerprint. ``name`` stays the
+natural key (UNIQUE, the target of every foreign key).
 
 Room left for later issues (planned, not built here):
 

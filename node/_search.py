@@ -41,6 +41,7 @@ Behavioural fingerprint (``behaviour_fingerprint``)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -56,7 +57,7 @@ import numpy as np
 
 from node._embed import DIM, MODEL_NAME, Embedder
 from node._errors import BudgetExceeded, ColonyError, RequestError, TrapError
-from node._lexicon import concepts, content_words, relation, words
+from node._lexicon import content_words, relation, words
 from node._records import TestCase
 from node._store import Library
 from protocol import TIERS, Signature, SignatureError
@@ -78,7 +79,7 @@ class Thresholds:
     #: candidates taken from each list before fusion
     candidates: int = 32
     #: above this many rows under the signature, the Hamming pass preselects
-    exact_limit: int = 4096
+    exact_limit: int = 1024
     #: rows the Hamming pass keeps for exact re-ranking
     coarse: int = 256
 
@@ -157,9 +158,11 @@ class _VectorIndex:
         self.n = last
 
     def load_all(self, conn: apsw.Connection) -> None:
-        self.__init__()  # type: ignore[misc]
-        (seq,) = conn.execute("SELECT coalesce(max(seq), 0) FROM search_changes").fetchone()
-        rows = conn.execute(
+        fresh = _VectorIndex()
+        self.__dict__.update(fresh.__dict__)
+        row: Any = conn.execute("SELECT coalesce(max(seq), 0) FROM search_changes").fetchone()
+        seq = row[0]
+        rows: list[Any] = conn.execute(
             "SELECT f.id, f.name, f.name || ': ' || f.description, f.signature, v.embedding,"
             " v.bits FROM functions f JOIN function_vectors v ON v.function_id = f.id"
             " WHERE v.model = ? AND v.text = f.name || ': ' || f.description",
@@ -172,7 +175,11 @@ class _VectorIndex:
 
     def sync(self, conn: apsw.Connection) -> None:
         """Apply the changes committed since the last sync (call inside a read snapshot)."""
-        row = conn.execute("SELECT coalesce(max(seq), 0), min(seq) FROM search_changes").fetchone()
+        # Two subqueries: min() and max() in one SELECT would scan the whole table; alone,
+        # each is one b-tree lookup.
+        row: Any = conn.execute(
+            "SELECT coalesce((SELECT max(seq) FROM search_changes), 0),"
+            " (SELECT min(seq) FROM search_changes)").fetchone()
         top, low = int(row[0]), row[1]
         if top == self.seq:
             return
@@ -182,7 +189,7 @@ class _VectorIndex:
         changed = [fid for (fid,) in conn.execute(
             "SELECT DISTINCT function_id FROM search_changes WHERE seq > ?", (self.seq,))]
         for fid in changed:
-            r = conn.execute(
+            r: Any = conn.execute(
                 "SELECT f.name, f.name || ': ' || f.description, f.signature, v.embedding,"
                 " v.bits FROM functions f JOIN function_vectors v ON v.function_id = f.id"
                 " WHERE f.id = ? AND v.model = ? AND v.text = f.name || ': ' || f.description",
@@ -211,7 +218,7 @@ class _VectorIndex:
             count = len(rows)
             if count == 0:
                 return []
-        if count > th.exact_limit:
+        if count > max(th.exact_limit, th.coarse):
             qbits = np.packbits(q > 0, bitorder="little").view(np.uint64)
             bits = self.bits[:n] if rows is None else self.bits[rows]
             ham = np.bitwise_count(bits ^ qbits).sum(axis=1, dtype=np.int32)
@@ -253,10 +260,8 @@ class SearchIndex:
             self.embedder.warm()
 
     def _backfill_quietly(self) -> None:
-        try:
+        with contextlib.suppress(ColonyError):  # the library closed meanwhile
             self.backfill()
-        except ColonyError:
-            pass  # the library closed meanwhile; the next start backfills
 
     def backfill(self, batch: int = 256) -> int:
         """Embed every function without a current vector; return how many were stored.
@@ -331,8 +336,8 @@ class SearchIndex:
                 for rank, (fid, name, text) in enumerate(fts, start=1):
                     c = cands.get(fid)
                     if c is None:
-                        cos = None if q is None else self._index.similarity(fid, q)
-                        cands[fid] = {"name": name, "text": text, "cos": cos, "vec": None,
+                        sim = None if q is None else self._index.similarity(fid, q)
+                        cands[fid] = {"name": name, "text": text, "cos": sim, "vec": None,
                                       "fts": rank}
                     else:
                         c["fts"] = rank
@@ -341,12 +346,13 @@ class SearchIndex:
             if tier is not None and hits:
                 ok = _verified_in_tier(conn, self.library.node_id, [h.name for h in hits], tier)
                 hits = [h for h in hits if h.name in ok]
-        hits.sort(key=lambda h: (-h.score, h.name))
+        # RRF ties are common (ranks 1+2 vs 2+1): the closer meaning wins them.
+        hits.sort(key=lambda h: (-h.score, -(h.similarity or 0.0), h.name))
         return hits[:k]
 
     def _accept(self, query: str, c: dict[str, Any], semantic: bool) -> Hit | None:
         th = self.thresholds
-        rel = relation(concepts(query), concepts(c["text"]))
+        rel = relation(query, c["text"])
         if rel < 0:
             return None  # the query and the candidate name different operations
         name = c["name"]
@@ -378,8 +384,10 @@ def _keyword(conn: apsw.Connection, terms: Sequence[str], sig: str | None,
     if match is None:
         return []
     sql = (
+        # CROSS JOIN pins the keyword index as the outer loop: otherwise the planner may scan
+        # every function of the signature and probe the index per row.
         "SELECT f.id, f.name, f.name || ': ' || f.description FROM functions_fts"
-        " JOIN functions f ON f.id = functions_fts.rowid WHERE functions_fts MATCH ?"
+        " CROSS JOIN functions f ON f.id = functions_fts.rowid WHERE functions_fts MATCH ?"
     )
     params: tuple[Any, ...] = (match,)
     if sig is not None:

@@ -57,6 +57,14 @@ async def serve_node(config: NodeConfig, *, task_status: Any = trio.TASK_STATUS_
     node = await trio.to_thread.run_sync(Node.open, config)
     try:
         app = create_app(node)
+        # Issue 6: the colony layer (it runs alone without a colony key); its /protocol/v1/
+        # routes are registered before the server starts.
+        from colony._http import register_routes
+        from colony._service import ColonyService, load_colony_key
+
+        colony = ColonyService(node, config.colony,
+                               colony_key=load_colony_key(config.colony.key_file))
+        register_routes(app, colony)
         hyper = HyperConfig()
         hyper.bind = [f"{config.host}:{config.port}"]
         hyper.accesslog = None
@@ -69,9 +77,19 @@ async def serve_node(config: NodeConfig, *, task_status: Any = trio.TASK_STATUS_
                 binds: list[str] = await nursery.start(serve, app, hyper)
                 url = binds[0].replace("0.0.0.0", "127.0.0.1")
                 node.config = _with_port(node.config, url)
+                colony.api_url = _advertised(url, config)  # issue 6
+                await nursery.start(colony.run)
                 task_status.started(RunningNode(node, url, scope))
     finally:
         await node.aclose()
+
+
+def _advertised(url: str, config: NodeConfig) -> str:
+    """The URL peers reach this node at (issue 6): the first mDNS interface when serving on
+    every address."""
+    if config.host in ("0.0.0.0", "") and config.colony.interfaces:
+        return f"http://{config.colony.interfaces[0]}:{url.rsplit(':', 1)[1]}"
+    return url
 
 
 def _with_port(config: NodeConfig, url: str) -> NodeConfig:
@@ -94,5 +112,5 @@ def run_node_forever(config: NodeConfig) -> None:
     started = time.time()
     try:
         trio.run(main)
-    except KeyboardInterrupt:
+    except* KeyboardInterrupt:  # trio wraps Ctrl-C in an exception group (clean stop, issue 6)
         print(f"stopped after {time.time() - started:.0f}s", file=sys.stderr)

@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import apsw
-import msgpack
 
 from node._errors import RequestError
-from node._records import FunctionRecord, VariantRecord, Verdict
+from node._records import Verdict
 from node._store import Library, _test_row, _unpack
 from protocol import Signature, SignatureError, decode, encode, test_case_id
 from protocol._messages import (
@@ -96,8 +95,9 @@ class SyncStore:
     def load(self) -> tuple[list[Entry], dict[str, int]]:
         """Every live entry (stored and pending) and every origin's head, for SyncState.restore."""
         with self.library._read() as r:
-            rows = r.execute("SELECT origin, seq, kind, key, function FROM log"
-                             " WHERE kind != 'tombstone' ORDER BY origin, seq").fetchall()
+            rows: list[Any] = r.execute("SELECT origin, seq, kind, key, function FROM log"
+                                        " WHERE kind != 'tombstone' ORDER BY origin, seq"
+                                        ).fetchall()
             entries = [e for e in (_entry(r, *row) for row in rows) if e is not None]
             entries += _pending_entries(r)
             heads = {o: int(s) for o, s in r.execute("SELECT origin, seq FROM log_heads")}
@@ -106,20 +106,39 @@ class SyncStore:
     def local_after(self, seq: int) -> tuple[list[Entry], int]:
         """The local node's live entries with a seq above ``seq``, and its head now."""
         with self.library._read() as r:
-            row = r.execute("SELECT seq FROM log_heads WHERE origin = ?",
-                            (self.node_id,)).fetchone()
+            row: Any = r.execute("SELECT seq FROM log_heads WHERE origin = ?",
+                                 (self.node_id,)).fetchone()
             head = int(row[0]) if row else 0
-            rows = r.execute("SELECT origin, seq, kind, key, function FROM log"
+            rows: list[Any] = r.execute("SELECT origin, seq, kind, key, function FROM log"
                              " WHERE origin = ? AND seq > ? AND seq <= ? AND kind != 'tombstone'"
                              " ORDER BY seq", (self.node_id, seq, head)).fetchall()
-            entries = [e for e in (_entry(r, *row) for row in rows) if e is not None]
+            entries = []
+            for row in rows:
+                if row[2] == "variant" and _exists(
+                        r, "SELECT 1 FROM variants WHERE fingerprint = ? AND origin_node = ?"
+                        " AND origin_signature IS NULL", row[3], self.node_id):
+                    # Not signed yet: stop short of it (the head must not pass over it).
+                    head = int(row[1]) - 1
+                    break
+                e = _entry(r, *row)
+                if e is not None:
+                    entries.append(e)
         return entries, head
+
+    def needs_for(self, function: str, fingerprint: str) -> list[tuple[str, int]]:
+        """The log entries (origin, seq) a peer must hold to have ``function``, the variant
+        ``fingerprint`` and the function's tests (answering a find)."""
+        with self.library._read() as r:
+            return [(o, int(s)) for o, s in r.execute(
+                "SELECT origin, seq FROM log WHERE function = ? AND (kind IN ('function', 'test')"
+                " OR (kind = 'variant' AND key = ?)) ORDER BY origin, seq",
+                (function, fingerprint))]
 
     def sign_unsigned(self, key: Any) -> list[str]:
         """Sign every variant this node originated that has no signature yet (``key`` is the
         node's ``protocol.NodeKey``); returns their fingerprints."""
         with self.library._read() as r:
-            rows = r.execute(
+            rows: list[Any] = r.execute(
                 "SELECT v.fingerprint, v.function, f.signature, v.tier FROM variants v"
                 " JOIN functions f ON f.name = v.function"
                 " WHERE v.origin_node = ? AND v.origin_signature IS NULL", (self.node_id,)
@@ -156,7 +175,7 @@ class SyncStore:
 
     def _retry_pending(self, w: apsw.Connection, res: StoreResult) -> None:
         while True:
-            rows = w.execute("SELECT origin, seq, entry FROM sync_pending"
+            rows: list[Any] = w.execute("SELECT origin, seq, entry FROM sync_pending"
                              " WHERE reason != 'conflict' ORDER BY origin, seq").fetchall()
             before = res.stored
             for origin, seq, blob in rows:
@@ -261,7 +280,7 @@ class SyncStore:
         where = "WHERE v.function = ?" if function is not None else ""
         params: tuple[Any, ...] = (self.node_id,) + ((function,) if function is not None else ())
         with self.library._read() as r:
-            rows = r.execute(
+            rows: list[Any] = r.execute(
                 "SELECT v.fingerprint, v.function, v.tier, v.origin_node, length(v.wasm),"
                 " v.status, v.created_at, n.reason, d.passed, d.tests_run, d.elapsed_ns,"
                 " (SELECT coalesce(sum(calls), 0) FROM metrics m"
@@ -308,6 +327,8 @@ class SyncStore:
         with self.library._write() as w:
             row = w.execute("SELECT fingerprint FROM champions WHERE function = ? AND tier = ?",
                             (function, tier)).fetchone()
+            if row is not None and row[0] == fingerprint:
+                return False  # unchanged: no write (a write would flush every serving memo)
             w.execute("INSERT INTO champions (function, tier, fingerprint, fitness, at)"
                       " VALUES (?, ?, ?, ?, ?) ON CONFLICT (function, tier) DO UPDATE SET"
                       " fingerprint = excluded.fingerprint, fitness = excluded.fitness,"
@@ -379,7 +400,7 @@ def _as_test(rec: WireTest) -> Any:
 
 
 def _parents(r: apsw.Connection, fp: str) -> tuple[str, ...]:
-    return tuple(p for (p,) in r.execute(
+    return tuple(str(p) for (p,) in r.execute(
         "SELECT parent FROM variant_parents WHERE child = ? ORDER BY ordinal", (fp,)))
 
 
@@ -440,32 +461,10 @@ def _decode_entry(blob: bytes) -> Entry | None:
 def _pending_entries(r: apsw.Connection) -> list[Entry]:
     out = []
     for (blob,) in r.execute("SELECT entry FROM sync_pending ORDER BY origin, seq"):
-        e = _decode_entry(blob)
+        e = _decode_entry(bytes(blob))
         if e is not None:
             out.append(e)
     return out
-
-
-def function_of(record: WireRecord) -> str:
-    if isinstance(record, WireFunction):
-        return record.name
-    if isinstance(record, WireMetric):
-        return ""
-    return record.function
-
-
-def as_variant_record(v: VariantRecord | WireVariant) -> VariantRecord:
-    if isinstance(v, VariantRecord):
-        return v
-    return VariantRecord(**v.fields())
-
-
-def as_function_record(f: WireFunction) -> FunctionRecord:
-    return FunctionRecord(**f.fields())
-
-
-def unused(_: Iterable[Any]) -> None:  # pragma: no cover - keeps msgpack import honest
-    msgpack.packb(None)
 
 
 __all__ = ["STATUSES", "StoreResult", "SyncStore", "VariantState"]

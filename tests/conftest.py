@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 def node_config(tmp_path: Path, **changes: Any) -> NodeConfig:
     cfg = NodeConfig(host="127.0.0.1", port=0, data_dir=tmp_path / "node", name="test",
                      sandbox=SandboxLimits(timeout_s=10.0), synth=SynthLimits(timeout_s=20.0),
-                     metrics_flush_s=0.2)
+                     metrics_flush_s=0.2, embeddings=False)
     return replace(cfg, **changes)
 
 

@@ -226,3 +226,39 @@ def test_simd_module_handles_tails_and_empty_arrays() -> None:
     for n in (0, 1, 3, 4, 5, 17, 1000):
         a = np.linspace(-1, 2, n, dtype=np.float32)
         assert fits(red((a,)), float(a.astype(np.float64).sum()), "f32")
+
+
+def test_big_examples_are_sampled_then_checked_in_full() -> None:
+    rng = np.random.default_rng(8)
+    a = rng.uniform(-5, 5, 3000).astype(np.float32)
+    sig = Signature.parse("(f32[]) -> f32[]")
+    req = SynthesisRequest("half", "halve every element", sig, "simd",
+                           (Example((a.tolist(),), (a * 0.5).tolist()),))
+    out = OfflineSynthesizer().synthesize(req, timeout_s=10, cancelled=lambda: False)
+    mod = Module(out.wat, "half", sig)
+    assert fits(mod((a,)), a * 0.5, "f32")
+    rsig = Signature.parse("(f32[]) -> f32")
+    big = Example((a.tolist(),), float(a.astype(np.float64).sum()))
+    small = Example(([1.0, 2.0, 4.5],), 7.5)
+    req = SynthesisRequest("total", "sum", rsig, "simd", (big, small))
+    prog = synthesize_program(req)
+    assert isinstance(prog, ArrayProgram) and prog.reduce_op == "add"
+    with pytest.raises(SynthesisError, match="shorter example"):
+        synthesize_program(SynthesisRequest("total", "sum", rsig, "simd", (big,)))
+
+
+def test_integer_semantics_match_wasm() -> None:
+    # wrapping, division toward zero, masked shifts: the evaluator must agree with wasmtime
+    sig = Signature.parse("(i32, i32) -> i32")
+    cases = [(7, 2), (-7, 2), (7, -2), (-2**31, 3), (2**31 - 1, 33), (-1, 31), (12345, -7)]
+    for op in ("add", "mul", "div", "rem", "shl", "shr_s", "shr_u", "min", "max", "xor"):
+        from node.synth import _ir
+        body = _ir.node(op, _ir.arg(0, "i32"), _ir.arg(1, "i32"))
+        prog = ScalarProgram(("i32", "i32"), "i32", body)
+        wat, _ = lower(prog, "f", "scalar")
+        mod = Module(wat, "f", sig)
+        xs = [np.asarray([c[i] for c in cases], dtype=np.int32) for i in (0, 1)]
+        want, trap = _ir.run_scalar(prog, xs)
+        assert trap is None
+        for j, c in enumerate(cases):
+            assert mod(c) == int(want[j]), (op, c)

@@ -32,6 +32,9 @@ from node.synth._ir import (
     Expr,
     Program,
     ScalarProgram,
+    Unevaluable,
+    run_array,
+    run_scalar,
 )
 from node.synth._lower_wat import lower_scalar, lower_simd
 
@@ -41,6 +44,8 @@ __all__ = [
 ]
 
 _PROBES = 24
+#: Most element lanes an array search evaluates (bigger examples are sampled, then re-checked).
+_MAX_LANES = 256
 
 
 def _never() -> bool:
@@ -126,19 +131,52 @@ def _synthesize(
         prob = _array_problem(request, hints)
     search = _enum.Search(prob, max_size=limits.max_size, max_bank=limits.max_bank,
                           deadline=deadline, cancelled=cancelled, progress=progress)
-    best = _enum.run(search)
+    ranked = _enum.run(search)
     stats = search.stats()
-    stats["cost"] = round(best.cost, 3)
-    stats["size"] = best.expr.size()
-    program: Program
+    # The search saw the examples' lanes (for big arrays: a sample); the winner must reproduce
+    # every example exactly as the lowered code computes it (f32 rounding, reduction order).
+    for cand in ranked[:50]:
+        program = _program(sig, cand)
+        if _fits_all(program, request):
+            stats["cost"] = round(cand.cost, 3)
+            stats["size"] = cand.expr.size()
+            return program, stats
+    raise SynthesisFailed(
+        f"{len(ranked)} program(s) fit the searched lanes, but none reproduces every example "
+        f"(best: {_program(sig, ranked[0])})", searched=stats)
+
+
+def _program(sig: Any, cand: _enum.Candidate) -> Program:
     if sig.kind == "scalar":
-        program = ScalarProgram(tuple(sig.params), sig.result, best.expr)  # type: ignore[arg-type]
-    elif sig.kind == "map":
-        program = ArrayProgram("map", sig.arity, best.expr)
-    else:
-        program = ArrayProgram("reduce", sig.arity, best.expr, best.extra["reduce_op"],
-                               best.extra["post"])
-    return program, stats
+        return ScalarProgram(tuple(sig.params), sig.result, cand.expr)
+    if sig.kind == "map":
+        return ArrayProgram("map", sig.arity, cand.expr)
+    return ArrayProgram("reduce", sig.arity, cand.expr, cand.extra["reduce_op"],
+                        cand.extra["post"])
+
+
+def _fits_all(program: Program, request: SynthesisRequest) -> bool:
+    sig = request.signature
+    if isinstance(program, ScalarProgram):
+        args = [np.asarray([_to(t, ex.args[i]) for ex in request.examples], dtype=DTYPES[t])
+                for i, t in enumerate(sig.params)]
+        want = np.asarray([_to(sig.result, ex.result) for ex in request.examples],
+                          dtype=DTYPES[sig.result])
+        try:
+            got, trap = run_scalar(program, args)
+        except Unevaluable:
+            return True  # loops too long for the evaluator: the verifier decides in WASM
+        if trap is not None and trap.any():
+            return False
+        return bool(_enum.close(got, want, sig.result).all())
+    for ex in request.examples:
+        got = run_array(program, list(ex.args))
+        want = ex.result
+        if not _enum.close(np.asarray(got), np.asarray(want, dtype=np.float64), "f32").all():
+            return False
+        if np.shape(got) != np.shape(np.asarray(want)):
+            return False
+    return True
 
 
 def _key(x: Any) -> Any:
@@ -190,15 +228,16 @@ def _scalar_problem(request: SynthesisRequest, hints: _hints.Hints) -> _enum.Pro
     outs = [ex.result for ex in request.examples]
     for i, a in enumerate(lanes):
         if len(a) != len(params):
-            raise SynthesisError(f"example {i} has {len(a)} argument(s); {sig} takes {len(params)}")
+            raise SynthesisError(
+                f"example {i} has {len(a)} argument(s); {sig} takes {len(params)}")
     _check_consistent(lanes, outs, rty)
-    probes = _probes(params, _PROBES)  # type: ignore[arg-type]
+    probes = _probes(params, _PROBES)
     args = []
     for p, t in enumerate(params):
         ex = np.asarray([_to(t, a[p]) for a in lanes], dtype=DTYPES[t])
         args.append(np.concatenate([ex, probes[p]]))
     target = np.asarray([_to(rty, o) for o in outs], dtype=DTYPES[rty])
-    return _enum.Problem(params, rty, args, len(lanes), target, hints)  # type: ignore[arg-type]
+    return _enum.Problem(params, rty, args, len(lanes), target, hints)
 
 
 def _to(ty: str, v: Any) -> Any:
@@ -240,6 +279,34 @@ def _array_problem(request: SynthesisRequest, hints: _hints.Hints) -> _enum.Prob
         else:
             red.append(float(ex.result))
     n_lanes = len(cols[0])
+    if n_lanes > _MAX_LANES:
+        # Search on a sample (memory: bank rows x lanes); every example is checked at the end.
+        if sig.kind == "map":
+            pick = np.linspace(0, n_lanes - 1, _MAX_LANES).astype(int)
+            cols = [[c[i] for i in pick] for c in cols]
+            outs = [outs[i] for i in pick]
+            n_lanes = _MAX_LANES
+        else:
+            # the reductions' examples that fit together; the others are checked at the end
+            keep, total = [], 0
+            for j, (a, b) in enumerate(segments):
+                if total + (b - a) <= _MAX_LANES:
+                    keep.append(j)
+                    total += b - a
+            if not keep:
+                raise SynthesisError(
+                    f"reduction examples need at most {_MAX_LANES} elements for the search; "
+                    "add a shorter example")
+            new_cols: list[list[float]] = [[] for _ in range(k)]
+            new_segs = []
+            for j in keep:
+                a, b = segments[j]
+                start = len(new_cols[0])
+                for c in range(k):
+                    new_cols[c] += cols[c][a:b]
+                new_segs.append((start, start + b - a))
+            cols, segments, red = new_cols, new_segs, [red[j] for j in keep]
+            n_lanes = len(cols[0])
     if n_lanes == 0 and sig.kind == "map":
         raise SynthesisError("the examples' arrays are all empty; nothing to learn from")
     rng = np.random.default_rng(99)

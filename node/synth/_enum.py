@@ -151,6 +151,13 @@ def nice(v: float, pool: tuple[float, ...]) -> tuple[float, float] | None:
         for cand in (c, -c):
             if abs(v - cand) <= 2e-5 * max(1.0, abs(cand)):
                 return cand, (0.0 if cand in FREE_CONSTS else 0.5)
+    # products and quotients of two pool constants (4/3 * pi, pi / 180, ...)
+    for i, c1 in enumerate(pool):
+        for c2 in pool[i:]:
+            for cand in (c1 * c2, c1 / c2 if c2 else math.nan, c2 / c1 if c1 else math.nan):
+                for sc in (cand, -cand):
+                    if math.isfinite(sc) and abs(v - sc) <= 2e-5 * max(1.0, abs(sc)):
+                        return sc, 1.0
     r = round(v)
     if abs(v - r) <= tol:
         return float(r), (0.0 if r in FREE_CONSTS else 1.0 + 0.1 * len(str(abs(r))))
@@ -177,6 +184,7 @@ class Search:
         self.max_size = max_size
         self.max_bank = max_bank
         self.deadline = deadline
+        self.hard_deadline = deadline
         self.cancelled = cancelled
         self.progress = progress
         self.lanes = len(prob.args[0]) if prob.args else 1
@@ -226,6 +234,9 @@ class Search:
         hinted_ops = set().union(*self.p.hints.groups) if self.p.hints.groups else set()
         # rarely intended ops must earn their place: they generalize worse from few examples
         pen += sum(0.5 for n in nodes if n.op in EXOTIC and n.op not in hinted_ops)
+        # float equality tests rarely generalize (they single out one value)
+        pen += sum(0.5 for n in nodes
+                   if n.op in ("eq", "ne") and n.kids and n.kids[0].ty in FLOAT_TYPES)
         for n in nodes:
             if n.op == "const":
                 v = float(n.value)
@@ -233,7 +244,7 @@ class Search:
                                            for h in self.hinted):
                     continue
                 pen += 0.3 if (v in INT_POOL or v in self.pool_f) else 1.0
-        return e.size() + pen - self.p.hints.bonus(feats)
+        return rank_size(e) + pen - self.p.hints.bonus(feats)
 
     def offer(self, e: Expr, extra_pen: float = 0.0, features: set[str] | None = None,
               **extra: Any) -> None:
@@ -326,6 +337,7 @@ class Search:
         for key in self.types:
             self.check_time()
             self._binary(key, s)
+            self._square(key, s)
             self._unary(key, s)
             if len(self.types) > 1 and not self.p.array:
                 self._convert(key, s)
@@ -354,6 +366,21 @@ class Search:
             trap = lv.trap[nc] if lv.trap is not None else None
             self.add(key, s, lambda i, op=op, ex=exprs: _ir.node(op, ex[i]),  # type: ignore[misc]
                      vals, _or(trap, t2), np.zeros(len(exprs), bool))
+
+    def _square(self, key: str, s: int) -> None:
+        """``mul(e, e)`` placed at level size(e) + 2 instead of 2*size(e) + 1: squares (norms,
+        distances, polynomials) are common, and a repeated kid adds little to search."""
+        lv = self.levels[key].get(s - 2)
+        if lv is None or s - 2 < 3:  # squares of leaves appear at level 3 anyway
+            return
+        nc = ~lv.const
+        if not nc.any():
+            return
+        exprs = [e for e, c in zip(lv.exprs, nc, strict=True) if c]
+        v = lv.vals[nc]
+        vals, _ = _ir.apply_op("mul", key, [v, v], key)
+        self.add(key, s, lambda i, ex=exprs: _ir.node("mul", ex[i], ex[i]),  # type: ignore[misc]
+                 vals, lv.trap[nc] if lv.trap is not None else None, np.zeros(len(exprs), bool))
 
     def _convert(self, key: str, s: int) -> None:
         for src in self.types:
@@ -573,15 +600,25 @@ class Search:
         y = p.target.astype(np.float64) if key in FLOAT_TYPES else p.target
         targets: list[tuple[str | None, np.ndarray]] = [(None, y)]
         if key in FLOAT_TYPES:
-            targets.append(("sqrt", y.astype(np.float64) ** 2))
-        for wrap, t in targets:
-            for op in ("add", "sub", "mul"):
-                self.check_time()
-                self._meet_op(key, op, wrap, t, vals, exprs)
+            sq = ("sqrt", y.astype(np.float64) ** 2)
+            # a description that asks for a root (distance, norm) tries that shape first
+            targets.insert(0 if p.hints.wants("sqrt") else 1, sq)
+        # the meet gets a slice of the remaining time; the levels need the rest
+        hard = self.deadline
+        self.deadline = time.monotonic() + 0.25 * max(0.0, hard - time.monotonic())
+        try:
+            for wrap, t in targets:
+                for op in ("add", "sub", "mul"):
+                    self.check_time()
+                    self._meet_op(key, op, wrap, t, vals, exprs)
+        except Deadline:
+            if time.monotonic() > hard or self.cancelled():
+                raise
+        finally:
+            self.deadline = min(hard, self.deadline) if self.best else hard
 
     def _meet_op(self, key: str, op: str, wrap: str | None, y: np.ndarray, vals: np.ndarray,
                  exprs: list[Expr]) -> None:
-        n = self.p.n_examples
         is_int = key in INT_TYPES
         with np.errstate(all="ignore"):
             if is_int:
@@ -600,7 +637,9 @@ class Search:
                 pos = np.searchsorted(sk, need_keys)
                 pos = np.minimum(pos, len(sk) - 1)
                 hit = sk[pos] == need_keys
-                pairs = [(int(i), int(order[pos[i]])) for i in np.flatnonzero(hit)[:2000]]
+                hits = np.flatnonzero(hit)
+                self._meet_check(key, op, wrap, vals, exprs, hits, order[pos[hits]])
+                return
             else:
                 v = vals.astype(np.float64)
                 yv = y[None, :]
@@ -610,31 +649,72 @@ class Search:
                     need = v - yv
                 else:
                     need = yv / v
-                # search on the example lane with the widest spread, then verify all lanes
-                col = int(np.argmax(np.nanstd(v, axis=0))) if n > 1 else 0
-                order = np.argsort(v[:, col], kind="stable")
-                sk = v[order, col]
-                want = need[:, col]
-                tol = 1e-3 * np.abs(want) + 1e-4
-                lo = np.searchsorted(sk, want - tol, side="left")
-                hi = np.searchsorted(sk, want + tol, side="right")
-                cnt = hi - lo
-                rows = np.flatnonzero(cnt > 0)
-                pairs = []
-                for i in rows[:2000]:
-                    for j in order[lo[i]:min(hi[i], lo[i] + 20)]:
-                        pairs.append((int(i), int(j)))
-        for i, j in pairs[:4000]:
-            if op in COMMUTATIVE and i > j:
+                self._meet_float(key, op, wrap, v, need, vals, exprs)
+
+    def _meet_float(self, key: str, op: str, wrap: str | None, v: np.ndarray, need: np.ndarray,
+                    vals: np.ndarray, exprs: list[Expr]) -> None:
+        """Find rows j with v[j] ~= need[i] on every example lane: bank rows are bucketed on a
+        grid over up to four lanes; each need row probes the (at most 16) cells its tolerance
+        touches, then the pairs found get the exact check."""
+        n = v.shape[1]
+        cols = np.argsort(-np.nan_to_num(np.nanstd(v, axis=0)))[: min(4, n)]
+        finite = np.isfinite(v[:, cols]).all(1)
+        scale = np.nanmax(np.abs(np.where(np.isfinite(v[:, cols]), v[:, cols], 0)), axis=0)
+        h = 1e-3 * (scale + 1.0)
+        with np.errstate(all="ignore"):
+            cells = np.floor(v[:, cols] / h).astype(np.int64)
+            keys = _cell_keys(cells)
+            keys[~finite] = np.uint64(0)
+            order = np.argsort(keys, kind="stable")
+            sk = keys[order]
+            want = need[:, cols]
+            tol = 1e-4 * np.abs(want) + 1e-5
+            lo_c = np.floor((want - tol) / h).astype(np.int64)
+            hi_c = np.floor((want + tol) / h).astype(np.int64)
+        ok_need = np.isfinite(want).all(1)
+        offered = 0
+        for mask in range(1 << len(cols)):
+            self.check_time()
+            pick = np.asarray([(mask >> c) & 1 for c in range(len(cols))], dtype=bool)
+            if (pick & (lo_c == hi_c).all(0)).any():
+                continue  # this corner equals another one on every row
+            q = np.where(pick[None, :], hi_c, lo_c)
+            qk = _cell_keys(q)
+            lo = np.searchsorted(sk, qk, side="left")
+            hi = np.searchsorted(sk, qk, side="right")
+            cnt = np.where(ok_need, np.minimum(hi - lo, 64), 0)
+            total = int(cnt.sum())
+            if not total:
                 continue
-            e = _ir.node(op, exprs[i], exprs[j])
-            if wrap is not None:
-                e = _ir.node(wrap, e)
-            out, trap = _ir.evaluate(e, Env(self.p.args))
-            out = np.broadcast_to(out, (self.lanes,))
-            assert self.p.target is not None
-            if (trap is None or not trap[:n].any()) and close(out[:n], self.p.target, key).all():
-                self.offer(e)
+            rows = np.repeat(np.arange(len(v)), cnt)
+            offs = np.arange(total) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+            js = order[np.repeat(lo, cnt) + offs]
+            offered += self._meet_check(key, op, wrap, vals, exprs, rows[:200_000],
+                                        js[:200_000])
+            if offered >= 300:
+                return
+
+    def _meet_check(self, key: str, op: str, wrap: str | None, vals: np.ndarray,
+                    exprs: list[Expr], pi: np.ndarray, pj: np.ndarray) -> int:
+        """Exact check of candidate pairs on the example lanes (vectorised); offer the fits."""
+        if len(pi) == 0:
+            return 0
+        if op in COMMUTATIVE:
+            keep = pi <= pj
+            pi, pj = pi[keep], pj[keep]
+        dt = DTYPES[key]
+        out, trap = _ir.apply_op(op, key, [vals[pi].astype(dt), vals[pj].astype(dt)], key)
+        if wrap is not None:
+            out, _ = _ir.apply_op(wrap, key, [out], key)
+        assert self.p.target is not None
+        ok = close(out, self.p.target[None, :], key).all(axis=1)
+        if trap is not None:
+            ok &= ~trap.any(axis=1)
+        fits = np.flatnonzero(ok)[:300]
+        for k in fits:
+            e = _ir.node(op, exprs[int(pi[k])], exprs[int(pj[k])])
+            self.offer(_ir.node(wrap, e) if wrap is not None else e)
+        return len(fits)
 
     # -------------------------------------------------------------------------------- reductions
     def check_reduce(self, exprs: list[Expr], vals: np.ndarray, trap: np.ndarray | None) -> None:
@@ -651,8 +731,7 @@ class Search:
                         acc[:, j] = REDUCE_IDENTITY[rop]
                         continue
                     seg = v[:, a:b]
-                    acc[:, j] = {"add": np.sum, "mul": np.prod, "min": np.min,
-                                 "max": np.max}[rop](seg, axis=1)
+                    acc[:, j] = _ir._REDUCE_FN[rop](seg, axis=1)
                 acc = acc.astype(np.float32).astype(np.float64)
                 for post_name, post in (("id", acc), ("mean", acc / lens),
                                         ("sqrt", np.sqrt(acc)), ("rms", np.sqrt(acc / lens))):
@@ -698,11 +777,14 @@ class Search:
         ex_args = [a[:n] for a in p.args]
         rty = p.result
         # cheap first: the examples with the smallest integer inputs, few iterations allowed
-        size = sum(np.abs(ex_args[i].astype(np.float64)) for i in int_params)
-        cheap = np.argsort(size, kind="stable")[:3]
+        size = np.sum([np.abs(ex_args[i].astype(np.float64)) for i in int_params], axis=0)
+        order = np.argsort(size, kind="stable")
+        cheap = order[:3][size[order[:3]] <= 64]
+        if len(cheap) == 0:
+            cheap = order[:1]
         # count loops never run more than their bound; runaway while loops stop early here
         limit = int(min(5000, max(16, size[cheap].max(initial=0) + 1)))
-        cheap_env = Env([a[cheap] for a in ex_args], iter_limit=limit)
+        cheap_env = Env([a[cheap] for a in ex_args], iter_limit=limit, while_limit=64)
         cheap_target = p.target[cheap]
         for lp in self._loop_candidates(int_params, rty):
             self.check_time()
@@ -786,9 +868,9 @@ class Search:
             c = _ir.lvar(k, counter)
             leaves.append((c if counter == ty else _ir.node("cvt", c, ty=ty),
                            cv.astype(DTYPES[ty])))
-        for i, t in enumerate(self.p.params):
-            if t == ty:
-                leaves.append((_ir.arg(i, t), _rand(rng, t, lanes)))
+        for i, pt in enumerate(self.p.params):
+            if pt == ty:
+                leaves.append((_ir.arg(i, pt), _rand(rng, pt, lanes)))
         for cval in (1, 2, 10):
             ce = _ir.const(cval, ty)
             leaves.append((ce, np.full(lanes, ce.value, dtype=DTYPES[ty])))
@@ -827,6 +909,13 @@ class Search:
                     out.append(e)
         cache[cache_key] = out
         return [e for e in out if e.size() == max_size] if exact else out
+
+
+def _cell_keys(cells: np.ndarray) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        x = cells.astype(np.uint64) * _MULT[: cells.shape[1]]
+        x ^= x >> np.uint64(31)
+        return x.sum(axis=1, dtype=np.uint64) | np.uint64(1)  # 0 marks non-finite rows
 
 
 def _rand(rng: np.random.Generator, ty: str, lanes: int) -> np.ndarray:
@@ -871,9 +960,10 @@ def _pair_trap(a: Level, b: Level, ia: np.ndarray, ib: np.ndarray, t: np.ndarray
     return out
 
 
-def run(search: Search) -> Candidate:
+def run(search: Search) -> list[Candidate]:
     """Drive a search: levels, fitting, meet-in-the-middle and loops, until the best candidate
-    cannot be beaten by bigger programs, the size limit, or the deadline."""
+    cannot be beaten by bigger programs, the size limit, or the deadline. Returns the fitting
+    candidates, best-ranked first."""
     p = search.p
     loops_done = False
     wants_loop = p.hints.wants("loop")
@@ -889,6 +979,11 @@ def run(search: Search) -> Candidate:
             best = search.best_cost()
             if s - p.hints.max_bonus - 0.01 > best:
                 break
+            if search.best and s <= 5:
+                # small levels are cheap and may hold a better-ranked program than an early
+                # (loop or fitted) find: give them time beyond the soft deadline
+                search.deadline = max(search.deadline,
+                                      min(search.hard_deadline, time.monotonic() + 3.0))
             search.level(s)
             search.say(f"size {s}: {search.enumerated} programs, "
                        f"{sum(search.count.values())} distinct")
@@ -911,7 +1006,16 @@ def run(search: Search) -> Candidate:
             f"linear constant fits and meet-in-the-middle",
             searched=search.stats(),
         )
-    return min(search.best, key=lambda c: (c.cost, c.expr.size(), show_key(c.expr)))
+    return sorted(search.best, key=lambda c: (c.cost, c.expr.size(), show_key(c.expr)))
+
+
+def rank_size(e: Expr) -> int:
+    """Size for ranking: a square ``mul(e, e)`` counts its kid once (as the search does)."""
+    if e.loop is not None:
+        return e.size()
+    if e.op == "mul" and len(e.kids) == 2 and e.kids[0] == e.kids[1]:
+        return 2 + rank_size(e.kids[0])
+    return 1 + sum(rank_size(k) for k in e.kids)
 
 
 def show_key(e: Expr) -> str:

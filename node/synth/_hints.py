@@ -38,6 +38,9 @@ _GROUPS: tuple[tuple[str, frozenset[str]], ...] = tuple(
         (r"\b(sign|signum)\b", "select gt lt"),
         (r"\b(dot)\b", "reduce_add mul"),
         (r"\b(lowest set bit|low bit)", "and neg"),
+        (r"\b(count|counts|how many)\b", "select reduce_add add"),
+        (r"\b(positive|negative|greater than|less than|above|below)\b",
+         "gt lt ge le select max min"),
     )
 )
 

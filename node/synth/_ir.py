@@ -78,6 +78,7 @@ COMMUTATIVE = frozenset({"add", "mul", "min", "max", "and", "or", "xor", "eq", "
 
 REDUCE_OPS = ("add", "mul", "min", "max")
 REDUCE_IDENTITY: dict[str, float] = {"add": 0.0, "mul": 1.0, "min": math.inf, "max": -math.inf}
+_REDUCE_FN: dict[str, Any] = {"add": np.sum, "mul": np.prod, "min": np.min, "max": np.max}
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +235,7 @@ def _popcnt(a: np.ndarray, ty: str) -> np.ndarray:
 def _clz(a: np.ndarray, ty: str) -> np.ndarray:
     u = a.astype(np.uint32 if ty == "i32" else np.uint64)
     for s in (1, 2, 4, 8, 16, 32)[: 5 if ty == "i32" else 6]:
-        u = u | (u >> u.dtype.type(s))
+        u = u | np.right_shift(u, s)
     return (BITS[ty] - np.bitwise_count(u).astype(np.int64)).astype(DTYPES[ty])
 
 
@@ -366,7 +367,8 @@ class Env:
     lvars: list[np.ndarray] | None = None
     acc: np.ndarray | None = None
     length: np.ndarray | None = None
-    iter_limit: int = 0  # 0 = EVAL_ITER_LIMIT
+    iter_limit: int = 0  # 0 = EVAL_ITER_LIMIT (count loops)
+    while_limit: int = 0  # 0 = EVAL_ITER_LIMIT (while loops)
 
 
 def evaluate(e: Expr, env: Env) -> tuple[Vals, Trap]:
@@ -421,7 +423,8 @@ def _eval_loop(lp: Loop, env: Env) -> tuple[Vals, Trap]:
         cty = DTYPES[lp.bound.ty]
         for it in range(1, most + 1):
             active = iters >= it
-            inner = Env(env.args, [*states, np.full(lanes, it, dtype=cty)])
+            inner = Env(env.args, [*states, np.full(lanes, it, dtype=cty)],
+                        iter_limit=env.iter_limit, while_limit=env.while_limit)
             new = []
             for j, upd in enumerate(lp.updates):
                 v, t = evaluate(upd, inner)
@@ -436,9 +439,10 @@ def _eval_loop(lp: Loop, env: Env) -> tuple[Vals, Trap]:
             if not active.any():
                 break
             it += 1
-            if it > (env.iter_limit or EVAL_ITER_LIMIT):
+            if it > (env.while_limit or EVAL_ITER_LIMIT):
                 raise Unevaluable("while loop does not finish within the evaluator's limit")
-            inner = Env(env.args, [*states, np.zeros(lanes, np.int32)])
+            inner = Env(env.args, [*states, np.zeros(lanes, np.int32)],
+                        iter_limit=env.iter_limit, while_limit=env.while_limit)
             new = []
             for j, upd in enumerate(lp.updates):
                 v, t = evaluate(upd, inner)
@@ -467,8 +471,7 @@ def run_array(p: ArrayProgram, arrays: list[np.ndarray]) -> Any:
     assert p.reduce_op is not None
     acc = np.float32(REDUCE_IDENTITY[p.reduce_op])
     if n:
-        fn = {"add": np.sum, "mul": np.prod, "min": np.min, "max": np.max}[p.reduce_op]
-        acc = np.float32(fn(v.astype(np.float64)))
+        acc = np.float32(_REDUCE_FN[p.reduce_op](v.astype(np.float64)))
     if p.post is None:
         return float(acc)
     r, _ = evaluate(p.post, Env([], acc=np.asarray(acc), length=np.asarray(np.float32(n))))

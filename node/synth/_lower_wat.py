@@ -243,14 +243,29 @@ def lower_simd(p: ArrayProgram, name: str) -> str:
         r = p.reduce_op
         assert r is not None
         ident = REDUCE_IDENTITY[r]
-        locs.append("(local $vacc v128) (local $acc f32)")
-        head += f" (local.set $vacc {_vconst(ident)})"
-        vbody = f"(local.set $vacc (f32x4.{r} (local.get $vacc) {vexpr}))"
-        lanes = [f"(f32x4.extract_lane {j} (local.get $vacc))" for j in range(4)]
-        sop = "add" if r == "add" else r
-        fold = (f"(local.set $acc (f32.{sop} (f32.{sop} {lanes[0]} {lanes[1]}) "
-                f"(f32.{sop} {lanes[2]} {lanes[3]})))")
-        sbody = f"(local.set $acc (f32.{sop} (local.get $acc) {sexpr}))"
+        accs = [f"$vacc{u}" for u in range(4)]
+        locs.append(" ".join(f"(local {a} v128)" for a in accs) + " (local $acc f32)")
+        head += " " + " ".join(f"(local.set {a} {_vconst(ident)})" for a in accs)
+        # 16 elements per iteration into four independent accumulators (shorter dependency
+        # chains, and a sum keeps more precision), then 4 at a time, then the scalar tail
+        blocks = []
+        for u, a in enumerate(accs):
+            loads = " ".join(
+                f"(local.set {vloc[j]} (v128.load offset={16 * u} (i32.add (local.get {ins[j]}) "
+                f"(local.get $off))))" for j in range(k))
+            blocks.append(f"{loads} (local.set {a} (f32x4.{r} (local.get {a}) {vexpr}))")
+        head += (" (local.set $n16 (i32.and (local.get $n) (i32.const -16)))"
+                 f" (block $ud (loop $ul (br_if $ud (i32.ge_u (local.get $i) (local.get $n16))) "
+                 f"{off} {' '.join(blocks)} (local.set $i (i32.add (local.get $i) "
+                 f"(i32.const 16))) (br $ul)))"
+                 f" (local.set $vacc0 (f32x4.{r} (f32x4.{r} (local.get $vacc0) (local.get $vacc1))"
+                 f" (f32x4.{r} (local.get $vacc2) (local.get $vacc3))))")
+        locs.append("(local $n16 i32)")
+        vbody = f"(local.set $vacc0 (f32x4.{r} (local.get $vacc0) {vexpr}))"
+        lanes = [f"(f32x4.extract_lane {j} (local.get $vacc0))" for j in range(4)]
+        fold = (f"(local.set $acc (f32.{r} (f32.{r} {lanes[0]} {lanes[1]}) "
+                f"(f32.{r} {lanes[2]} {lanes[3]})))")
+        sbody = f"(local.set $acc (f32.{r} (local.get $acc) {sexpr}))"
         head_fold = fold
         post_fn = _Func({"acc": "(local.get $acc)",
                          "len": "(f32.convert_i32_u (local.get $n))"})

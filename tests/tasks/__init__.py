@@ -2,7 +2,8 @@
 
 Each task has a name, a description, a signature, the examples the synthesizer sees, and
 held-back checks: fresh inputs (drawn from a seeded generator) with the reference results, which
-the synthesized WASM must also reproduce. ``TASKS`` is plain data; ``task_dict(t)`` gives its JSON form.
+the synthesized WASM must also reproduce. ``TASKS`` is plain data; ``task_dict(t)`` gives its
+JSON form.
 """
 
 from __future__ import annotations
@@ -188,6 +189,17 @@ SCALAR: list[Task] = [
         [(1, 2), (10**12, 5), (-7, 3)], ints(-10**15, 10**15, 2)),
     _mk("half_floor", "halve an integer rounding down (arithmetic shift)", "(i32) -> i32",
         lambda x: x >> 1, [(10,), (7,), (-3,), (0,), (-8,)], ints(-10**6, 10**6)),
+    _mk("count_digits", "number of decimal digits of a positive integer", "(i32) -> i32",
+        lambda x: len(str(x)), [(7,), (12,), (999,), (1000,), (123456,)], ints(1, 2**31 - 1)),
+    _mk("c2k", "convert celsius to kelvin", "(f32) -> f32", lambda c: c + 273.15,
+        [(0.0,), (100.0,), (-273.15,), (25.0,)], floats(-200, 500)),
+    _mk("sphere_volume", "volume of a sphere with radius r", "(f32) -> f32",
+        lambda r: 4.0 / 3.0 * math.pi * r ** 3, [(1.0,), (2.0,), (0.5,), (3.0,)], floats(0, 20)),
+    _mk("bit_length", "number of bits needed to represent a non-negative integer", "(i32) -> i32",
+        lambda x: x.bit_length(), [(0,), (1,), (2,), (5,), (255,), (256,), (1000,)],
+        ints(0, 2**31 - 1)),
+    _mk("avg_f64", "average of two doubles", "(f64, f64) -> f64", lambda a, b: (a + b) / 2,
+        [(1.0, 3.0), (2.0, 2.5), (-4.0, 10.0), (0.5, 0.25)], floats(-1e6, 1e6, 2)),
 ]
 
 
@@ -243,6 +255,19 @@ ARRAY: list[Task] = [
         [([1, 2, 3, 4, 5],), ([0.5, -1, 2, 7],)], arrays(1)),
     _mk("sum_squares", "sum of squares of the elements", "(f32[]) -> f32",
         lambda a: float(np.sum(_f32(a) ** 2)), [([1, 2, 3, 4, 5],), ([0.5, -1, 2],)], arrays(1)),
+    _mk("rms", "root mean square of the elements", "(f32[]) -> f32",
+        lambda a: float(np.sqrt(np.mean(_f32(a) ** 2))),
+        [([3, 4],), ([1, 2, 2],), ([0.5, -1, 2, 7],)], arrays(1)),
+    _mk("max_abs", "largest absolute value of the elements", "(f32[]) -> f32",
+        lambda a: float(np.max(np.abs(_f32(a)))), [([3, -4],), ([1, 2, -2],), ([0.5, -1, 2, -7],)],
+        arrays(1)),
+    _mk("count_positive", "count the elements greater than zero", "(f32[]) -> f32",
+        lambda a: float(np.sum(_f32(a) > 0)),
+        [([3, -4, 0.5, 0],), ([1, 2, -2, 0.25, -0.1],), ([-3, 7, -5, 12, 0.1, -0.2],)],
+        arrays(1, -100, 100)),
+    _mk("leaky_relu", "leaky relu with slope 0.01 for negative inputs", "(f32[]) -> f32[]",
+        lambda a: np.where(_f32(a) > 0, _f32(a), 0.01 * _f32(a)),
+        [([3, -4, 0.5, 0, -100],), ([1, 2, -2, 0.25, -0.1],)], arrays(1)),
     _mk("l2norm", "euclidean norm of a vector", "(f32[]) -> f32",
         lambda a: float(np.sqrt(np.sum(_f32(a) ** 2))),
         [([3, 4],), ([1, 2, 2],), ([0.5, -1, 2, 7],)], arrays(1)),

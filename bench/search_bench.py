@@ -1,0 +1,245 @@
+"""Search benchmarks (issue 5, item 5): latency at 1k/10k/100k functions, paraphrase hit rate.
+
+``run_all(quick) -> dict`` and ``to_markdown(result) -> str`` (``colony bench --suite search``);
+``python bench/search_bench.py [--quick]`` prints the markdown.
+
+Latency: a synthetic library (random names and descriptions from a small vocabulary, spread
+over 8 signatures) is written in one transaction per size. Its rows get random unit vectors
+(written through sqlite-vec like real ones; embedding 100k texts would take minutes on this CPU),
+the queries get real embeddings of paraphrase-set queries. Measured on the same file in the same
+run: ``SearchIndex.search`` (keyword + vector + fusion + acceptance, query embedding memoised,
+as for a repeated task) and the baseline, sqlite-vec brute-force KNN
+(``vec_distance_cosine`` over every row under the signature, ``ORDER BY ... LIMIT``).
+The query-embedding cost is reported on its own.
+
+Quality: the paraphrase set (tests/data/paraphrases.json) on a real library file with real
+embeddings: paraphrase hits (expected function is the top hit) and near-miss false matches
+(any hit for a query whose function is absent, after the ``held_out`` functions are deleted).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from node._embed import DIM, MODEL_NAME, Embedder  # noqa: E402
+from node._records import FunctionRecord, TestCase, VariantRecord, Verdict  # noqa: E402
+from node._search import SearchIndex  # noqa: E402
+from node._store import Library  # noqa: E402
+from protocol import Signature, fingerprint  # noqa: E402
+
+PARAPHRASES = ROOT / "tests" / "data" / "paraphrases.json"
+NODE = "bench-node"
+SIGNATURES = ("(i32, i32) -> i32", "(i32) -> i32", "(i32) -> i64", "(f64) -> f64",
+              "(f64, f64) -> f64", "(f32[], f32[]) -> f32[]", "(f32[]) -> f32",
+              "(f32[]) -> f32[]")
+_VOCAB_TEXT = (
+    "compute transform value signal filter scale offset ratio weight count index range limit "
+    "bound clip wrap shift rotate blend mix merge split pack unpack encode decode hash mask "
+    "bias gain level phase angle slope curve spline lerp step pulse wave noise grid cell "
+    "block tile frame pixel color gamma tone hue alpha depth speed force mass energy charge "
+    "flux rate score rank vote cost price tax fee loan yield margin "
+)
+_VOCAB = _VOCAB_TEXT.split()
+
+
+def load_set(path: Path = PARAPHRASES) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def _module(tag: str) -> bytes:
+    """A valid, unique .wasm module (a custom section), enough for records that are not run."""
+    body = bytes([len(tag)]) + tag.encode()
+    return b"\0asm\x01\0\0\0\x00" + bytes([len(body)]) + body
+
+
+def save_function(lib: Library, name: str, signature: str, description: str,
+                  tier: str | None = None) -> VariantRecord:
+    """Save a function with one variant the local node verified (and one test)."""
+    sig = Signature.parse(signature)
+    wasm = _module(f"{name}:{signature}")
+    v = VariantRecord(fingerprint(wasm), name, tier or sig.default_tier, wasm, wat=f";; {name}")
+    args = [[1.0]] * sig.arity if sig.is_array else [1] * sig.arity if sig.params[0][0] == "i" \
+        else [1.0] * sig.arity
+    expected = [1.0] if sig.result == "f32[]" else 1 if sig.result[0] == "i" else 1.0
+    test = TestCase(name, signature, tuple(args), expected)
+    fn = FunctionRecord(name, description, signature, "array" if sig.is_array else "scalar")
+    lib.save_synthesized(fn, v, [test], Verdict(v.fingerprint, True, 1, 0, node=lib.node_id))
+    return v
+
+
+def seed(lib: Library, data: dict[str, Any]) -> None:
+    for f in data["library"]:
+        save_function(lib, f["name"], f["signature"], f["description"])
+
+
+def evaluate(index: SearchIndex, data: dict[str, Any]) -> dict[str, Any]:
+    """Paraphrase hits, then (after deleting ``held_out``) near-miss false matches."""
+    misses = []
+    for p in data["paraphrases"]:
+        hits = index.search(p["query"], signature=p["signature"], k=3)
+        top = hits[0].name if hits else None
+        if top != p["expected"]:
+            misses.append({"query": p["query"], "expected": p["expected"], "got": top})
+    for name in data["held_out"]:
+        index.library.delete_function(name)
+    false_matches = []
+    for m in data["near_misses"]:
+        hits = index.search(m["query"], signature=m["signature"], k=3)
+        if hits:
+            false_matches.append({"query": m["query"], "got": [h.name for h in hits]})
+    n = len(data["paraphrases"])
+    return {"paraphrases": n, "hits": n - len(misses), "hit_rate": (n - len(misses)) / n,
+            "misses": misses, "near_misses": len(data["near_misses"]),
+            "false_matches": len(false_matches), "false_match_list": false_matches}
+
+
+def quality(embedder: Embedder, directory: Path) -> dict[str, Any]:
+    data = load_set()
+    with Library.open(directory / "paraphrases.db", node_id=NODE) as lib:
+        seed(lib, data)
+        index = SearchIndex(lib, embedder)
+        index.backfill()
+        return evaluate(index, data)
+
+
+# ---------------------------------------------------------------------- latency
+
+
+def synthetic_library(path: Path, n: int, seed_: int = 7) -> Library:
+    """``n`` functions with random unit vectors, bulk-inserted in one transaction."""
+    rng = random.Random(seed_)
+    nrng = np.random.default_rng(seed_)
+    lib = Library.open(path, node_id=NODE)
+    with lib._write() as w:
+        w.executemany(
+            "INSERT INTO functions (id, name, description, signature, tier_family, created_at)"
+            " VALUES (?, ?, ?, ?, ?, 0)",
+            [(i + 1, f"fn_{i}_{rng.choice(_VOCAB)}",
+              " ".join(rng.choice(_VOCAB) for _ in range(6)), sig,
+              "array" if "[]" in sig else "scalar")
+             for i, sig in ((i, SIGNATURES[i % len(SIGNATURES)]) for i in range(n))],
+        )
+        vecs = nrng.standard_normal((n, DIM)).astype(np.float32)
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        w.executemany(
+            "INSERT INTO function_vectors (function_id, model, text, embedding, bits)"
+            " SELECT id, ?2, name || ': ' || description, vec_f32(?3),"
+            " vec_quantize_binary(vec_f32(?3)) FROM functions WHERE id = ?1",
+            [(i + 1, MODEL_NAME, vecs[i].tobytes()) for i in range(n)],
+        )
+    return lib
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    s = sorted(samples)
+    return {"p50_ms": statistics.median(s) * 1e3, "p99_ms": s[min(len(s) - 1,
+                                                                 int(len(s) * 0.99))] * 1e3}
+
+
+def latency(n: int, queries: list[tuple[str, str]], qvecs: np.ndarray, directory: Path,
+            reps: int) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    lib = synthetic_library(directory / f"synthetic-{n}.db", n)
+    build_s = time.perf_counter() - t0
+    try:
+        index = SearchIndex(lib, None)
+        t0 = time.perf_counter()
+        index.search("warm up", vector=qvecs[0])  # first search loads the in-memory index
+        load_s = time.perf_counter() - t0
+        ours: list[float] = []
+        base: list[float] = []
+        for _ in range(reps):
+            for (query, sig), q in zip(queries, qvecs, strict=True):
+                t = time.perf_counter()
+                index.search(query, signature=sig, k=5, vector=q)
+                ours.append(time.perf_counter() - t)
+                blob = q.tobytes()
+                t = time.perf_counter()
+                with lib.read() as r:
+                    r.execute(
+                        "SELECT v.function_id, vec_distance_cosine(v.embedding, ?) AS d"
+                        " FROM function_vectors v JOIN functions f ON f.id = v.function_id"
+                        " WHERE f.signature = ? ORDER BY d LIMIT 5", (blob, sig)).fetchall()
+                base.append(time.perf_counter() - t)
+                t = time.perf_counter()
+        return {"functions": n, "build_s": build_s, "index_load_s": load_s,
+                "search": _percentiles(ours), "baseline_sqlite_vec": _percentiles(base),
+                "samples": len(ours)}
+    finally:
+        lib.close()
+
+
+def run_all(quick: bool = False) -> dict[str, Any]:
+    data = load_set()
+    embedder = Embedder()
+    t0 = time.perf_counter()
+    embedder.wait()
+    load_model_s = time.perf_counter() - t0
+    queries = [(p["query"], p["signature"]) for p in data["paraphrases"]]
+    if quick:
+        queries = queries[:10]
+    qvecs = embedder.embed([q for q, _ in queries])
+    t = []
+    for q, _ in queries[:10]:
+        t0 = time.perf_counter()
+        embedder.embed([q + " "])  # not memoised anywhere: the real model call
+        t.append(time.perf_counter() - t0)
+    sizes = (1_000, 10_000) if quick else (1_000, 10_000, 100_000)
+    with tempfile.TemporaryDirectory(prefix="search-bench-") as tmp:
+        out: dict[str, Any] = {
+            "vectors": "synthetic rows: random unit vectors; queries: real embeddings",
+            "model_load_s": load_model_s,
+            "query_embedding_ms": statistics.median(t) * 1e3,
+            "quality": quality(embedder, Path(tmp)),
+            "latency": [latency(n, queries, qvecs, Path(tmp), 1 if quick else 3)
+                        for n in sizes],
+        }
+    return out
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    q = result["quality"]
+    lines = [
+        f"Vectors: {result['vectors']}. Model load {result['model_load_s']:.1f} s; one query "
+        f"embedding {result['query_embedding_ms']:.1f} ms (memoised per query text, not in the "
+        "latencies below).",
+        "",
+        "| functions | search p50 | search p99 | sqlite-vec brute force p50 | p99 | "
+        "index load |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["latency"]:
+        lines.append(
+            f"| {r['functions']:,} | {r['search']['p50_ms']:.2f} ms | "
+            f"{r['search']['p99_ms']:.2f} ms | {r['baseline_sqlite_vec']['p50_ms']:.2f} ms | "
+            f"{r['baseline_sqlite_vec']['p99_ms']:.2f} ms | {r['index_load_s']:.2f} s |")
+    lines += [
+        "",
+        f"Paraphrase set: {q['hits']}/{q['paraphrases']} hits "
+        f"({q['hit_rate']:.1%}); near-miss false matches {q['false_matches']}/"
+        f"{q['near_misses']}.",
+    ]
+    for m in q["misses"]:
+        lines.append(f"- miss: \"{m['query']}\" → expected {m['expected']}, got {m['got']}")
+    for m in q["false_match_list"]:
+        lines.append(f"- false match: \"{m['query']}\" → {m['got']}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(to_markdown(run_all(quick="--quick" in sys.argv)))

@@ -1,0 +1,696 @@
+"""The networked colony on one node: sync, discovery, immune check, selection (``ColonyHooks``).
+
+``ColonyService`` plugs into a :class:`node.Node` (``node.colony = service``) and runs in the
+node's nursery (``node/_server.py: serve_node``). It keeps the protocol's ``SyncState`` in memory,
+restored from the library's log at start, and mirrors both ways:
+
+- local records: the library numbers them (``log``); ``_refresh_local`` signs new local variants
+  and moves new log rows into the SyncState (the library's seqs are the origin's seqs);
+- received records: ``SyncState`` adopts them (``on_adopt``); ``_persist`` stores them under their
+  origin's seq (``node/_sync_store.py``) before the Push is acked, then queues the immune check.
+
+The immune check (``check_function``) runs every variant that has no up-to-date local verdict
+through the signature check and the function's whole local test union in the sandbox (worker
+threads, never the trio loop); failures are quarantined, kept and never served. A variant that
+served and now fails a received test stops serving and is scheduled for mutation.
+
+Selection (``colony/_fitness.py``) runs every ``selection_interval_s``: one champion per function
+and tier serves, dominated challengers retire, hot or failing champions go on the mutation
+schedule (``mutator`` is the hook the synthesizer's mutation operators plug into).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import trio
+
+from colony._discovery import Discovery, Found
+from colony._fitness import select
+from colony._http import HttpTransport, check_needs
+from colony._peers import Peer, PeerTable
+from node._errors import ColonyError, PeerError, StoreError
+from node._sync_store import StoreResult, SyncStore, VariantState
+from protocol import (
+    LIMITS,
+    PROTOCOL_VERSION,
+    Batch,
+    Entry,
+    Hello,
+    IdentityError,
+    Message,
+    ProtocolError,
+    Pull,
+    Push,
+    Span,
+    SyncState,
+    Want,
+    WireVariant,
+    colony_id,
+    colony_key_from_text,
+    node_id_from_public_key,
+    verify_variant,
+)
+
+if TYPE_CHECKING:
+    from node._config import ColonySettings
+    from node._node import Node
+    from node._task import TaskRequest
+
+log = logging.getLogger("colony.service")
+
+SOFTWARE = "qt45-colony/0.1"
+#: A mutation hook: ``await mutator(function, fingerprint, reason)`` (synthesizer issue).
+Mutator = Callable[[str, str, str], Awaitable[None]]
+_FIND_REQUESTS = 16  # pulls one find may make
+
+
+def load_colony_key(path: str) -> bytes | None:
+    """The colony key from its file, None when no file is configured."""
+    if not path:
+        return None
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise StoreError(f"cannot read the colony key file {path}: {exc}") from None
+    try:
+        return colony_key_from_text(text)
+    except ProtocolError as exc:
+        raise StoreError(f"the colony key file {path} is not a colony key: {exc}") from None
+
+
+class ColonyService:
+    """One node's colony layer (implements ``node._node.ColonyHooks``)."""
+
+    def __init__(self, node: Node, settings: ColonySettings, *,
+                 colony_key: bytes | None = None, api_url: str = "") -> None:
+        self.node = node
+        self.settings = settings
+        self.colony_key = colony_key
+        self.api_url = api_url
+        self.node_id = node.node_id
+        self.key = node.identity.node_key
+        self.store = SyncStore(node.library)
+        self.limits = LIMITS
+        self.peers = PeerTable(settings.backoff_s, settings.backoff_max_s, self.node_id)
+        self.state = SyncState(self.node_id, on_adopt=self._on_adopt)
+        self.keys: dict[str, bytes] = {self.node_id: self.key.public_key}
+        self.stats: Counter[str] = Counter()
+        self.mutator: Mutator | None = None
+        self.discovery: Discovery | None = None
+        self.transport: HttpTransport | None = None
+        self._adopted: list[Entry] = []
+        self._applying_local = False
+        self._pushed_head = 0  # own entries up to this seq were pushed (or existed at start)
+        self._local_lock = trio.Lock()
+        self._persist_lock = trio.Lock()
+        self._check_lock = trio.Lock()
+        self._checks_send, self._checks_recv = trio.open_memory_channel[str](math.inf)
+        self._view_cache: dict[str, Any] = {"fitness": {}, "quarantined": [],
+                                            "mutation_queue": []}
+        self._rng = random.Random()
+        self.started = trio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def alone(self) -> bool:
+        return self.colony_key is None
+
+    @property
+    def colony_id(self) -> str:
+        return colony_id(self.colony_key) if self.colony_key is not None else ""
+
+    def hello(self) -> Hello:
+        return Hello(self.node_id, self.node.config.name[:LIMITS.short_chars], self.api_url,
+                     self.key.public_key, SOFTWARE, self.colony_id)
+
+    async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled: restore, then gossip, discover, check and select."""
+        entries, heads = await trio.to_thread.run_sync(self.store.load)
+        self.state = SyncState.restore(self.node_id, entries, heads, on_adopt=self._on_adopt)
+        self._pushed_head = self.state.head(self.node_id)
+        for nid, (pk, _name, _url) in (await trio.to_thread.run_sync(self.store.keys)).items():
+            self.keys[nid] = pk
+        self.peers.self_url = self.api_url
+        self.node.colony = self
+        try:
+            async with httpx.AsyncClient(limits=httpx.Limits(max_connections=64)) as client, \
+                    trio.open_nursery() as nursery:
+                if self.colony_key is not None:
+                    self.transport = HttpTransport(client, self.colony_key,
+                                                   self.settings.peer_timeout_s)
+                nursery.start_soon(self._immune_worker)
+                nursery.start_soon(self._selection_loop)
+                await self._refresh_local()
+                await self._queue_unchecked()
+                if not self.alone:
+                    for url in self.node.config.peers:
+                        self.peers.add(url, "seed")
+                    await self._start_discovery(nursery)
+                    nursery.start_soon(self._gossip_loop)
+                self.started.set()
+                task_status.started(self)
+                await trio.sleep_forever()
+        finally:
+            self.node.colony = None
+
+    async def _start_discovery(self, nursery: trio.Nursery) -> None:
+        if not self.settings.mdns:
+            return
+        interfaces = list(self.settings.interfaces) or [self.node.config.host]
+        if any(ip in ("0.0.0.0", "") for ip in interfaces):
+            log.warning("mDNS off: the node serves on every address; choose the interfaces "
+                        "mDNS may use (--interface IP)")
+            return
+        port = int(self.api_url.rsplit(":", 1)[1])
+        self.discovery = Discovery(node_id=self.node_id, node_name=self.node.config.name,
+                                   interfaces=interfaces, port=port, colony=self.colony_id,
+                                   on_found=self._on_found)
+        await nursery.start(self.discovery.run)
+
+    def _on_found(self, found: Found) -> None:
+        peer = self.peers.add(found.url, "mdns", found.node_id)
+        if peer is not None and not peer.up:
+            peer.next_try = 0.0  # meet it at the next round
+
+    # ------------------------------------------------------------------ local records
+
+    async def _refresh_local(self) -> list[Entry]:
+        """Sign new local variants and move new local log rows into the SyncState."""
+        async with self._local_lock:
+            await trio.to_thread.run_sync(self.store.sign_unsigned, self.key)
+            before = self.state.head(self.node_id)
+            entries, head = await trio.to_thread.run_sync(self.store.local_after, before)
+            before = self.state.head(self.node_id)
+            if head <= before:
+                return []
+            fresh = tuple(e for e in entries if e.seq > before)
+            self._applying_local = True  # already stored: on_adopt must not store them again
+            try:
+                self.state.apply([Span(self.node_id, before + 1, head, fresh)])
+            finally:
+                self._applying_local = False
+            return list(fresh)
+
+    # ------------------------------------------------------------------ receiving
+
+    def _on_adopt(self, entry: Entry, accepted: bool) -> None:
+        if not self._applying_local:
+            self._adopted.append(entry)
+
+    async def _persist(self, peer_url: str | None = None) -> StoreResult | None:
+        """Store what the SyncState adopted (under the origins' seqs), then queue checks."""
+        async with self._persist_lock:
+            # Our own entries come back from peers only after a local data loss; they are
+            # stored like any other origin's (the library never re-issues their seqs).
+            adopted, self._adopted = self._adopted, []
+            if not adopted:
+                return None
+            heads = {o: self.state.head(o) for o in {e.origin for e in adopted}}
+            try:
+                res = await trio.to_thread.run_sync(self.store.store_entries, adopted, heads)
+            except ColonyError as exc:
+                # Not stored: the heads were not persisted either, so after a restart the
+                # entries are pulled again.
+                log.warning("storing %d received entries failed: %s", len(adopted), exc.detail)
+                return None
+            self.stats["entries_received"] += len(adopted)
+            unknown = {e.record.origin_node for e in adopted if isinstance(e.record, WireVariant)
+                       and e.record.origin_node and e.record.origin_node not in self.keys}
+            if unknown and peer_url is not None:
+                await self._fetch_keys(peer_url, unknown)
+            for fn in res.functions:
+                self._checks_send.send_nowait(fn)
+            return res
+
+    async def _fetch_keys(self, url: str, ids: set[str]) -> None:
+        if self.transport is None:
+            return
+        try:
+            out = await self.transport.call(url, "keys", {"ids": sorted(ids)[:1024]})
+        except PeerError as exc:
+            log.info("could not fetch keys from %s: %s", url, exc.detail)
+            return
+        keys = out.get("keys")
+        if not isinstance(keys, dict):
+            return
+        for nid, pk in keys.items():
+            if nid in ids and isinstance(pk, bytes) and len(pk) == 32:
+                try:
+                    ok = node_id_from_public_key(pk) == nid  # a key proves itself by its hash
+                except IdentityError:
+                    ok = False
+                if ok:
+                    self.keys[nid] = pk
+                    await trio.to_thread.run_sync(self.store.save_key, nid, pk, "", "")
+
+    async def handle(self, msg: Message) -> Message:
+        """Answer one protocol request from a peer (the ``/protocol/v1/sync`` route)."""
+        self.stats[f"received_{msg.TYPE}"] += 1
+        if isinstance(msg, Hello):
+            await self._met(msg)
+            return self.hello()
+        if msg.node_id == self.node_id:
+            raise ProtocolError("a node does not talk to itself")
+        await self._refresh_local()
+        reply = self.state.handle(msg)
+        if isinstance(msg, Push):
+            await self._persist(self._url_of(msg.node_id))
+        return reply
+
+    def _url_of(self, node_id: str) -> str | None:
+        p = self.peers.by_node(node_id)
+        return p.url if p is not None else None
+
+    async def _met(self, hello: Hello) -> bool:
+        """Learn a peer from its Hello; False when it belongs to another colony (or is us)."""
+        if hello.node_id == self.node_id or hello.colony_id != self.colony_id:
+            return False
+        if self.keys.get(hello.node_id) != hello.public_key:
+            self.keys[hello.node_id] = hello.public_key
+            await trio.to_thread.run_sync(self.store.save_key, hello.node_id, hello.public_key,
+                                          hello.name, hello.api_url)
+            await self._queue_unchecked()
+        if hello.api_url.startswith(("http://", "https://")):
+            peer = self.peers.add(hello.api_url, "hello", hello.node_id)
+            if peer is not None:
+                peer.name = hello.name
+                peer.public_key = hello.public_key
+        return True
+
+    # ------------------------------------------------------------------ gossip
+
+    async def _gossip_loop(self) -> None:
+        while True:
+            try:
+                await self.gossip_round()
+            except ColonyError as exc:
+                log.warning("gossip round failed: %s", exc.detail)
+            await trio.sleep(self.settings.gossip_interval_s)
+
+    async def gossip_round(self) -> None:
+        await self._refresh_local()
+        self.stats["rounds"] += 1
+        partners = self.peers.pick(self.settings.fanout, trio.current_time())
+        async with trio.open_nursery() as nursery:
+            for peer in partners:
+                nursery.start_soon(self._sync_with, peer)
+
+    async def _sync_with(self, peer: Peer) -> None:
+        assert self.transport is not None
+        try:
+            if not peer.up or not peer.node_id:
+                await self._say_hello(peer)
+                if self.peers.get(peer.url) is None:
+                    return
+            pulled, pushed = await self._exchange(peer.url)
+            peer.rounds += 1
+            peer.pulled += pulled
+            peer.pushed += pushed
+            self.peers.ok(peer.url, trio.current_time())
+        except PeerError as exc:
+            self.peers.failed(peer.url, trio.current_time(), exc.detail)
+
+    async def _say_hello(self, peer: Peer) -> None:
+        assert self.transport is not None
+        reply = await self.transport.request(peer.url, self.hello())
+        if not isinstance(reply, Hello):
+            raise PeerError(f"{peer.url} answered hello with {reply.TYPE}")
+        if not await self._met(reply):
+            self.peers.remove(peer.url)  # ourselves, or another colony's node
+            return
+        if reply.api_url and reply.api_url.rstrip("/") != peer.url:
+            # Known under the address it names itself by; drop the one we guessed.
+            self.peers.remove(peer.url)
+            found = self.peers.add(reply.api_url, peer.source, reply.node_id)
+            if found is not None:
+                found.name = reply.name
+                self.peers.ok(found.url, trio.current_time())
+            return
+        peer.node_id, peer.name, peer.public_key = reply.node_id, reply.name, reply.public_key
+        self.peers.ok(peer.url, trio.current_time())
+
+    async def _exchange(self, url: str) -> tuple[int, int]:
+        """One anti-entropy round with a peer (Digest, Pulls, Pushes), persisting as it goes."""
+        assert self.transport is not None
+        ex = self.state.exchange()
+        msg: Message | None = ex.start()
+        while msg is not None:
+            reply = await self.transport.request(url, msg)
+            try:
+                msg = ex.reply(reply)
+            except ProtocolError as exc:
+                raise PeerError(f"{url} answered out of protocol: {exc}") from None
+            await self._persist(url)
+        return ex.pulled, ex.pushed
+
+    # ------------------------------------------------------------------ ColonyHooks
+
+    async def published(self, function: Any, variant: Any, tests: Any) -> None:
+        """A variant was just verified here: sign it and push it to peers at once."""
+        await self._refresh_local()
+        # Whatever was numbered since the last push (another task may have moved it into the
+        # SyncState already, e.g. a digest handler's refresh): push it all, in seq order.
+        fresh = [e for e in self.state.entries(self.node_id) if e.seq > self._pushed_head]
+        self._pushed_head = self.state.head(self.node_id)
+        if not fresh or self.transport is None:
+            return
+        await self.push_fresh(fresh)
+
+    async def push_fresh(self, fresh: list[Entry]) -> None:
+        up = self.peers.up()
+        targets = self._rng.sample(up, min(self.settings.fanout, len(up)))
+        if not targets:
+            return
+        first = fresh[0]
+        # A span from the previous live seq + 1: an up-to-date peer applies it at once.
+        span = self.state.fresh_push(first).spans[0]
+        spans = [Span(self.node_id, span.from_seq, fresh[-1].seq, tuple(fresh))]
+        msgs = _chunks(self.node_id, spans[0])
+
+        async def push(peer: Peer) -> None:
+            assert self.transport is not None
+            try:
+                for m in msgs:
+                    await self.transport.request(peer.url, m)
+                peer.pushed += sum(len(s.entries) for m in msgs for s in m.spans)
+                self.stats["pushes"] += 1
+            except PeerError as exc:
+                self.peers.failed(peer.url, trio.current_time(), exc.detail)
+
+        async with trio.open_nursery() as nursery:
+            for peer in targets:
+                nursery.start_soon(push, peer)
+
+    async def find_for_task(self, req: TaskRequest) -> bool:
+        """Ask up peers for a verified variant (name + signature + tier), pull it, check it."""
+        if self.transport is None:
+            return False
+        up = self.peers.up()
+        self._rng.shuffle(up)
+        for peer in up[: max(1, self.settings.fanout)]:
+            try:
+                out = await self.transport.call(peer.url, "find", {
+                    "name": req.name, "signature": str(req.signature), "tier": req.tier})
+                if out.get("found") is not True:
+                    continue
+                needs = check_needs(out.get("needs"))
+                await self._pull_needs(peer.url, needs)
+            except PeerError as exc:
+                # The gossip rounds judge a peer's health; here it is just not a source.
+                log.info("find %s at %s failed: %s", req.name, peer.url, exc.detail)
+                continue
+            await self.check_function(req.name)
+            found = await trio.to_thread.run_sync(self.node.library.serving_variant, req.name,
+                                                  str(req.signature), req.tier)
+            if found is not None:
+                self.stats["found_at_peer"] += 1
+                return True
+        return False
+
+    async def _pull_needs(self, url: str, needs: list[tuple[str, int]]) -> None:
+        assert self.transport is not None
+        want: dict[str, int] = {}
+        for origin, seq in needs:
+            want[origin] = max(want.get(origin, 0), seq)
+        for _ in range(_FIND_REQUESTS):
+            wants = [Want(o, self.state.head(o) + 1) for o, s in sorted(want.items())
+                     if self.state.head(o) < s][: LIMITS.spans]
+            if not wants:
+                return
+            before = sum(self.state.head(w.origin) for w in wants)
+            reply = await self.transport.request(url, Pull(self.node_id, tuple(wants),
+                                                           LIMITS.batch_entries))
+            if not isinstance(reply, Batch):
+                raise PeerError(f"{url} answered a pull with {reply.TYPE}")
+            self.state.apply(reply.spans)
+            await self._persist(url)
+            if sum(self.state.head(w.origin) for w in wants) <= before:
+                return  # no progress: the peer cannot give more
+
+    async def answer_find(self, name: str, signature: str, tier: str) -> dict[str, Any]:
+        await self._refresh_local()
+        lib = self.node.library
+        found = await trio.to_thread.run_sync(lib.serving_variant, name, signature, tier)
+        if found is None:
+            return {"found": False}
+        needs = await trio.to_thread.run_sync(self.store.needs_for, name, found.fingerprint)
+        needs = [(o, s) for o, s in needs if s <= self.state.head(o)]
+        return {"found": True, "fingerprint": found.fingerprint,
+                "needs": [[o, s] for o, s in needs]}
+
+    # ------------------------------------------------------------------ immune check
+
+    async def _queue_unchecked(self) -> None:
+        states = await trio.to_thread.run_sync(self.store.variant_states, None)
+        for fn in sorted({s.function for s in states if s.status == "active" and
+                          (s.passed is None or s.reason is not None)}):
+            self._checks_send.send_nowait(fn)
+
+    async def _immune_worker(self) -> None:
+        while True:
+            names = {await self._checks_recv.receive()}
+            while True:
+                try:
+                    names.add(self._checks_recv.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            for name in sorted(names):
+                try:
+                    await self.check_function(name)
+                except ColonyError as exc:
+                    log.warning("immune check of %s failed: %s", name, exc.detail)
+
+    async def check_function(self, name: str) -> None:
+        """Bring every active variant of ``name`` to an up-to-date local verdict."""
+        lib = self.node.library
+        async with self._check_lock:
+            fn = await trio.to_thread.run_sync(lib.get_function, name)
+            if fn is None:
+                return
+            tests = await trio.to_thread.run_sync(lib.tests, name)
+            states = await trio.to_thread.run_sync(self.store.variant_states, name)
+            changed = False
+            for st in states:
+                if st.status != "active":
+                    continue
+                if st.passed is not None and st.tests_run >= len(tests):
+                    continue
+                changed |= await self._judge(fn, st, tests)
+            if changed:
+                self.node.invalidate(name)
+        await self._refresh_view()
+
+    async def _judge(self, fn: Any, st: VariantState, tests: list[Any]) -> bool:
+        """Check one variant; True when its serving status changed."""
+        lib = self.node.library
+        variant = await trio.to_thread.run_sync(lib.variant, st.fingerprint)
+        if variant is None:
+            return False
+        first_check = st.passed is None
+        if first_check and not (st.origin == self.node_id and variant.origin_signature is None):
+            why = self._signature_problem(fn, variant)
+            if why is not None:
+                if why.startswith("awaiting"):
+                    await trio.to_thread.run_sync(self.store.judge, st.fingerprint, None,
+                                                  "active", why)
+                    return False
+                await self._quarantine(st, None, why)
+                return True
+        if not tests:
+            await trio.to_thread.run_sync(self.store.judge, st.fingerprint, None, "active",
+                                          "awaiting the function's tests")
+            return False
+        try:
+            loaded = await trio.to_thread.run_sync(self.node._load, variant.wasm, fn.name,
+                                                   fn.sig, variant.tier)
+        except ColonyError as exc:
+            await self._quarantine(st, None, f"does not load here: {exc.detail}")
+            return True
+        verdict = await trio.to_thread.run_sync(self.node.verifier.verify, loaded, tests)
+        if verdict.passed:
+            await trio.to_thread.run_sync(self.store.judge, st.fingerprint, verdict, "active",
+                                          None)
+            self.stats["adopted" if first_check else "reverified"] += 1
+            return True
+        first = verdict.failures[0] if verdict.failures else None
+        why = f"failed {verdict.tests_failed}/{verdict.tests_run} colony tests" + (
+            f" (args {list(first.args)}: expected {first.expected!r}, got {first.got!r})"
+            if first is not None else "")
+        await self._quarantine(st, verdict, why)
+        if st.passed:  # it served: the colony's tests caught it; mutate it
+            await trio.to_thread.run_sync(self.store.schedule_mutation, st.fingerprint,
+                                          fn.name, "failed a colony test")
+        return True
+
+    def _signature_problem(self, fn: Any, v: Any) -> str | None:
+        if not v.origin_node:
+            return "unsigned: no origin node"
+        key = self.keys.get(v.origin_node)
+        if key is None:
+            return f"awaiting the public key of origin {v.origin_node}"
+        try:
+            verify_variant(key, v.origin_signature, v.fingerprint, v.function, fn.signature,
+                           v.tier, v.parents, v.origin_node)
+        except IdentityError as exc:
+            return f"bad origin signature: {exc}"
+        return None
+
+    async def _quarantine(self, st: VariantState, verdict: Any, why: str) -> None:
+        log.warning("quarantined %s of %s from %s: %s", st.fingerprint[:19], st.function,
+                    st.origin[:12], why)
+        self.stats["quarantined"] += 1
+        await trio.to_thread.run_sync(self.store.judge, st.fingerprint, verdict, "quarantined",
+                                      why)
+
+    # ------------------------------------------------------------------ selection
+
+    async def _selection_loop(self) -> None:
+        while True:
+            await trio.sleep(self.settings.selection_interval_s)
+            try:
+                await self.select_once()
+            except ColonyError as exc:
+                log.warning("selection failed: %s", exc.detail)
+
+    async def select_once(self) -> None:
+        """One selection pass over every function (champions, retirement, mutation schedule)."""
+        lib = self.node.library
+        states = await trio.to_thread.run_sync(self.store.variant_states, None)
+        groups: dict[tuple[str, str], list[VariantState]] = defaultdict(list)
+        use: Counter[str] = Counter()
+        for s in states:
+            groups[(s.function, s.tier)].append(s)
+            use[s.function] += s.calls
+        hottest = use.most_common(1)[0][0] if use and use.most_common(1)[0][1] else None
+        for (fn, tier), group in sorted(groups.items()):
+            tests = await trio.to_thread.run_sync(lib.tests, fn)
+            d = select(fn, tier, group, len(tests), self.settings.min_calls, fn == hottest)
+            changed = False
+            if d.champion is not None:
+                changed |= await trio.to_thread.run_sync(
+                    self.store.set_champion, fn, tier, d.champion, d.scores[d.champion].fitness)
+            for fp in d.retire:
+                changed |= await trio.to_thread.run_sync(
+                    self.store.judge, fp, None, "retired", f"dominated (champion {d.champion})")
+            for fp, reason in d.mutate:
+                await trio.to_thread.run_sync(self.store.schedule_mutation, fp, fn, reason)
+            if changed:
+                self.node.invalidate(fn)
+        await self._run_mutations()
+        await self._queue_unchecked()
+        await self._refresh_view()
+
+    async def _run_mutations(self) -> None:
+        if self.mutator is None:
+            return  # the schedule waits for the synthesizer's mutation operators
+        for item in await trio.to_thread.run_sync(self.store.mutation_queue):
+            try:
+                await self.mutator(item["function"], item["fingerprint"], item["reason"])
+            except ColonyError as exc:
+                log.warning("mutation of %s failed: %s", item["function"], exc.detail)
+            await trio.to_thread.run_sync(self.store.take_mutation, item["fingerprint"])
+
+    async def _refresh_view(self) -> None:
+        lib = self.node.library
+        states = await trio.to_thread.run_sync(self.store.variant_states, None)
+        fitness: dict[str, dict[str, Any]] = {}
+        groups: dict[tuple[str, str], list[VariantState]] = defaultdict(list)
+        for s in states:
+            groups[(s.function, s.tier)].append(s)
+        for (fn, tier), group in sorted(groups.items()):
+            n_tests = len(await trio.to_thread.run_sync(lib.tests, fn))
+            d = select(fn, tier, group, n_tests, self.settings.min_calls)
+            champ = next((s.fingerprint for s in group if s.champion), None)
+            fitness.setdefault(fn, {})[tier] = {
+                "champion": champ,
+                "variants": {s.fingerprint: {"status": s.status, "origin": s.origin,
+                                             **(d.scores[s.fingerprint].as_dict()
+                                                if s.fingerprint in d.scores else {})}
+                             for s in group}}
+        self._view_cache = {
+            "fitness": fitness,
+            "quarantined": [{"fingerprint": s.fingerprint, "function": s.function,
+                             "tier": s.tier, "origin": s.origin, "reason": s.reason}
+                            for s in states if s.status == "quarantined"],
+            "mutation_queue": await trio.to_thread.run_sync(self.store.mutation_queue),
+            "pending": await trio.to_thread.run_sync(self.store.pending_counts),
+        }
+
+    async def annotate_function(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Add status, champion and fitness per variant to a ``GET /v1/functions/{name}`` doc."""
+        name = doc.get("name")
+        if not isinstance(name, str):
+            return doc
+        states = await trio.to_thread.run_sync(self.store.variant_states, name)
+        tests = len(doc.get("tests") or [])
+        by_tier: dict[str, list[VariantState]] = defaultdict(list)
+        for s in states:
+            by_tier[s.tier].append(s)
+        scores = {}
+        for tier, group in by_tier.items():
+            scores.update(select(name, tier, group, tests, self.settings.min_calls).scores)
+        by_fp = {s.fingerprint: s for s in states}
+        for v in doc.get("variants") or []:
+            found = by_fp.get(v.get("fingerprint"))
+            if found is None:
+                continue
+            v["status"] = found.status
+            v["status_reason"] = found.reason
+            v["champion"] = found.champion
+            v["fitness"] = scores[found.fingerprint].as_dict() if found.fingerprint in scores \
+                else None
+        doc["champions"] = {s.tier: s.fingerprint for s in states if s.champion}
+        return doc
+
+    def view(self) -> dict[str, Any]:
+        """``GET /v1/colony``: peers, sync state, fitness, quarantine (cached; no I/O here)."""
+        now = trio.current_time()
+        return {
+            "colony": {
+                "mode": "alone" if self.alone else "colony",
+                "detail": ("no colony key: this node runs alone (give --colony-key-file)"
+                           if self.alone else "member of a colony"),
+                "colony_id": self.colony_id, "protocol": PROTOCOL_VERSION,
+                "api_url": self.api_url,
+                "mdns": None if self.discovery is None else {
+                    "service": "_qt45colony._tcp.local.", "interfaces": self.discovery.interfaces,
+                    "announced": self.discovery.announced,
+                    "seen": sorted(f.url for f in self.discovery.seen.values())},
+            },
+            "peers": self.peers.view(now),
+            "sync": {
+                "origins": len(self.state.heads()), "heads": self.state.heads(),
+                "entries": sum(1 for _ in self.state.entries()),
+                "buffered": self.state.buffered,
+                "bytes_sent": self.transport.sent if self.transport else 0,
+                "bytes_received": self.transport.received if self.transport else 0,
+                **{k: v for k, v in sorted(self.stats.items())},
+            },
+            "fitness_formula": "c * r * (0.6 speed + 0.2 size + 0.2 use); see docs/colony.md",
+            **self._view_cache,
+        }
+
+
+def _chunks(node_id: str, span: Span) -> list[Push]:
+    """Split one span into Pushes within the batch limit (each a valid contiguous span)."""
+    n = LIMITS.batch_entries
+    if len(span.entries) <= n:
+        return [Push(node_id, (span,))]
+    out = []
+    lo = span.from_seq
+    for i in range(0, len(span.entries), n):
+        part = span.entries[i:i + n]
+        hi = part[-1].seq if i + n < len(span.entries) else span.to_seq
+        out.append(Push(node_id, (Span(span.origin, lo, hi, part),)))
+        lo = hi + 1
+    return out
+

@@ -1,0 +1,520 @@
+"""The networked colony: real nodes (hypercorn on loopback, real SQLite, real wasmtime) talking the
+colony protocol over HTTP, plus the sync store, fitness and peer table on their own."""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgpack
+import pytest
+import trio
+
+from colony._fitness import select
+from colony._peers import PeerTable
+from node._config import ColonySettings, NodeConfig
+from node._records import FunctionRecord, TestCase, VariantRecord, Verdict
+from node._server import RunningNode
+from node._store import Library
+from node._sync_store import SyncStore, VariantState
+from node._wat import wat_to_wasm
+from protocol import (
+    AUTH_HEADER,
+    Ack,
+    Entry,
+    Hello,
+    NodeKey,
+    Push,
+    Span,
+    WireFunction,
+    WireTest,
+    WireVariant,
+    auth_header,
+    colony_id,
+    colony_key_to_text,
+    decode,
+    encode,
+    fingerprint,
+    generate_colony_key,
+    generate_private_key,
+    load_private_key,
+)
+from tests.conftest import node_config, start_node
+
+ADD = {"description": "adds two integers", "name": "add", "signature": "(i32, i32) -> i32",
+       "args": [10, 20],
+       "examples": [{"args": [1, 2], "result": 3}, {"args": [5, 7], "result": 12}]}
+ADD_SIG = "(i32, i32) -> i32"
+SUB_WAT = ('(module (func (export "add") (param i32 i32) (result i32) '
+           'local.get 0 local.get 1 i32.sub))')
+ADD_WAT = ('(module (func (export "add") (param i32 i32) (result i32) '
+           'local.get 1 local.get 0 i32.add))')
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def colony_config(tmp_path: Path, name: str, port: int, key_file: Path, peers: list[str],
+                  **colony: Any) -> NodeConfig:
+    opts: dict[str, Any] = {"mdns": False, "gossip_interval_s": 0.2, "peer_timeout_s": 5.0,
+                            "backoff_s": 0.2, "backoff_max_s": 1.0, "selection_interval_s": 0.5,
+                            **colony}
+    settings = ColonySettings(key_file=str(key_file), **opts)
+    return replace(node_config(tmp_path), port=port, data_dir=tmp_path / name, name=name,
+                   peers=tuple(peers), colony=settings)
+
+
+def write_key(tmp_path: Path) -> tuple[Path, bytes]:
+    key = generate_colony_key()
+    path = tmp_path / "colony.key"
+    path.write_text(colony_key_to_text(key))
+    return path, key
+
+
+async def start_colony(nursery: trio.Nursery, tmp_path: Path, n: int,
+                       **colony: Any) -> tuple[list[RunningNode], bytes]:
+    key_file, key = write_key(tmp_path)
+    ports = free_ports(n)
+    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    nodes = []
+    for i in range(n):
+        cfg = colony_config(tmp_path, f"n{i + 1}", ports[i], key_file,
+                            [u for j, u in enumerate(urls) if j != i], **colony)
+        nodes.append(await start_node(nursery, cfg))
+    return nodes, key
+
+
+async def wait_for(cond: Any, timeout: float = 10.0, step: float = 0.05) -> float:
+    """Poll an async condition; return the seconds it took (fail after ``timeout``)."""
+    start = time.monotonic()
+    while True:
+        if await cond():
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"condition not met in {timeout} s")
+        await trio.sleep(step)
+
+
+async def describe(url: str, name: str) -> dict[str, Any] | None:
+    async with httpx.AsyncClient(base_url=url, timeout=10) as c:
+        r = await c.get(f"/v1/functions/{name}")
+        return r.json() if r.status_code == 200 else None
+
+
+def serving(doc: dict[str, Any] | None, fp: str) -> bool:
+    return doc is not None and any(v["fingerprint"] == fp and v["verified"] and
+                                   v.get("status") == "active" for v in doc["variants"])
+
+
+async def protocol_post(url: str, key: bytes | None, path: str, body: bytes,
+                        headers: dict[str, str] | None = None) -> httpx.Response:
+    h = {"Content-Type": "application/msgpack"}
+    if key is not None:
+        h[AUTH_HEADER] = auth_header(key, "POST", f"/protocol/v1/{path}", body, time.time())
+    h.update(headers or {})
+    async with httpx.AsyncClient(timeout=10) as c:
+        return await c.post(f"{url}/protocol/v1/{path}", content=body, headers=h)
+
+
+class FakeOrigin:
+    """A colony member made by hand: signs what it likes, pushes raw spans."""
+
+    def __init__(self, key: bytes) -> None:
+        self.node = load_private_key(generate_private_key())
+        self.colony_key = key
+        self.seq = 0
+        self.entries: list[Entry] = []
+
+    @property
+    def id(self) -> str:
+        return self.node.node_id
+
+    def hello(self) -> Hello:
+        return Hello(self.id, "fake", "http://127.0.0.1:9", self.node.public_key, "test",
+                     colony_id(self.colony_key))
+
+    def add(self, record: Any) -> Entry:
+        self.seq += 1
+        e = Entry(self.id, self.seq, record)
+        self.entries.append(e)
+        return e
+
+    def variant(self, wat: str, *, sign_with: NodeKey | None = None) -> WireVariant:
+        wasm = wat_to_wasm(wat)
+        fp = fingerprint(wasm)
+        sig = (sign_with or self.node).sign_variant(fp, "add", ADD_SIG, "scalar", [])
+        return WireVariant(fp, "add", "scalar", wasm, wat, origin_node=self.id,
+                           origin_signature=sig, generator="user", created_at=time.time())
+
+    def push(self) -> bytes:
+        return encode(Push(self.id, (Span(self.id, 1, self.seq, tuple(self.entries)),)))
+
+
+# ------------------------------------------------------------------------ 3 real nodes
+
+
+async def test_variant_propagates_to_all_nodes_and_is_reused(nursery: trio.Nursery,
+                                                             tmp_path: Path) -> None:
+    nodes, _ = await start_colony(nursery, tmp_path, 3)
+    async with httpx.AsyncClient(timeout=30) as c:
+        # the peers meet (hello) within a few rounds
+        async def all_up() -> bool:
+            for n in nodes:
+                view = (await c.get(f"{n.url}/v1/colony")).json()
+                if sum(p["state"] == "up" for p in view["peers"]) < 2:
+                    return False
+            return True
+
+        await wait_for(all_up, 10)
+        r = await c.post(f"{nodes[0].url}/v1/tasks", json=ADD)
+        assert r.status_code == 200, r.text
+        assert r.json()["source"] == "synthesized"
+        fp = r.json()["function"]["fingerprint"]
+        t0 = time.monotonic()
+
+        async def everywhere() -> bool:
+            return all([serving(await describe(n.url, "add"), fp) for n in nodes[1:]])
+
+        await wait_for(everywhere, 5, 0.02)
+        elapsed = time.monotonic() - t0
+        assert elapsed <= 2.0, f"propagation took {elapsed:.2f} s"
+
+        # node 3 serves it without synthesis; its verdict is its own
+        r = await c.post(f"{nodes[2].url}/v1/tasks", json={**ADD, "args": [40, 2]})
+        out = r.json()
+        assert r.status_code == 200, out
+        assert out["result"] == 42 and out["source"] in ("peer", "cache")
+        assert out["llm_calls"] == 0 and out["function"]["fingerprint"] == fp
+        view = (await c.get(f"{nodes[2].url}/v1/colony")).json()
+        assert view["synthesis_calls"] == 0
+        doc = await describe(nodes[2].url, "add")
+        assert doc is not None
+        v = next(v for v in doc["variants"] if v["fingerprint"] == fp)
+        assert v["verdict"]["node"] == nodes[2].node.node_id
+        assert v["origin_node"] == nodes[0].node.node_id
+        assert v["fitness"] is not None and v["fitness"]["correct"] is True
+        # the origin signed it
+        rec = nodes[2].node.library.variant(fp)
+        assert rec is not None and rec.origin_signature is not None and \
+            len(rec.origin_signature) == 64
+
+
+async def test_task_on_a_node_without_the_variant_asks_peers(nursery: trio.Nursery,
+                                                              tmp_path: Path) -> None:
+    # No gossip rounds after the first (interval 60 s): node B can only get the variant by
+    # asking for it in the task flow.
+    key_file, _ = write_key(tmp_path)
+    pa, pb = free_ports(2)
+    a = await start_node(nursery, colony_config(tmp_path, "a", pa, key_file, [],
+                                                gossip_interval_s=60.0))
+    b = await start_node(nursery, colony_config(tmp_path, "b", pb, key_file, [a.url],
+                                                gossip_interval_s=60.0))
+    svc = b.node.colony
+    assert svc is not None
+
+    async def a_is_up() -> bool:
+        return any(p.up for p in svc.peers.peers.values())  # type: ignore[attr-defined]
+
+    await wait_for(a_is_up, 5)
+    async with httpx.AsyncClient(timeout=30) as c:
+        r = await c.post(f"{a.url}/v1/tasks", json=ADD)
+    assert r.json()["source"] == "synthesized"
+    # A never contacted B itself (B is not "up" in A's table), so nothing was pushed to B
+    await trio.sleep(0.3)
+    assert b.node.library.get_function("add") is None
+    async with httpx.AsyncClient(timeout=30) as c:
+        r = await c.post(f"{b.url}/v1/tasks", json={**ADD, "args": [2, 3]})
+    out = r.json()
+    assert r.status_code == 200, out
+    assert out["result"] == 5
+    assert out["source"] == "peer"
+    assert out["llm_calls"] == 0
+    assert b.node.stats.synth_calls == 0
+
+
+# ------------------------------------------------------------------------ immune check
+
+
+@pytest.fixture
+async def lone_member(nursery: trio.Nursery, tmp_path: Path) -> tuple[RunningNode, bytes]:
+    key_file, key = write_key(tmp_path)
+    (port,) = free_ports(1)
+    node = await start_node(nursery, colony_config(tmp_path, "solo", port, key_file, []))
+    return node, key
+
+
+async def test_tampered_variants_are_quarantined_and_never_served(
+        lone_member: tuple[RunningNode, bytes]) -> None:
+    node, key = lone_member
+    fake = FakeOrigin(key)
+    r = await protocol_post(node.url, key, "sync", encode(fake.hello()))
+    assert r.status_code == 200, r.text
+    assert isinstance(decode(r.content), Hello)
+    fake.add(WireFunction("add", "adds two integers", ADD_SIG, "scalar", time.time()))
+    for args, want in (([1, 2], 3), ([5, 7], 12), ([-4, 4], 0)):
+        t = TestCase("add", ADD_SIG, tuple(args), want)
+        fake.add(WireTest("add", ADD_SIG, tuple(args), want, "example", t.id))
+    wrong = fake.variant(SUB_WAT)  # well signed, wrong code
+    forger = load_private_key(generate_private_key())
+    forged = fake.variant(ADD_WAT, sign_with=forger)  # right code, bad signature
+    fake.add(wrong)
+    fake.add(forged)
+    r = await protocol_post(node.url, key, "sync", fake.push())
+    assert r.status_code == 200, r.text
+    ack = decode(r.content)
+    assert isinstance(ack, Ack) and ack.accepted == 6
+
+    async def judged() -> bool:
+        doc = await describe(node.url, "add")
+        return doc is not None and len(doc["variants"]) == 2 and \
+            all(v["status"] == "quarantined" for v in doc["variants"])
+
+    await wait_for(judged, 10)
+    doc = await describe(node.url, "add")
+    assert doc is not None
+    reasons = {v["fingerprint"]: v["status_reason"] for v in doc["variants"]}
+    assert "failed" in reasons[wrong.fingerprint]
+    assert "signature" in reasons[forged.fingerprint]
+    assert not any(v["verified"] for v in doc["variants"] if v["fingerprint"] != wrong.fingerprint)
+    async with httpx.AsyncClient(timeout=30) as c:
+        r = await c.post(f"{node.url}/v1/tasks", json={**ADD, "synthesize": False})
+        assert r.status_code == 404, r.text  # never served
+        view = (await c.get(f"{node.url}/v1/colony")).json()
+    assert {q["fingerprint"] for q in view["quarantined"]} == {wrong.fingerprint,
+                                                               forged.fingerprint}
+
+
+async def test_colony_test_that_local_variant_fails_stops_it_serving(
+        lone_member: tuple[RunningNode, bytes]) -> None:
+    node, key = lone_member
+    async with httpx.AsyncClient(timeout=30) as c:
+        r = await c.post(f"{node.url}/v1/tasks", json=ADD)
+        assert r.json()["source"] == "synthesized"
+        fp = r.json()["function"]["fingerprint"]
+        fake = FakeOrigin(key)
+        await protocol_post(node.url, key, "sync", encode(fake.hello()))
+        fake.add(WireFunction("add", "adds two integers", ADD_SIG, "scalar", time.time()))
+        bad = TestCase("add", ADD_SIG, (2, 2), 5)  # the colony now says 2 + 2 = 5
+        fake.add(WireTest("add", ADD_SIG, (2, 2), 5, "user", bad.id))
+        r = await protocol_post(node.url, key, "sync", fake.push())
+        assert r.status_code == 200, r.text
+
+        async def stopped() -> bool:
+            doc = await describe(node.url, "add")
+            return doc is not None and doc["variants"][0]["status"] == "quarantined"
+
+        await wait_for(stopped, 10)
+        r = await c.post(f"{node.url}/v1/tasks", json={**ADD, "synthesize": False})
+        assert r.status_code == 404, r.text
+        svc = node.node.colony
+        assert svc is not None
+        queue = svc.store.mutation_queue()  # type: ignore[attr-defined]
+        assert [q["fingerprint"] for q in queue] == [fp]
+
+
+# ------------------------------------------------------------------------ hostile requests
+
+
+async def test_requests_without_the_colony_key_get_401_and_change_nothing(
+        lone_member: tuple[RunningNode, bytes]) -> None:
+    node, key = lone_member
+    fake = FakeOrigin(key)
+    fake.add(WireFunction("evil", "x", ADD_SIG, "scalar", 1.0))
+    body = fake.push()
+    for headers_key, extra in ((None, {}), (generate_colony_key(), {}),
+                               (None, {AUTH_HEADER: "v1 t=1 mac=" + "0" * 64})):
+        r = await protocol_post(node.url, headers_key, "sync", body, extra)
+        assert r.status_code == 401, r.text
+        assert msgpack.unpackb(r.content)["status"] == 401
+    # a MAC over another body does not cover this one
+    h = {AUTH_HEADER: auth_header(key, "POST", "/protocol/v1/sync", b"other", time.time())}
+    r = await protocol_post(node.url, None, "sync", body, h)
+    assert r.status_code == 401
+    # stale timestamp
+    h = {AUTH_HEADER: auth_header(key, "POST", "/protocol/v1/sync", body, time.time() - 600)}
+    r = await protocol_post(node.url, None, "sync", body, h)
+    assert r.status_code == 401
+    assert node.node.library.get_function("evil") is None
+    r = await protocol_post(node.url, None, "find", msgpack.packb({"v": 1}))
+    assert r.status_code == 401
+
+
+async def test_garbage_gets_400_and_the_node_keeps_serving(
+        lone_member: tuple[RunningNode, bytes]) -> None:
+    node, key = lone_member
+    fake = FakeOrigin(key)
+    good = encode(fake.hello())
+    garbage = [b"", b"\xc1", b"\x00" * 100, good[:-3], msgpack.packb({"v": 2, "type": "hello",
+                                                                      "body": {}}),
+               msgpack.packb({"v": 1, "type": "nope", "body": {}}),
+               msgpack.packb([1, 2, 3]), bytes(range(256)) * 10]
+    for body in garbage:
+        r = await protocol_post(node.url, key, "sync", body)
+        assert r.status_code == 400, (body[:20], r.status_code, r.content[:200])
+        doc = msgpack.unpackb(r.content)
+        assert doc["status"] == 400 and doc["detail"]
+    for path, body in (("find", b"\xc1"), ("find", msgpack.packb({"v": 1, "name": 3})),
+                       ("keys", msgpack.packb({"v": 1, "ids": ["x"]})),
+                       ("keys", msgpack.packb({"v": 9, "ids": []}))):
+        r = await protocol_post(node.url, key, path, body)
+        assert r.status_code == 400, (path, r.content)
+    # a reply-type message is well formed but refused
+    r = await protocol_post(node.url, key, "sync", encode(Ack(fake.id)))
+    assert r.status_code == 422
+    async with httpx.AsyncClient(timeout=30) as c:
+        assert (await c.get(f"{node.url}/health")).status_code == 200
+        r = await c.post(f"{node.url}/v1/tasks", json=ADD)
+        assert r.status_code == 200 and r.json()["result"] == 30
+
+
+async def test_a_node_without_a_key_runs_alone(nursery: trio.Nursery, tmp_path: Path) -> None:
+    node = await start_node(nursery, node_config(tmp_path))
+    async with httpx.AsyncClient(timeout=10) as c:
+        view = (await c.get(f"{node.url}/v1/colony")).json()
+        assert view["colony"]["mode"] == "alone" and "alone" in view["colony"]["detail"]
+        r = await protocol_post(node.url, generate_colony_key(), "sync", b"\x80")
+        assert r.status_code == 401
+
+
+# ------------------------------------------------------------------------ mDNS on loopback
+
+
+async def test_nodes_find_each_other_over_mdns_on_loopback(nursery: trio.Nursery,
+                                                           tmp_path: Path) -> None:
+    key_file, _ = write_key(tmp_path)
+    nodes = []
+    for i, port in enumerate(free_ports(2)):
+        cfg = colony_config(tmp_path, f"m{i}", port, key_file, [])
+        cfg = replace(cfg, colony=replace(cfg.colony, mdns=True, interfaces=("127.0.0.1",)))
+        nodes.append(await start_node(nursery, cfg))
+
+    async def met() -> bool:
+        for n in nodes:
+            svc = n.node.colony
+            if svc is None or len(svc.peers.up()) < 1:  # type: ignore[attr-defined]
+                return False
+        return True
+
+    await wait_for(met, 15, 0.1)
+    svc = nodes[0].node.colony
+    assert svc is not None
+    view = svc.view()
+    assert view["colony"]["mdns"]["interfaces"] == ["127.0.0.1"]
+    assert view["peers"][0]["node"] == nodes[1].node.node_id
+
+
+# ------------------------------------------------------------------------ sync store
+
+
+def _fn() -> FunctionRecord:
+    return FunctionRecord("add", "adds", ADD_SIG, "scalar", 1.0)
+
+
+def test_sync_store_keeps_origin_seqs_pending_and_heads(tmp_path: Path) -> None:
+    lib = Library.open(tmp_path / "a.db", node_id="a" * 32)
+    store = SyncStore(lib)
+    origin = "b" * 32
+    wasm = wat_to_wasm(ADD_WAT)
+    v = WireVariant(fingerprint(wasm), "add", "scalar", wasm, ADD_WAT, origin_node=origin,
+                    origin_signature=bytes(64), created_at=2.0)
+    t = TestCase("add", ADD_SIG, (1, 2), 3)
+    # the variant (seq 2) and test (seq 3) arrive before their function (seq 1)
+    e_v, e_t = Entry(origin, 2, v), Entry(origin, 3, WireTest("add", ADD_SIG, (1, 2), 3,
+                                                               "example", t.id))
+    res = store.store_entries([e_v, e_t], {origin: 0})
+    assert res.stored == 0 and res.pending == 2
+    assert store.pending_counts() == {"function not here yet": 2}
+    entries, heads = store.load()
+    assert {(e.origin, e.seq) for e in entries} == {(origin, 2), (origin, 3)}
+    res = store.store_entries([Entry(origin, 1, WireFunction("add", "adds", ADD_SIG, "scalar",
+                                                             1.0))], {origin: 3})
+    assert res.stored == 3 and store.pending_counts() == {}
+    assert lib.variant(v.fingerprint) is not None and len(lib.tests("add")) == 1
+    entries, heads = store.load()
+    assert heads[origin] == 3
+    assert sorted((e.origin, e.seq, e.kind) for e in entries) == [
+        (origin, 1, "function"), (origin, 2, "variant"), (origin, 3, "test")]
+    # stored unverified: not served until the immune check passes it
+    assert lib.serving_variant("add", ADD_SIG, "scalar") is None
+    verdict = Verdict(v.fingerprint, True, 1, 0, node=lib.node_id, at=time.time())
+    assert store.judge(v.fingerprint, verdict, "active", None)
+    assert lib.serving_variant("add", ADD_SIG, "scalar") is not None
+    assert store.judge(v.fingerprint, None, "quarantined", "test")
+    assert lib.serving_variant("add", ADD_SIG, "scalar") is None
+    lib.close()
+
+
+def test_local_records_are_signed_and_become_entries(tmp_path: Path) -> None:
+    key = load_private_key(generate_private_key())
+    lib = Library.open(tmp_path / "a.db", node_id=key.node_id)
+    store = SyncStore(lib)
+    wasm = wat_to_wasm(ADD_WAT)
+    var = VariantRecord(fingerprint(wasm), "add", "scalar", wasm, ADD_WAT, origin_node=key.node_id)
+    t = TestCase("add", ADD_SIG, (1, 2), 3)
+    lib.save_synthesized(_fn(), var, [t], Verdict(var.fingerprint, True, 1, 0, node=key.node_id))
+    entries, head = store.local_after(0)
+    assert head == 1 and [e.kind for e in entries] == ["function"]  # unsigned: held back
+    assert store.sign_unsigned(key) == [var.fingerprint]
+    entries, head = store.local_after(0)
+    assert head == 3 and [e.kind for e in entries] == ["function", "variant", "test"]
+    from protocol import verify_variant
+
+    rec = entries[1].record
+    assert isinstance(rec, WireVariant)
+    verify_variant(key.public_key, rec.origin_signature, rec.fingerprint, "add", ADD_SIG,
+                   "scalar", rec.parents, key.node_id)
+    lib.close()
+
+
+# ------------------------------------------------------------------------ fitness, peers
+
+
+def _state(fp: str, *, size: int = 100, calls: int = 0, ns: int = 0, fails: int = 0,
+           passed: bool | None = True, champion: bool = False,
+           status: str = "active") -> VariantState:
+    return VariantState(fp, "f", "scalar", "o", size, status, 0.0, None, passed, 3, 3000,
+                        calls, fails, ns, champion)
+
+
+def test_selection_champion_hysteresis_and_retirement() -> None:
+    a = _state("a", size=100, calls=100, ns=100_000)  # 1000 ns per call
+    b = _state("b", size=80, calls=100, ns=50_000)  # faster and smaller: dominates a
+    c = _state("c", passed=False)  # incorrect: fitness 0
+    d = select("f", "scalar", [a, b, c], 3, min_calls=20)
+    assert d.champion == "b" and d.retire == ("a",)
+    assert d.scores["c"].fitness == 0 and not d.scores["c"].correct
+    # a sitting champion keeps its place against a challenger within 5 %
+    a2 = _state("a", size=100, calls=100, ns=100_000, champion=True)
+    b2 = _state("b", size=100, calls=100, ns=98_000)
+    assert select("f", "scalar", [a2, b2], 3, min_calls=20).champion == "a"
+    # unmeasured speeds never retire anything
+    assert select("f", "scalar", [_state("a"), _state("b", size=10)], 3, 20).retire == ()
+    # a failing champion is scheduled for mutation
+    bad = _state("a", calls=100, ns=1000, fails=10, champion=True)
+    assert select("f", "scalar", [bad], 3, 20).mutate[0][0] == "a"
+
+
+def test_peer_backoff_doubles_and_recovers() -> None:
+    t = PeerTable(backoff_s=1.0, backoff_max_s=5.0, self_id="me", self_url="http://me:1")
+    assert t.add("http://me:1", "seed") is None
+    t.add("http://p:1", "seed")
+    assert [p.url for p in t.due(0.0)] == ["http://p:1"]
+    delays = []
+    for _ in range(5):
+        t.failed("http://p:1", 100.0, "down")
+        delays.append(t.peers["http://p:1"].next_try - 100.0)
+    assert delays == [1.0, 2.0, 4.0, 5.0, 5.0]
+    assert t.due(102.0) == [] and len(t.due(105.0)) == 1
+    t.ok("http://p:1", 106.0)
+    assert t.up() and t.peers["http://p:1"].failures == 0
