@@ -12,7 +12,6 @@ hit after the first call), ``dispatch``, ``readback``; ``other`` is instantiatio
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import time

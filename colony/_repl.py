@@ -4,8 +4,8 @@ Syntax (one line each)::
 
     add(2, 3)                                   run a library function
     vadd([1, 2], [3, 4])                        arrays are JSON lists
-    adds two integers : (i32, i32) -> i32 with 1,2=3; 5,7=12 on 10,20
-                                                a task: description : signature
+    add = adds two integers : (i32, i32) -> i32 with 1,2=3; 5,7=12 on 10,20
+                                                a task: [NAME =] description : signature
                                                 [with EXAMPLES separated by ';'] [on ARGS]
     .list  .info NAME  .source NAME  .shader NAME  .tests NAME  .bench NAME [N]
     .delete NAME  .help  .quit
@@ -16,6 +16,7 @@ History is kept in ``~/.colony_history`` (readline, when available).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 from collections.abc import Callable
@@ -37,7 +38,8 @@ from colony.cli import (
 
 HISTORY = Path.home() / ".colony_history"
 CALL_RE = re.compile(r"^([a-z_][a-z0-9_]*)\s*\((.*)\)\s*$", re.S)
-TASK_RE = re.compile(r"^(?P<desc>.+?)\s+:\s+(?P<sig>\(.*?\)\s*->\s*\S+)"
+TASK_RE = re.compile(r"^(?:(?P<name>[a-z_][a-z0-9_]*)\s*=\s*)?(?P<desc>.+?)\s+:\s+"
+                     r"(?P<sig>\(.*?\)\s*->\s*\S+)"
                      r"(?:\s+with\s+(?P<ex>.+?))?(?:\s+on\s+(?P<args>.+))?$")
 
 
@@ -107,6 +109,8 @@ class Repl:
 
     def _task(self, m: re.Match[str]) -> None:
         body: dict[str, Any] = {"description": m.group("desc"), "signature": m.group("sig")}
+        if m.group("name"):
+            body["name"] = m.group("name")
         if m.group("ex"):
             body["examples"] = [_parse_example(e.strip()) for e in m.group("ex").split(";")
                                 if e.strip()]
@@ -144,7 +148,5 @@ def run_repl(node: str) -> None:
         print()
     finally:
         if readline is not None:
-            try:
+            with contextlib.suppress(OSError):
                 readline.write_history_file(HISTORY)
-            except OSError:
-                pass

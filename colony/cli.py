@@ -398,7 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--name")
     sp.add_argument("--tier", choices=["scalar", "simd", "gpu"])
     sp.add_argument("--args", help="the call's arguments as a JSON list, e.g. '[10, 20]'")
-    sp.add_argument("-e", "--example", action="append", help="example ARGS=RESULT, e.g. 1,2=3 (negative first value: --example=-1,2=1)")
+    sp.add_argument("-e", "--example", action="append",
+                    help="example ARGS=RESULT, e.g. 1,2=3 (a negative first value: "
+                    "--example=-1,2=1)")
     sp.add_argument("--examples", help="examples as JSON [{\"args\": [...], \"result\": ...}]")
     sp.add_argument("--no-synthesize", action="store_true", help="reuse only, never synthesize")
     sp.set_defaults(func=cmd_submit)

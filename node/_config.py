@@ -180,7 +180,8 @@ def _parse(kind: type, raw: str, key: str) -> Any:
             return tuple(x for x in raw.split(",") if x)
         if issubclass(kind, Path):
             return Path(raw)
-        return kind(raw)
+        converted: Any = kind(raw)  # type: ignore[call-arg]
+        return converted
     except ValueError as exc:
         raise ValueError(f"{key}={raw!r}: {exc}") from None
 

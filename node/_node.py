@@ -11,6 +11,7 @@ library's own write lock); reads and WASM calls run in worker threads; synthesis
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -41,8 +42,8 @@ from node._task import TaskRequest
 from node._verify import Verifier, values_match
 from node._wat import wat_to_wasm
 from node.synth import OfflineSynthesizer
-from node.synth._api import Example, Synthesized, Synthesizer, SynthesisRequest
-from protocol import Signature, fingerprint
+from node.synth._api import Example, SynthesisRequest, Synthesized, Synthesizer
+from protocol import Signature
 
 log = logging.getLogger("colony.node")
 
@@ -142,9 +143,10 @@ class Node:
     def _refresh_gauges(self) -> None:
         """Library gauges, read right before a scrape (runs in a worker thread)."""
         with self.library._read() as conn:
-            functions = conn.execute("SELECT count(*) FROM functions").fetchall()[0][0]
-            by_status = dict(conn.execute(
-                "SELECT status, count(*) FROM variants GROUP BY status").fetchall())
+            rows: list[Any] = conn.execute("SELECT count(*) FROM functions").fetchall()
+            functions = int(rows[0][0])
+            rows = conn.execute("SELECT status, count(*) FROM variants GROUP BY status").fetchall()
+            by_status: dict[str, int] = {str(k): int(v) for k, v in rows}
         self.metrics.library_functions.set(functions)
         for status in ("active", "quarantined", "retired"):
             self.metrics.library_variants.labels(status).set(by_status.get(status, 0))
@@ -230,7 +232,7 @@ class Node:
         return serving
 
     def _load(self, wasm: bytes, name: str, sig: Signature, tier: str) -> Loaded:
-        return self.runtime.load(wasm, name=name, signature=sig, tier=tier)  # type: ignore[arg-type]
+        return self.runtime.load(wasm, name=name, signature=sig, tier=tier)
 
     def invalidate(self, name: str) -> None:
         for key in [k for k in self._cache if k[0] == name]:
@@ -413,8 +415,8 @@ class Node:
             cancelled = threading.Event()
             try:
                 cand = await _run_cancellable(
-                    lambda s=synth: s.synthesize(  # type: ignore[misc]
-                        sreq, timeout_s=self._synth_timeout(s),
+                    functools.partial(
+                        synth.synthesize, sreq, timeout_s=self._synth_timeout(synth),
                         cancelled=cancelled.is_set,
                         progress=lambda m: log.info("synthesis %s: %s", req.name, m)),
                     cancelled,

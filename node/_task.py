@@ -19,10 +19,11 @@ from node.synth._api import Example
 from protocol import Signature, SignatureError, Tier
 
 NAME_RE = re.compile(r"[a-z_][a-z0-9_]{0,63}")
-_STOPWORDS = frozenset(
-    "a an the of two three numbers number integers integer floats float values value and "
-    "to from in on for with by its it each given return returns that this is".split()
-)
+_STOPWORDS = frozenset({
+    "a", "an", "the", "of", "two", "three", "numbers", "number", "integers", "integer", "floats",
+    "float", "values", "value", "and", "to", "from", "in", "on", "for", "with", "by", "its", "it",
+    "each", "given", "return", "returns", "that", "this", "is",
+})
 
 
 @dataclass(frozen=True)

@@ -113,7 +113,7 @@ class Signature:
         if not self.allows_tier(tier):
             want = "simd or gpu" if self.is_array else "scalar"
             raise SignatureError(f"tier {tier!r} does not fit {self}; use {want}")
-        return tier  # type: ignore[return-value]
+        return tier
 
     def coerce_args(self, args: Any) -> tuple[Any, ...]:
         """Check a call's JSON-ish arguments against the signature and normalise them.
@@ -148,7 +148,7 @@ def coerce_value(t: str, v: Any, *, where: str = "value") -> Any:
             v = int(v)
         if not isinstance(v, int):
             if isinstance(v, numbers.Real) and float(v).is_integer():
-                v = int(v)
+                v = int(float(v))
             else:
                 raise SignatureError(f"{where}: expected an integer ({t}), got {v!r}")
         lo, hi = _INT_RANGES[t]

@@ -23,6 +23,7 @@ from node.synth import (
     OfflineSynthesizer,
     ScalarProgram,
     SynthesisRequest,
+    _ir,
     lower,
     synthesize_program,
 )
@@ -204,6 +205,11 @@ def test_program_api_and_gpu_tier() -> None:
     except ImportError:
         with pytest.raises(SynthesisError, match="gpu lowering not available"):
             lower(prog, "axpy2", "gpu")
+    else:
+        for name in ("axpy2", "dot", "mean", "clamp01"):
+            p = synthesize_program(request(next(x for x in TASKS if x.name == name)))
+            gwat, gwgsl = lower(p, name, "gpu")
+            assert gwgsl and wat_to_wasm(gwat)
     with pytest.raises(SynthesisError):
         lower(prog, "axpy2", "scalar")
     s = next(x for x in TASKS if x.name == "gcd")
@@ -252,7 +258,6 @@ def test_integer_semantics_match_wasm() -> None:
     sig = Signature.parse("(i32, i32) -> i32")
     cases = [(7, 2), (-7, 2), (7, -2), (-2**31, 3), (2**31 - 1, 33), (-1, 31), (12345, -7)]
     for op in ("add", "mul", "div", "rem", "shl", "shr_s", "shr_u", "min", "max", "xor"):
-        from node.synth import _ir
         body = _ir.node(op, _ir.arg(0, "i32"), _ir.arg(1, "i32"))
         prog = ScalarProgram(("i32", "i32"), "i32", body)
         wat, _ = lower(prog, "f", "scalar")

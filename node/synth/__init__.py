@@ -125,10 +125,8 @@ def _synthesize(
     budget = limits.timeout_s if timeout_s is None else min(timeout_s, limits.timeout_s)
     deadline = time.monotonic() + max(0.0, budget)
     hints = _hints.parse(request.description + " " + request.name.replace("_", " "))
-    if sig.kind == "scalar":
-        prob = _scalar_problem(request, hints)
-    else:
-        prob = _array_problem(request, hints)
+    prob = (_scalar_problem(request, hints) if sig.kind == "scalar"
+            else _array_problem(request, hints))
     search = _enum.Search(prob, max_size=limits.max_size, max_bank=limits.max_bank,
                           deadline=deadline, cancelled=cancelled, progress=progress)
     ranked = _enum.run(search)

@@ -213,6 +213,10 @@ class Search:
         if time.monotonic() > self.deadline or self.cancelled():
             raise Deadline
 
+    def check_hard(self) -> None:
+        if time.monotonic() > self.hard_deadline or self.cancelled():
+            raise Deadline
+
     def say(self, msg: str) -> None:
         if self.progress is not None:
             self.progress(msg)
@@ -244,6 +248,8 @@ class Search:
                                            for h in self.hinted):
                     continue
                 pen += 0.3 if (v in INT_POOL or v in self.pool_f) else 1.0
+        if e.loop is not None and not self.p.hints.wants("loop"):
+            pen += 3.0  # an unasked-for loop must beat straight-line code clearly
         return rank_size(e) + pen - self.p.hints.bonus(feats)
 
     def offer(self, e: Expr, extra_pen: float = 0.0, features: set[str] | None = None,
@@ -762,7 +768,8 @@ class Search:
         stop = time.monotonic() + min(cap_s, share * max(0.0, self.deadline - time.monotonic()))
         self._loop_stop = stop
         for _ in self._loop_iter:
-            if time.monotonic() > self._loop_stop:
+            # a fit (soft deadline) or the slice ends the loop phase, not the whole search
+            if time.monotonic() > min(self._loop_stop, self.deadline):
                 return
         self.loops_exhausted = True
 
@@ -787,7 +794,7 @@ class Search:
         cheap_env = Env([a[cheap] for a in ex_args], iter_limit=limit, while_limit=64)
         cheap_target = p.target[cheap]
         for lp in self._loop_candidates(int_params, rty):
-            self.check_time()
+            self.check_hard()
             yield None
             self.loops_tried += 1
             e = Expr("loop", rty, loop=lp)
@@ -1012,7 +1019,8 @@ def run(search: Search) -> list[Candidate]:
 def rank_size(e: Expr) -> int:
     """Size for ranking: a square ``mul(e, e)`` counts its kid once (as the search does)."""
     if e.loop is not None:
-        return e.size()
+        # a loop counts its update work; inits, bound and state shifts are its shape
+        return 1 + sum(rank_size(u) for u in e.loop.updates if u.op != "lvar")
     if e.op == "mul" and len(e.kids) == 2 and e.kids[0] == e.kids[1]:
         return 2 + rank_size(e.kids[0])
     return 1 + sum(rank_size(k) for k in e.kids)

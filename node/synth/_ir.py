@@ -227,16 +227,23 @@ def _or(a: Trap, b: Trap) -> Trap:
     return a | b
 
 
+def _bitcount(u: np.ndarray) -> np.ndarray:
+    if hasattr(np, "bitwise_count"):  # numpy >= 2.0
+        return np.bitwise_count(u)
+    b = np.ascontiguousarray(u).view(np.uint8).reshape(*u.shape, u.itemsize)
+    return np.unpackbits(b, axis=-1).sum(axis=-1)
+
+
 def _popcnt(a: np.ndarray, ty: str) -> np.ndarray:
     u = a.astype(np.uint32 if ty == "i32" else np.uint64)
-    return np.bitwise_count(u).astype(DTYPES[ty])
+    return _bitcount(u).astype(DTYPES[ty])
 
 
 def _clz(a: np.ndarray, ty: str) -> np.ndarray:
     u = a.astype(np.uint32 if ty == "i32" else np.uint64)
     for s in (1, 2, 4, 8, 16, 32)[: 5 if ty == "i32" else 6]:
         u = u | np.right_shift(u, s)
-    return (BITS[ty] - np.bitwise_count(u).astype(np.int64)).astype(DTYPES[ty])
+    return (BITS[ty] - _bitcount(u).astype(np.int64)).astype(DTYPES[ty])
 
 
 def _ctz(a: np.ndarray, ty: str) -> np.ndarray:
