@@ -103,7 +103,11 @@ class ColonyService:
         self.state = SyncState(self.node_id, on_adopt=self._on_adopt)
         self.keys: dict[str, bytes] = {self.node_id: self.key.public_key}
         self.stats: Counter[str] = Counter()
-        self.mutator: Mutator | None = None
+        # the default hook: the node's mutate tool (node/synth/_mutate.py), see _run_mutations
+        self.mutator: Mutator | None = self._mutate_scheduled
+        self._mutating = False
+        self._last_mutation = 0.0
+        self._nursery: trio.Nursery | None = None
         self.discovery: Discovery | None = None
         self.transport: HttpTransport | None = None
         self._adopted: list[Entry] = []
@@ -117,6 +121,7 @@ class ColonyService:
                                             "mutation_queue": []}
         self._rng = random.Random()
         self.started = trio.Event()
+        self._peer_up: dict[str, bool] = {}  # issue 7: last published state per peer URL
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -147,6 +152,8 @@ class ColonyService:
                 if self.colony_key is not None:
                     self.transport = HttpTransport(client, self.colony_key,
                                                    self.settings.peer_timeout_s)
+                self._nursery = nursery
+                self._last_mutation = trio.current_time()  # the first one waits an interval too
                 nursery.start_soon(self._immune_worker)
                 nursery.start_soon(self._selection_loop)
                 await self._refresh_local()
@@ -303,6 +310,7 @@ class ColonyService:
         async with trio.open_nursery() as nursery:
             for peer in partners:
                 nursery.start_soon(self._sync_with, peer)
+        self._peer_events()
 
     async def _sync_with(self, peer: Peer) -> None:
         assert self.transport is not None
@@ -389,6 +397,15 @@ class ColonyService:
         async with trio.open_nursery() as nursery:
             for peer in targets:
                 nursery.start_soon(push, peer)
+        self._peer_events()
+
+    def _peer_events(self) -> None:
+        """Publish peer.up / peer.down for peers whose state changed since the last look."""
+        for p in self.peers.peers.values():
+            if p.up != self._peer_up.get(p.url, False):
+                self.node.events.emit("peer.up" if p.up else "peer.down", url=p.url,
+                                      node=p.node_id, name=p.name, error=p.last_error or None)
+        self._peer_up = {p.url: p.up for p in self.peers.peers.values()}
 
     async def find_for_task(self, req: TaskRequest) -> bool:
         """Ask up peers for a verified variant (name + signature + tier), pull it, check it."""
@@ -520,6 +537,9 @@ class ColonyService:
             await trio.to_thread.run_sync(self.store.judge, st.fingerprint, verdict, "active",
                                           None)
             self.stats["adopted" if first_check else "reverified"] += 1
+            if first_check and st.origin != self.node_id:
+                self.node.events.emit("variant.adopted", function=fn.name, tier=st.tier,
+                                      fingerprint=st.fingerprint, origin=st.origin)
             return True
         first = verdict.failures[0] if verdict.failures else None
         why = f"failed {verdict.tests_failed}/{verdict.tests_run} colony tests" + (
@@ -548,6 +568,8 @@ class ColonyService:
         log.warning("quarantined %s of %s from %s: %s", st.fingerprint[:19], st.function,
                     st.origin[:12], why)
         self.stats["quarantined"] += 1
+        self.node.events.emit("variant.quarantined", function=st.function, tier=st.tier,
+                              fingerprint=st.fingerprint, origin=st.origin, reason=why[:500])
         await trio.to_thread.run_sync(self.store.judge, st.fingerprint, verdict, "quarantined",
                                       why)
 
@@ -579,6 +601,9 @@ class ColonyService:
                 changed |= await trio.to_thread.run_sync(
                     self.store.set_champion, fn, tier, d.champion, d.scores[d.champion].fitness)
             for fp in d.retire:
+                if any(s.fingerprint == fp and s.status == "active" for s in group):
+                    self.node.events.emit("variant.retired", function=fn, tier=tier,
+                                          fingerprint=fp, reason=f"dominated by {d.champion}")
                 changed |= await trio.to_thread.run_sync(
                     self.store.judge, fp, None, "retired", f"dominated (champion {d.champion})")
             for fp, reason in d.mutate:
@@ -590,14 +615,42 @@ class ColonyService:
         await self._refresh_view()
 
     async def _run_mutations(self) -> None:
-        if self.mutator is None:
-            return  # the schedule waits for the synthesizer's mutation operators
-        for item in await trio.to_thread.run_sync(self.store.mutation_queue):
-            try:
-                await self.mutator(item["function"], item["fingerprint"], item["reason"])
-            except ColonyError as exc:
-                log.warning("mutation of %s failed: %s", item["function"], exc.detail)
+        """Start the oldest scheduled mutation in the background: one at a time, at most one per
+        ``mutation_interval_s`` (a mutation may search for seconds; selection goes on)."""
+        interval = self.settings.mutation_interval_s
+        if self.mutator is None or self._mutating or interval <= 0:
+            return
+        if trio.current_time() - self._last_mutation < interval:
+            return
+        queue = await trio.to_thread.run_sync(self.store.mutation_queue)
+        if not queue:
+            return
+        self._mutating = True
+        self._last_mutation = trio.current_time()
+        if self._nursery is not None:
+            self._nursery.start_soon(self._mutate_one, queue[0])
+        else:
+            await self._mutate_one(queue[0])
+
+    async def _mutate_one(self, item: dict[str, Any]) -> None:
+        try:
+            assert self.mutator is not None
+            await self.mutator(item["function"], item["fingerprint"], item["reason"])
+        except ColonyError as exc:
+            log.warning("mutation of %s failed: %s", item["function"], exc.detail)
+        finally:
+            self._mutating = False
+            self._last_mutation = trio.current_time()
             await trio.to_thread.run_sync(self.store.take_mutation, item["fingerprint"])
+
+    async def _mutate_scheduled(self, function: str, fingerprint: str, reason: str) -> None:
+        """The default mutator: the node's mutate tool on the function's serving variant,
+        "faster" for a hot champion, "fix failing tests" for a failing one. (The tool derives
+        from the serving variant; a quarantined one that no longer serves is not its parent.)"""
+        instruction = "faster" if reason.startswith("hot") else "fix failing tests"
+        fp, _ = await self.node.mutate_function(function, instruction, None)
+        log.info("mutated %s (%s, scheduled %s): %s", function, instruction, fingerprint[:19],
+                 fp[:19])
 
     async def _refresh_view(self) -> None:
         lib = self.node.library

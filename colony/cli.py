@@ -279,7 +279,7 @@ def cmd_info(args: argparse.Namespace) -> None:
                   f"  fitness {fit.get('fitness', 0):.3f}"
                   + (f"  ({v['status_reason']})" if v.get("status_reason") else ""))
         if v.get("program"):
-            print(f"         program: {v['program']}")
+            print(f"         program: {v['program'].splitlines()[0]}")  # line 2: IR JSON
         for p in v["parents"]:
             print(f"         parent {p[:23]}…")
 
@@ -355,6 +355,21 @@ def cmd_repl(args: argparse.Namespace) -> None:
     from colony._repl import run_repl
 
     run_repl(args.node)
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from colony._eval import llm_synthesizer, run_eval, to_markdown
+    from node._config import SynthLimits
+    from node.synth import OfflineSynthesizer
+
+    synths: list[Any] = [OfflineSynthesizer(SynthLimits())]
+    if args.llm:
+        if not args.model:
+            raise CliError("--llm needs --model")
+        synths.append(llm_synthesizer(args.llm, args.model))
+    res = run_eval(args.tier, args.quick, synths,
+                   progress=None if args.json else (lambda s: print(s, file=sys.stderr)))
+    print(json.dumps(res, indent=2) if args.json else to_markdown(res))
 
 
 # ----------------------------------------------------------------------------- parser
@@ -436,6 +451,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_demo)
     sp = with_node(sub.add_parser("repl", help="interactive prompt against a node"))
     sp.set_defaults(func=cmd_repl)
+
+    sp = sub.add_parser("eval", help="evaluate the synthesizers on the public task set")
+    sp.add_argument("--tier", choices=["scalar", "simd", "gpu"])
+    sp.add_argument("--llm", metavar="URL", help="also evaluate this LLM server")
+    sp.add_argument("--model", help="the LLM's model name")
+    sp.add_argument("--quick", action="store_true", help="a small subset")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_eval)
     return p
 
 

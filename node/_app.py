@@ -171,7 +171,9 @@ def create_app(node: Node) -> QuartTrio:
     @app.post("/v1/tasks")
     async def post_task() -> Response:
         req = parse_task(await read_body(), node.config.api)
-        return reply(await node.submit(req))
+        with node.events.failures("task", name=req.name, signature=str(req.signature),
+                                  tier=req.tier):  # issue 7: failed tasks reach the dashboard
+            return reply(await node.submit(req))
 
     @app.get("/v1/functions")
     async def list_functions() -> Response:
@@ -303,4 +305,8 @@ def create_app(node: Node) -> QuartTrio:
         html = DASHBOARD.read_text() if DASHBOARD.exists() else "<h1>qt45-colony</h1>"
         return Response(html, content_type="text/html; charset=utf-8")
 
+    # issue 7: GET /v1/events (server-sent events) and GET /dashboard/{file} (dashboard assets)
+    from node._events import register_routes as register_event_routes
+
+    register_event_routes(app, node)
     return app

@@ -115,6 +115,9 @@ class ColonySettings:
     selection_interval_s: float = 5.0
     #: Colony-wide calls a variant needs before its measured speed counts in selection.
     min_calls: int = 20
+    #: Seconds between background mutations of scheduled (hot or failing) variants, one at a
+    #: time; 0 = never mutate in the background.
+    mutation_interval_s: float = 30.0
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ serialises device access because wgpu-py objects are not documented as thread-sa
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -60,6 +62,10 @@ class GpuContext:
             return self._device
 
     def _start(self) -> None:
+        # Mesa's Vulkan drivers complain on stderr when XDG_RUNTIME_DIR is unset (headless
+        # servers, containers); a private directory keeps the node's logs clean.
+        if not os.environ.get("XDG_RUNTIME_DIR"):
+            os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="colony-xdg-")
         try:
             import wgpu
 

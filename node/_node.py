@@ -32,6 +32,7 @@ from node._errors import (
     UnsupportedError,
     VerificationError,
 )
+from node._events import EventBus
 from node._identity import NodeIdentity, load_or_create_identity
 from node._metrics import NodeMetrics
 from node._records import FunctionRecord, MetricCounter, TestCase, VariantRecord, Verdict
@@ -131,6 +132,7 @@ class Node:
         #: Set by the colony layer when this node is part of a colony.
         self.colony: ColonyHooks | None = None
         self.metrics = NodeMetrics()
+        self.events = EventBus(self.node_id)  # issue 7: the dashboard's live feed (/v1/events)
         self.metrics.on_scrape(self._refresh_gauges)
         self.search = SearchIndex(library, shared_embedder() if config.embeddings else None)
         # behaviour probes get a small fuel budget: a loop probed with a huge input must not
@@ -300,6 +302,9 @@ class Node:
             result = _plain_result(await self.call(serving, req.args))
         self.metrics.tasks.labels(source, req.tier).inc()
         self.metrics.task_latency.labels(source).observe(time.perf_counter() - started)
+        self.events.emit("task", source=source, tier=req.tier, function=serving.function.name,
+                         fingerprint=serving.variant_fp, llm_calls=llm_calls,
+                         elapsed_ms=round((time.perf_counter() - started) * 1000, 3))
         return {
             "result": result,
             "function": self.describe_serving(serving, req.tier),
@@ -412,6 +417,9 @@ class Node:
         for synth in synths:
             self.stats.synth_calls += 1
             self.metrics.synth_attempts.labels(synth.name).inc()
+            self.events.emit("synthesis.started", function=req.name, tier=req.tier,
+                             signature=str(req.signature), synthesizer=synth.name)
+            synth_started = time.perf_counter()
             cancelled = threading.Event()
             try:
                 cand = await _run_cancellable(
@@ -428,14 +436,22 @@ class Node:
                                 origin=cand.generator) for ex in cand.tests]
                 tests = list({t.id: t for t in [*all_tests.values(), *own]}.values())
                 serving = await self._verify_and_store(req, cand, tests)
+                self.events.emit("synthesis.finished", function=req.name, tier=req.tier,
+                                 synthesizer=synth.name, fingerprint=serving.variant_fp,
+                                 llm_calls=cand.llm_calls,
+                                 elapsed_ms=round((time.perf_counter() - synth_started) * 1e3, 3))
                 return serving, llm_calls
             except (SynthesisFailed, VerificationError) as exc:
                 self.stats.synth_failures += 1
                 self.metrics.synth_failures.labels(synth.name).inc()
                 llm_calls += int(exc.extra.get("llm_calls") or 0)
                 failures.append(f"{synth.name}: {exc.detail}")
+                self.events.emit("synthesis.failed", function=req.name, tier=req.tier,
+                                 synthesizer=synth.name, detail=exc.detail[:500])
             except SynthesisError as exc:  # the synthesizer could not run (LLM down, timeout)
                 self.metrics.synth_failures.labels(synth.name).inc()
+                self.events.emit("synthesis.failed", function=req.name, tier=req.tier,
+                                 synthesizer=synth.name, detail=exc.detail[:500])
                 unavailable.append(exc)
                 failures.append(f"{synth.name}: {exc.detail}")
         if unavailable and len(unavailable) == len(synths):
@@ -489,6 +505,9 @@ class Node:
             ir=cand.program, created_at=now, parents=parents,
         )
         await self._write(self.library.save_synthesized, fn, variant, tests, verdict)
+        self.events.emit("variant.stored", function=req.name, tier=req.tier,
+                         fingerprint=variant.fingerprint, generator=cand.generator,
+                         parents=list(parents), origin=self.node_id)
         if behaviour is not None:
             await self._write(self.library.set_behaviour, variant.fingerprint, behaviour)
         await trio.to_thread.run_sync(self.search.backfill)
@@ -543,6 +562,8 @@ class Node:
         if fn is None:
             raise NotFoundError(f"no function named {name!r}")
         sig = fn.sig
+        if tier is not None and not sig.allows_tier(tier):
+            raise UnsupportedError(f"tier {tier!r} does not fit {sig}")  # 422, not a 500
         parent_tier = sig.default_tier
         view = await trio.to_thread.run_sync(self.library.describe, name)
         assert view is not None

@@ -165,6 +165,30 @@ def openapi_document() -> dict[str, Any]:
             "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         "/openapi.json": {"get": {"summary": "This document",
                                   "responses": {"200": _ok({"type": "object"})}}},
+        # issue 7: the live event stream and the dashboard's own files
+        "/v1/events": {"get": {
+            "summary": "This node's live events (server-sent events, text/event-stream)",
+            "parameters": [
+                {"name": "backlog", "in": "query", "schema": {"type": "integer", "minimum": 0},
+                 "description": "replay up to this many recent events first (default 0)"},
+                {"name": "kinds", "in": "query", "schema": {"type": "string"},
+                 "description": "comma-separated kinds or families (task, synthesis, ...)"},
+                {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0},
+                 "description": "replay the events after this seq (like Last-Event-ID)"},
+                {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"},
+                 "description": "sent by a reconnecting EventSource: resume after it"}],
+            "responses": {"200": {"description": "an endless SSE stream: a snapshot event, "
+                                                 "then one event per thing that happened",
+                                  "content": {"text/event-stream": {"schema": {
+                                      "type": "string"}}}},
+                          **_errors(400)}}},
+        "/dashboard/{file}": {"get": {
+            "summary": "A file of the dashboard (JavaScript, CSS) from dashboards/",
+            "parameters": [{"name": "file", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "the file", "content": {
+                "text/javascript": {"schema": {"type": "string"}},
+                "text/css": {"schema": {"type": "string"}}}}, **_errors(404)}}},
         "/": {"get": {"summary": "The dashboard", "responses": {"200": {
             "description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
     }

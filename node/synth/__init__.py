@@ -36,6 +36,7 @@ from node.synth._ir import (
     run_array,
     run_scalar,
 )
+from node.synth._irjson import encode_program
 from node.synth._lower_wat import lower_scalar, lower_simd
 
 __all__ = [
@@ -96,7 +97,9 @@ class OfflineSynthesizer:
         program, stats = _synthesize(request, self.limits, timeout_s, cancelled, progress)
         wat, wgsl = lower(program, request.name, request.tier)
         stats["seconds"] = round(time.monotonic() - t0, 4)
-        return Synthesized(wat=wat, wgsl=wgsl, program=str(program), generator="offline",
+        # program: readable line + IR JSON line (node/synth/_irjson.py; mutation reads it back)
+        return Synthesized(wat=wat, wgsl=wgsl, program=encode_program(program),
+                           generator="offline",
                            llm_calls=0, stats=stats)
 
 

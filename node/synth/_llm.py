@@ -52,7 +52,7 @@ from node.synth._llm_extract import (
 )
 from node.synth._llm_gpu import gpu_module, layout_problem, wat_bytes
 
-__all__ = ["LlmSynthesizer", "system_prompt", "task_prompt"]
+__all__ = ["LlmSynthesizer", "mutate_prompt", "system_prompt", "task_prompt"]
 
 PROMPTS = Path(__file__).resolve().parent / "prompts"
 #: Examples shown in the first message (the rest are still checked).
@@ -136,6 +136,23 @@ def task_prompt(request: SynthesisRequest, *, want_tests: bool) -> str:
     return "\n".join(lines)
 
 
+def mutate_prompt(request: SynthesisRequest, parent_wat: str, parent_wgsl: str | None,
+                  instruction: str) -> str:
+    """The first user message of a mutation: the task, the parent's source, the change asked
+    for. ``request.examples`` are the function's tests; the new code must pass all of them."""
+    lines = [task_prompt(request, want_tests=False).rsplit("\n", 1)[0], "",
+             "This is the current implementation (the parent variant):", "```wat",
+             parent_wat.strip(), "```"]
+    if parent_wgsl:
+        lines += ["Its shader:", "```wgsl", parent_wgsl.strip(), "```"]
+    lines += ["", f"Change requested: {instruction.strip() or 'make it faster'}",
+              "Write the new version. It must keep the signature and the tier ABI and pass "
+              "every example above (they are the function's tests)."]
+    lang = "WGSL" if request.tier == "gpu" else "WAT"
+    lines.append(f"Answer with the {lang} in a fenced ```{lang.lower()} block.")
+    return "\n".join(lines)
+
+
 class _Reject(Exception):
     """A candidate that failed a check; ``feedback`` goes back to the model."""
 
@@ -192,13 +209,31 @@ class LlmSynthesizer:
         self, request: SynthesisRequest, *, timeout_s: float, cancelled: Callable[[], bool],
         progress: Progress | None = None,
     ) -> Synthesized:
+        want_tests = not request.examples
+        return self._loop(request, task_prompt(request, want_tests=want_tests), want_tests,
+                          timeout_s=timeout_s, cancelled=cancelled, progress=progress)
+
+    def mutate(
+        self, request: SynthesisRequest, parent_wat: str, parent_wgsl: str | None,
+        instruction: str, *, timeout_s: float, cancelled: Callable[[], bool],
+        progress: Progress | None = None,
+    ) -> Synthesized:
+        """Ask for a changed version of an existing variant (``mutate``): the prompt carries
+        the parent's source, the instruction and the function's tests (``request.examples``),
+        and the same check-and-repair loop runs against all of those tests."""
+        return self._loop(request, mutate_prompt(request, parent_wat, parent_wgsl, instruction),
+                          False, timeout_s=timeout_s, cancelled=cancelled, progress=progress)
+
+    def _loop(
+        self, request: SynthesisRequest, first: str, want_tests: bool, *, timeout_s: float,
+        cancelled: Callable[[], bool], progress: Progress | None,
+    ) -> Synthesized:
         started = time.monotonic()
         deadline = started + timeout_s
-        want_tests = not request.examples
         attempts = max(1, self.settings.attempts)
         messages: list[Message] = [
             {"role": "system", "content": system_prompt(request.tier)},
-            {"role": "user", "content": task_prompt(request, want_tests=want_tests)},
+            {"role": "user", "content": first},
         ]
         stats: dict[str, Any] = {"model": self.model, "attempts": 0, "prompt_tokens": 0,
                                  "completion_tokens": 0, "seconds": 0.0, "llm_seconds": 0.0}
