@@ -3,7 +3,7 @@ PY       ?= python3
 VENV     := .venv
 BIN      := $(VENV)/bin
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PKGS := mesa-vulkan-drivers libvulkan1 iproute2
+APT_PKGS := mesa-vulkan-drivers libvulkan1 iproute2 chromium
 NODES    ?= 3
 PORT     ?= 8450
 

@@ -147,8 +147,9 @@ class Node:
         with self.library._read() as conn:
             rows: list[Any] = conn.execute("SELECT count(*) FROM functions").fetchall()
             functions = int(rows[0][0])
-            rows = conn.execute("SELECT status, count(*) FROM variants GROUP BY status").fetchall()
-            by_status: dict[str, int] = {str(k): int(v) for k, v in rows}
+            statuses: list[Any] = conn.execute(
+                "SELECT status, count(*) FROM variants GROUP BY status").fetchall()
+            by_status: dict[str, int] = {str(k): int(v) for k, v in statuses}
         self.metrics.library_functions.set(functions)
         for status in ("active", "quarantined", "retired"):
             self.metrics.library_variants.labels(status).set(by_status.get(status, 0))

@@ -337,8 +337,10 @@ def test_dockerfile_copies_only_what_the_ignore_file_sends() -> None:
             f"COPY {src} is excluded by Dockerfile.dockerignore"
 
 
-def test_entrypoint_starts_a_node_advertising_its_address(tmp_path: Path) -> None:
-    # The real entrypoint, the real node: serves on 0.0.0.0, advertises the detected address.
+@pytest.mark.parametrize("mode", ["compose", "k8s"])
+def test_entrypoint_starts_a_node_advertising_its_address(tmp_path: Path, mode: str) -> None:
+    # The real entrypoint, the real node, serving on 0.0.0.0.  compose: mDNS on the detected
+    # container address; k8s: --no-mdns and the pod IP given in COLONY_COLONY_INTERFACES.
     script = DEPLOY / "entrypoint.sh"
     assert os.access(script, os.X_OK)
     with socket.socket() as s:
@@ -349,10 +351,16 @@ def test_entrypoint_starts_a_node_advertising_its_address(tmp_path: Path) -> Non
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLONY_")}
     env.update(PATH=f"{Path(sys.executable).parent}:{env['PATH']}", COLONY_PORT=str(port),
                COLONY_DATA_DIR=str(tmp_path / "data"), COLONY_COLONY_KEY_FILE=str(key))
-    proc = subprocess.Popen(["sh", str(script), "--name", "entry"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
+    args = ["--name", "entry"]
+    if mode == "k8s":
+        expected = "127.0.0.9"  # a "pod IP" that no detection would find
+        env["COLONY_COLONY_INTERFACES"] = expected
+        args.append("--no-mdns")
+    else:
         expected = socket.gethostbyname(socket.gethostname())
+    proc = subprocess.Popen(["sh", str(script), *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while True:
@@ -367,7 +375,10 @@ def test_entrypoint_starts_a_node_advertising_its_address(tmp_path: Path) -> Non
         view = httpx.get(url + "/v1/colony", timeout=5).json()["colony"]
         assert view["mode"] == "colony"
         assert view["api_url"] == f"http://{expected}:{port}", view["api_url"]
-        assert view["mdns"]["interfaces"] == [expected], view["mdns"]
+        if mode == "k8s":
+            assert view["mdns"] is None
+        else:
+            assert view["mdns"]["interfaces"] == [expected], view["mdns"]
         assert (tmp_path / "data" / "node.key").exists()
     finally:
         proc.terminate()
