@@ -7,7 +7,7 @@ APT_PKGS := mesa-vulkan-drivers libvulkan1 iproute2 chromium
 NODES    ?= 3
 PORT     ?= 8450
 
-.PHONY: run test test-slow lint bench setup apt clean
+.PHONY: run test test-slow lint bench setup apt clean compose-test
 
 ## make run: set up, then launch a local colony with the dashboard (Ctrl-C stops it)
 run: setup
@@ -29,6 +29,10 @@ lint: setup
 ## make bench: run the benchmark suites and write BENCHMARKS.md
 bench: setup
 	$(BIN)/colony bench --suite all --write
+
+## make compose-test: the real 3-node compose test with podman as the engine (slow, needs root)
+compose-test:
+	$(SUDO) deploy/compose-test.sh
 
 setup: apt $(VENV)/.installed
 

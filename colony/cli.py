@@ -315,6 +315,37 @@ def cmd_tests(args: argparse.Namespace) -> None:
     print(f"{len(d['tests'])} test(s)")
 
 
+def cmd_status(args: argparse.Namespace) -> None:
+    q = "?gpu=1" if args.gpu else ""
+    with Ticker("asking the node…"):
+        v = Client(args.node).json("GET", f"/v1/colony{q}")
+    if args.json:
+        print(json.dumps(v, indent=2))
+        return
+    print(f"node {v['name']} {v['node'][:12]}  {v['url']}  up {v['uptime_s']:.0f}s")
+    print(f"  synthesizers: {', '.join(v['synthesizers'])}   synthesis calls: "
+          f"{v['synthesis_calls']} ({v['synthesis_failures']} failed)")
+    by = v.get("tasks_by_source") or {}
+    print("  tasks: " + (", ".join(f"{k} {n}" for k, n in sorted(by.items())) or "none yet"))
+    mode = (v.get("colony") or {}).get("detail", "alone")
+    print(f"  colony: {mode}")
+    for p in v.get("peers") or []:
+        print(f"    peer {p.get('name') or '?':<8} {p['url']:<26} {p['state']}")
+    quarantined = v.get("quarantined") or []
+    if quarantined:
+        print(f"  quarantined variants: {len(quarantined)}")
+    gpu = v.get("gpu") or {}
+    if gpu.get("started"):
+        kind = "CPU fallback" if gpu.get("cpu_fallback") else gpu.get("device_type", "")
+        print(f"  gpu: {gpu.get('adapter')} ({gpu.get('backend')}, {kind}), "
+              f"{gpu.get('cached_pipelines', 0)} cached pipelines, "
+              f"{gpu.get('live_buffers', 0)} live buffers")
+    elif gpu.get("available") is False:
+        print(f"  gpu: unavailable ({gpu.get('error', 'no adapter')})")
+    else:
+        print("  gpu: not started yet (colony status --gpu starts it)")
+
+
 def cmd_delete(args: argparse.Namespace) -> None:
     Client(args.node).request("DELETE", f"/v1/functions/{args.name}")
     print(f"deleted {args.name}")
@@ -420,6 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-synthesize", action="store_true", help="reuse only, never synthesize")
     sp.set_defaults(func=cmd_submit)
 
+    sp = with_node(sub.add_parser("status", help="the node: peers, tasks, synthesis, GPU"))
+    sp.add_argument("--gpu", action="store_true", help="start the GPU tier to show its adapter")
+    sp.set_defaults(func=cmd_status)
     sp = with_node(sub.add_parser("list", help="list the library's functions"))
     sp.set_defaults(func=cmd_list)
     for name, func, helptext in (("info", cmd_info, "describe a function"),

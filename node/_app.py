@@ -289,7 +289,11 @@ def create_app(node: Node) -> QuartTrio:
 
     @app.get("/v1/colony")
     async def colony() -> Response:
-        return reply(node.colony_view())
+        view = node.colony_view()
+        if request.args.get("gpu", "0") not in ("0", "false", ""):
+            # starting the GPU context takes a second or two: off the loop
+            view["gpu"] = await trio.to_thread.run_sync(node.gpu_info, True)
+        return reply(view)
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -661,8 +661,14 @@ class Node:
         self.invalidate(name)
         return deleted
 
+    def gpu_info(self, start: bool) -> dict[str, Any] | None:
+        """The GPU tier's adapter (``start`` creates the device first: blocking, 1–2 s)."""
+        gpu = getattr(self.runtime, "_gpu", None)
+        info = getattr(gpu, "info", None)
+        return info(start=start) if callable(info) else None
+
     def colony_view(self) -> dict[str, Any]:
-        gpu_info = self.runtime.gpu_info() if hasattr(self.runtime, "gpu_info") else None
+        gpu_info = self.gpu_info(False)
         return {
             "node": self.node_id,
             "name": self.config.name,

@@ -106,8 +106,11 @@ def run_node_forever(config: NodeConfig) -> None:
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             running: RunningNode = await nursery.start(serve_node, config)
+            where = running.url
+            if config.host in ("0.0.0.0", "::"):
+                where += f" (bound to all interfaces, {config.host})"
             print(f"node {running.node.config.name} ({running.node.node_id[:12]}) serving on "
-                  f"{running.url}  data: {config.data_dir}", flush=True)
+                  f"{where}  data: {config.data_dir}", flush=True)
 
     started = time.time()
     try:

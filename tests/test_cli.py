@@ -59,3 +59,12 @@ async def test_cli_errors_are_clear(node: RunningNode) -> None:
     r = await colony("list", "--node", "http://127.0.0.1:9", check=False)
     assert r.returncode == 1 and "cannot reach a node" in r.stderr.decode()
     assert "Traceback" not in r.stderr.decode()
+
+
+async def test_cli_status_shows_the_gpu_adapter(node: RunningNode) -> None:
+    out = (await colony("status", "--node", node.url)).stdout.decode()
+    assert node.node.node_id[:12] in out and "offline" in out
+    assert "gpu: not started yet" in out
+    out = (await colony("status", "--gpu", "--node", node.url)).stdout.decode()
+    # started: the adapter line (lavapipe on CI: "llvmpipe ... (Vulkan, CPU fallback)")
+    assert "cached pipelines" in out and "live buffers" in out, out
