@@ -39,10 +39,13 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-def _task(name: str) -> dict[str, Any]:
-    return {"description": "adds two integers", "name": name, "signature": "(i32, i32) -> i32",
-            "args": [10, 20],
-            "examples": [{"args": [1, 2], "result": 3}, {"args": [5, 7], "result": 12}]}
+def _task(name: str, k: int) -> dict[str, Any]:
+    # a behaviourally new function per round (a + b + k), so search and duplicate detection
+    # cannot answer it from an earlier round: each round really synthesizes and propagates
+    return {"description": f"adds two integers and then {k}", "name": name,
+            "signature": "(i32, i32) -> i32", "args": [10, 20],
+            "examples": [{"args": [1, 2], "result": 3 + k}, {"args": [5, 7], "result": 12 + k},
+                         {"args": [-4, 4], "result": k}]}
 
 
 def _serving(client: httpx.Client, url: str, name: str, fp: str) -> bool:
@@ -90,8 +93,9 @@ def real_propagation(functions: int = 5, timeout_s: float = 10.0) -> dict[str, A
                 for k in range(functions):
                     name = f"bench_add_{k}_{int(time.time() * 1000) % 100000}"
                     t0 = time.monotonic()
-                    r = c.post(f"{urls[0]}/v1/tasks", json=_task(name))
-                    r.raise_for_status()
+                    r = c.post(f"{urls[0]}/v1/tasks", json=_task(name, k + 1))
+                    if r.status_code != 200:
+                        raise RuntimeError(f"task failed: {r.status_code} {r.text[:300]}")
                     fp = r.json()["function"]["fingerprint"]
                     t1 = time.monotonic()
                     synth.append(t1 - t0)

@@ -368,8 +368,9 @@ class Node:
         raise ConflictError(f"no free name near {base!r}; give the task a name")
 
     async def _check_examples(self, serving: _Serving, req: TaskRequest) -> None:
-        """Examples sent with a task for an existing function must agree with it."""
-        new_tests = _tests_from(req)
+        """Examples sent with a task for an existing function must agree with it (the function
+        may have another name than the task's when search or a peer found it)."""
+        new_tests = _tests_for(serving.function.name, req)
         for test in new_tests:
             got = await self.runtime.acall(serving.loaded, tuple(test.args))
             if not values_match(str(req.signature.result), got, test.expected,

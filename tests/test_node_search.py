@@ -53,3 +53,20 @@ async def test_behavioural_duplicate_is_not_stored(nursery: trio.Nursery, tmp_pa
         assert out["result"] == 4
         names = [f["name"] for f in (await c.get("/v1/functions")).json()["functions"]]
         assert names == ["add"]
+
+
+async def test_search_hit_with_examples_under_another_name(nursery: trio.Nursery,
+                                                           tmp_path: Path) -> None:
+    """A second task with the same description but a new name and examples is answered by the
+    existing function; its examples join that function's tests (not a phantom function's)."""
+    node = await start_node(nursery, node_config(tmp_path))  # keyword search only
+    async with httpx.AsyncClient(base_url=node.url, timeout=60) as c:
+        assert (await c.post("/v1/tasks", json=ADD)).status_code == 200
+        again = {**ADD, "name": "add_again", "args": [2, 3],
+                 "examples": [{"args": [9, 9], "result": 18}]}
+        r = await c.post("/v1/tasks", json=again)
+        assert r.status_code == 200, r.text
+        assert r.json()["source"] == "search" and r.json()["function"]["name"] == "add"
+        tests = (await c.get("/v1/functions/add")).json()["tests"]
+        assert [9, 9] in [t["args"] for t in tests]
+        assert [f["name"] for f in (await c.get("/v1/functions")).json()["functions"]] == ["add"]
