@@ -105,8 +105,10 @@ def browse(a: RunningNode, b: RunningNode, shots: Path) -> dict[str, Any]:
             expect(page.locator("#kpi-tasks .value")).to_have_text("2")
             expect(page.locator("#kpi-synthesized .value")).to_have_text("1")
             # a failing task shows under failures
-            r = httpx.post(a.url + "/v1/tasks", json={**ADD, "name": "nothing_here",
-                                                      "synthesize": False}, timeout=30)
+            # (a description nothing in the library matches: search must not answer it)
+            r = httpx.post(a.url + "/v1/tasks", json={
+                **ADD, "name": "nothing_here", "description": "frobnicates quux",
+                "synthesize": False}, timeout=30)
             assert r.status_code == 404
             expect(page.locator('#failures li[data-kind="task.failed"]')).to_contain_text(
                 "nothing_here", timeout=5_000)
