@@ -94,7 +94,8 @@ async def _authed_body(service: ColonyService, max_bytes: int) -> bytes | Respon
     return data
 
 
-def _small_map(data: bytes, fields: dict[str, type]) -> dict[str, Any]:
+def _small_map(data: bytes, fields: dict[str, type],
+               optional: dict[str, type] | None = None) -> dict[str, Any]:
     try:
         body = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated classes
@@ -104,11 +105,15 @@ def _small_map(data: bytes, fields: dict[str, type]) -> dict[str, Any]:
     if body.get("v") != PROTOCOL_VERSION:
         raise RequestError(f"unsupported protocol version {body.get('v')!r}; this node speaks "
                            f"version {PROTOCOL_VERSION}")
-    extra = set(body) - set(fields) - {"v"}
+    optional = optional or {}
+    extra = set(body) - set(fields) - set(optional) - {"v"}
     if extra:
         raise RequestError(f"unknown fields: {', '.join(sorted(map(str, extra)))}")
     for name, kind in fields.items():
         if not isinstance(body.get(name), kind) or isinstance(body.get(name), bool):
+            raise RequestError(f"field {name!r} must be a {kind.__name__}")
+    for name, kind in optional.items():
+        if name in body and (not isinstance(body[name], kind) or isinstance(body[name], bool)):
             raise RequestError(f"field {name!r} must be a {kind.__name__}")
     return body
 
@@ -142,11 +147,14 @@ def register_routes(app: QuartTrio, service: ColonyService) -> None:
         if isinstance(data, Response):
             return data
         try:
-            body = _small_map(data, {"name": str, "signature": str, "tier": str})
+            body = _small_map(data, {"name": str, "signature": str, "tier": str},
+                              {"description": str})
             if not _NAME.fullmatch(body["name"]) or len(body["signature"]) > 256 or \
-                    body["tier"] not in ("scalar", "simd", "gpu"):
-                raise RequestError("name, signature or tier is not valid")
-            out = await service.answer_find(body["name"], body["signature"], body["tier"])
+                    body["tier"] not in ("scalar", "simd", "gpu") or \
+                    len(body.get("description", "")) > 4000:
+                raise RequestError("name, signature, tier or description is not valid")
+            out = await service.answer_find(body["name"], body["signature"], body["tier"],
+                                            body.get("description"))
         except ColonyError as exc:
             return _error(exc)
         return Response(msgpack.packb({"v": PROTOCOL_VERSION, **out}, use_bin_type=True),

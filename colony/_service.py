@@ -21,6 +21,8 @@ schedule (``mutator`` is the hook the synthesizer's mutation operators plug into
 
 from __future__ import annotations
 
+import re
+
 import logging
 import math
 import random
@@ -64,6 +66,7 @@ if TYPE_CHECKING:
     from node._node import Node
     from node._task import TaskRequest
 
+_FUNCTION_NAME = re.compile(r"[a-z_][a-z0-9_]{0,63}")
 log = logging.getLogger("colony.service")
 
 SOFTWARE = "qt45-colony/0.1"
@@ -407,31 +410,36 @@ class ColonyService:
                                       node=p.node_id, name=p.name, error=p.last_error or None)
         self._peer_up = {p.url: p.up for p in self.peers.peers.values()}
 
-    async def find_for_task(self, req: TaskRequest) -> bool:
-        """Ask up peers for a verified variant (name + signature + tier), pull it, check it."""
+    async def find_for_task(self, req: TaskRequest) -> str | None:
+        """Ask up peers for a verified variant (by name + signature + tier, else by the peer's
+        own search of the description), pull it, check it; return the function's name."""
         if self.transport is None:
-            return False
+            return None
         up = self.peers.up()
         self._rng.shuffle(up)
         for peer in up[: max(1, self.settings.fanout)]:
             try:
                 out = await self.transport.call(peer.url, "find", {
-                    "name": req.name, "signature": str(req.signature), "tier": req.tier})
+                    "name": req.name, "signature": str(req.signature), "tier": req.tier,
+                    "description": req.description})
                 if out.get("found") is not True:
                     continue
+                name = out.get("name", req.name)
+                if not isinstance(name, str) or not _FUNCTION_NAME.fullmatch(name):
+                    raise PeerError(f"{peer.url} answered find with a bad name {name!r}")
                 needs = check_needs(out.get("needs"))
                 await self._pull_needs(peer.url, needs)
             except PeerError as exc:
                 # The gossip rounds judge a peer's health; here it is just not a source.
                 log.info("find %s at %s failed: %s", req.name, peer.url, exc.detail)
                 continue
-            await self.check_function(req.name)
-            found = await trio.to_thread.run_sync(self.node.library.serving_variant, req.name,
+            await self.check_function(name)
+            found = await trio.to_thread.run_sync(self.node.library.serving_variant, name,
                                                   str(req.signature), req.tier)
             if found is not None:
                 self.stats["found_at_peer"] += 1
-                return True
-        return False
+                return name
+        return None
 
     async def _pull_needs(self, url: str, needs: list[tuple[str, int]]) -> None:
         assert self.transport is not None
@@ -453,15 +461,24 @@ class ColonyService:
             if sum(self.state.head(w.origin) for w in wants) <= before:
                 return  # no progress: the peer cannot give more
 
-    async def answer_find(self, name: str, signature: str, tier: str) -> dict[str, Any]:
+    async def answer_find(self, name: str, signature: str, tier: str,
+                          description: str | None = None) -> dict[str, Any]:
         await self._refresh_local()
         lib = self.node.library
         found = await trio.to_thread.run_sync(lib.serving_variant, name, signature, tier)
+        if found is None and description:
+            # not under that name: this node's own hybrid search, filtered by signature + tier
+            hits = await trio.to_thread.run_sync(
+                lambda: self.node.search.search(description, signature=signature, tier=tier,
+                                                k=1))
+            if hits:
+                name = hits[0].name
+                found = await trio.to_thread.run_sync(lib.serving_variant, name, signature, tier)
         if found is None:
             return {"found": False}
         needs = await trio.to_thread.run_sync(self.store.needs_for, name, found.fingerprint)
         needs = [(o, s) for o, s in needs if s <= self.state.head(o)]
-        return {"found": True, "fingerprint": found.fingerprint,
+        return {"found": True, "name": name, "fingerprint": found.fingerprint,
                 "needs": [[o, s] for o, s in needs]}
 
     # ------------------------------------------------------------------ immune check

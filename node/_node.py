@@ -54,9 +54,10 @@ Key = tuple[str, str, str]  # (name, signature, tier)
 class ColonyHooks(Protocol):
     """What the colony layer (colony/) plugs into a node. A node works alone without it."""
 
-    async def find_for_task(self, req: TaskRequest) -> bool:
-        """Ask peers for a verified variant of the task's function; adopt it into the local
-        library (after the immune check) and return True, or return False."""
+    async def find_for_task(self, req: TaskRequest) -> str | None:
+        """Ask peers for a verified variant of the task's function (by name, or by the peers'
+        search of the description); adopt it into the local library after the immune check
+        and return the function's name, or None."""
         ...
 
     async def published(self, function: FunctionRecord, variant: VariantRecord,
@@ -275,9 +276,15 @@ class Node:
             serving = await self._search_library(req)
             if serving is not None:
                 source = "search"
-        if serving is None and self.colony is not None and await self.colony.find_for_task(req):
-            serving = await self._lookup(key)
-            source = "peer"
+        if serving is None and self.colony is not None:
+            found = await self.colony.find_for_task(req)
+            if found is not None:
+                serving = await self._lookup((found, str(req.signature), req.tier))
+                if serving is not None and found != req.name and req.examples \
+                        and not await self._passes(serving, req):
+                    serving = None  # a peer's search hit that disagrees with the examples
+                if serving is not None:
+                    source = "peer"
         if serving is None:
             if not req.synthesize:
                 raise NotFoundError(

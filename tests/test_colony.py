@@ -210,6 +210,11 @@ async def test_variant_propagates_to_all_nodes_and_is_reused(nursery: trio.Nurse
             len(rec.origin_signature) == 64
 
 
+MUL = {"description": "multiplies two integers", "name": "mul", "signature": "(i32, i32) -> i32",
+       "args": [3, 4], "examples": [{"args": [2, 3], "result": 6}, {"args": [4, 5], "result": 20},
+                                    {"args": [-3, 3], "result": -9}]}
+
+
 async def test_task_on_a_node_without_the_variant_asks_peers(nursery: trio.Nursery,
                                                               tmp_path: Path) -> None:
     # No gossip rounds after the first (interval 60 s): node B can only get the variant by
@@ -241,6 +246,18 @@ async def test_task_on_a_node_without_the_variant_asks_peers(nursery: trio.Nurse
     assert out["source"] == "peer"
     assert out["llm_calls"] == 0
     assert b.node.stats.synth_calls == 0
+
+    # by description: no name, no examples; A's own search finds its "add" for B
+    async with httpx.AsyncClient(timeout=30) as c:
+        r = await c.post(f"{a.url}/v1/tasks", json={**MUL})
+        assert r.json()["source"] == "synthesized"
+        r = await c.post(f"{b.url}/v1/tasks", json={
+            "description": "multiplies two integers together", "signature": "(i32, i32) -> i32",
+            "args": [6, 7]})
+    out = r.json()
+    assert r.status_code == 200, out
+    assert out["source"] == "peer" and out["function"]["name"] == "mul"
+    assert out["result"] == 42 and b.node.stats.synth_calls == 0
 
 
 # ------------------------------------------------------------------------ immune check
