@@ -21,11 +21,10 @@ schedule (``mutator`` is the hook the synthesizer's mutation operators plug into
 
 from __future__ import annotations
 
-import re
-
 import logging
 import math
 import random
+import re
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
