@@ -607,18 +607,22 @@ class Node:
             f"{len(tests)} tests" + (f": {failures[0]}" if failures else " (no candidates)"),
             llm_calls=llm_calls)
 
-    async def run_function(self, name: str, tier: str | None, raw_args: Any) -> dict[str, Any]:
-        from node._task import coerce_args
-
+    async def _serving_for(self, name: str, tier: str | None) -> tuple[_Serving, str]:
+        """The serving variant of a library function (404 when there is none)."""
         fn = await trio.to_thread.run_sync(self.library.get_function, name)
         if fn is None:
             raise NotFoundError(f"no function named {name!r}")
-        sig = fn.sig
-        tier = tier or sig.default_tier
+        tier = tier or fn.sig.default_tier
         serving = await self._lookup((name, fn.signature, tier))
         if serving is None:
             raise NotFoundError(f"{name!r} has no verified {tier} variant")
-        args = coerce_args(sig, raw_args, self.config.api)
+        return serving, tier
+
+    async def run_function(self, name: str, tier: str | None, raw_args: Any) -> dict[str, Any]:
+        from node._task import coerce_args
+
+        serving, tier = await self._serving_for(name, tier)
+        args = coerce_args(serving.function.sig, raw_args, self.config.api)
         started = time.perf_counter()
         result = _plain_result(await self.call(serving, args))
         return {"result": result, "function": self.describe_serving(serving, tier),
@@ -627,14 +631,8 @@ class Node:
     async def bench_function(self, name: str, tier: str | None, iterations: int,
                              size: int) -> dict[str, Any]:
         """Time ``iterations`` calls of a function in this node's sandbox (random inputs)."""
-        fn = await trio.to_thread.run_sync(self.library.get_function, name)
-        if fn is None:
-            raise NotFoundError(f"no function named {name!r}")
-        sig = fn.sig
-        tier = tier or sig.default_tier
-        serving = await self._lookup((name, fn.signature, tier))
-        if serving is None:
-            raise NotFoundError(f"{name!r} has no verified {tier} variant")
+        serving, tier = await self._serving_for(name, tier)
+        sig = serving.function.sig
         rng = np.random.default_rng(0)
         args: tuple[Any, ...]
         if sig.is_array:

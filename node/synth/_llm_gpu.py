@@ -17,31 +17,24 @@ from __future__ import annotations
 import math
 import re
 
+# The module's first page (binding list, result slot, entry names, then the WGSL) and the gpu
+# import list are the same as the offline lowering's: one layout for every gpu module we make.
+from node.synth._lower_gpu import (
+    _BINDINGS_AT,
+    _COMBINE_AT,
+    _IMPORTS,
+    _MAIN_AT,
+    _RESULT_AT,
+    _WGSL_AT,
+    wat_bytes,
+)
+
 __all__ = ["REDUCE_WG", "gpu_module", "reduce_op", "wat_bytes"]
 
 #: Workgroup size (and elements per partial) a reduction shader must use.
 REDUCE_WG = 256
 #: Result of a reduction over no elements, per operator.
 IDENTITY = {"add": 0.0, "mul": 1.0, "min": math.inf, "max": -math.inf}
-
-# The module's first page: binding list at 0, result slot at 32, entry names, then the WGSL.
-_BINDINGS_AT, _RESULT_AT, _MAIN_AT, _COMBINE_AT, _WGSL_AT = 0, 32, 64, 72, 128
-
-_IMPORTS = """\
-  (import "gpu" "create_shader" (func $create_shader (param i32 i32 i32 i32) (result i32)))
-  (import "gpu" "alloc" (func $alloc (param i32) (result i32)))
-  (import "gpu" "write_buffer" (func $write_buffer (param i32 i32 i32 i32)))
-  (import "gpu" "read_buffer" (func $read_buffer (param i32 i32 i32 i32)))
-  (import "gpu" "dispatch" (func $dispatch (param i32 i32 i32 i32)))
-  (import "gpu" "free" (func $free (param i32)))
-"""
-
-
-def wat_bytes(data: bytes) -> str:
-    """A WAT string literal holding ``data`` exactly."""
-    return '"' + "".join(
-        chr(b) if 0x20 <= b < 0x7F and b not in (0x22, 0x5C) else f"\\{b:02x}" for b in data
-    ) + '"'
 
 
 def reduce_op(wgsl: str) -> str:
