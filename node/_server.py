@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -107,7 +108,16 @@ def stop_on_signals() -> None:
     the default handler is put back explicitly; SIGTERM is turned into the same SIGINT.
     """
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    signals = 0
+
+    def on_term(signum: int, frame: object) -> None:
+        nonlocal signals
+        signals += 1
+        if signals > 1:  # a second SIGTERM while stopping: the caller means it
+            os._exit(1)
+        signal.raise_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGTERM, on_term)
 
 
 def run_node_forever(config: NodeConfig) -> None:
@@ -129,3 +139,9 @@ def run_node_forever(config: NodeConfig) -> None:
         trio.run(main)
     except* KeyboardInterrupt:  # trio wraps Ctrl-C in an exception group (clean stop, issue 6)
         print(f"stopped after {time.time() - started:.0f}s", file=sys.stderr)
+    # Everything that matters is closed by now (library, metrics flushed, peers told). Exit at
+    # once: interpreter finalization can otherwise wait on a background import (the embedding
+    # model loading in a daemon thread takes many seconds on a busy machine).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
