@@ -102,11 +102,13 @@ def _with_port(config: NodeConfig, url: str) -> NodeConfig:
 
 
 def stop_on_signals() -> None:
-    """Ctrl-C and SIGTERM (container stop, ``colony up`` stopping its nodes) both stop cleanly.
+    """Ctrl-C and SIGTERM both stop a plain (non-trio) program with KeyboardInterrupt.
 
-    A process started in the background by a non-interactive shell inherits SIGINT ignored, so
-    the default handler is put back explicitly; SIGTERM is turned into the same SIGINT.
+    A process started in the background by a non-interactive shell inherits SIGINT ignored, and
+    a parent may have left signals blocked: both are undone explicitly. A second SIGTERM while
+    stopping exits at once.
     """
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signals = 0
 
@@ -115,9 +117,20 @@ def stop_on_signals() -> None:
         signals += 1
         if signals > 1:  # a second SIGTERM while stopping: the caller means it
             os._exit(1)
-        signal.raise_signal(signal.SIGINT)
+        raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+
+
+async def _stop_on_sigterm(scope: trio.CancelScope) -> None:
+    """Inside trio: the first SIGTERM cancels the node's scope (a clean stop, like Ctrl-C);
+    a second one exits at once."""
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async for _ in signals:
+            if scope.cancel_called:
+                os._exit(1)
+            print("SIGTERM: stopping", file=sys.stderr, flush=True)
+            scope.cancel()
 
 
 def run_node_forever(config: NodeConfig) -> None:
@@ -126,6 +139,7 @@ def run_node_forever(config: NodeConfig) -> None:
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stop_on_sigterm, nursery.cancel_scope)
             running: RunningNode = await nursery.start(serve_node, config)
             where = running.url
             if config.host in ("0.0.0.0", "::"):
@@ -133,12 +147,14 @@ def run_node_forever(config: NodeConfig) -> None:
             print(f"node {running.node.config.name} ({running.node.node_id[:12]}) serving on "
                   f"{where}  data: {config.data_dir}", flush=True)
 
-    stop_on_signals()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # trio turns it into a clean stop
     started = time.time()
     try:
         trio.run(main)
     except* KeyboardInterrupt:  # trio wraps Ctrl-C in an exception group (clean stop, issue 6)
-        print(f"stopped after {time.time() - started:.0f}s", file=sys.stderr)
+        pass
+    print(f"stopped after {time.time() - started:.0f}s", file=sys.stderr)
     # Everything that matters is closed by now (library, metrics flushed, peers told). Exit at
     # once: interpreter finalization can otherwise wait on a background import (the embedding
     # model loading in a daemon thread takes many seconds on a busy machine).

@@ -350,7 +350,10 @@ def test_entrypoint_starts_a_node_advertising_its_address(tmp_path: Path, mode: 
     key.write_text(colony_key_to_text(generate_colony_key()))
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLONY_")}
     env.update(PATH=f"{Path(sys.executable).parent}:{env['PATH']}", COLONY_PORT=str(port),
-               COLONY_DATA_DIR=str(tmp_path / "data"), COLONY_COLONY_KEY_FILE=str(key))
+               COLONY_DATA_DIR=str(tmp_path / "data"), COLONY_COLONY_KEY_FILE=str(key),
+               # no embedding model: its import holds the GIL for seconds on a busy machine and
+               # would delay the SIGTERM below; this test is about the entrypoint
+               COLONY_EMBEDDINGS="false")
     # --no-mdns in both modes: outside a container the detected address is this machine's real
     # network card, and tests never multicast there (mDNS itself is tested on loopback and across
     # network namespaces: test_colony.py, test_netns.py; in containers by compose-test.sh).
