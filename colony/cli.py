@@ -407,7 +407,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="colony", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="colony",
+        description="qt45-colony: a colony of nodes that grows a shared library of verified "
+                    "WebAssembly functions. `colony up` starts a local colony; the other "
+                    "commands talk to a node (--node URL, default $COLONY_NODE or "
+                    f"{DEFAULT_NODE}).")
     sub = p.add_subparsers(dest="command", required=True)
     node_default = os.environ.get("COLONY_NODE", DEFAULT_NODE)
 
