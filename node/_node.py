@@ -260,6 +260,7 @@ class Node:
         key: Key = (req.name, str(req.signature), req.tier)
         source = "cache"
         llm_calls = 0
+        examples_checked = False  # a hit under another name was accepted on the examples
         serving = await self._lookup(key)
         if serving is None:
             existing = await trio.to_thread.run_sync(self.library.get_function, req.name)
@@ -275,14 +276,15 @@ class Node:
         if serving is None:
             serving = await self._search_library(req)
             if serving is not None:
-                source = "search"
+                source, examples_checked = "search", True
         if serving is None and self.colony is not None:
             found = await self.colony.find_for_task(req)
             if found is not None:
                 serving = await self._lookup((found, str(req.signature), req.tier))
-                if serving is not None and found != req.name and req.examples \
-                        and not await self._passes(serving, req):
-                    serving = None  # a peer's search hit that disagrees with the examples
+                if serving is not None and found != req.name and req.examples:
+                    examples_checked = True
+                    if not await self._passes(serving, req):
+                        serving = None  # a peer's search hit that disagrees with the examples
                 if serving is not None:
                     source = "peer"
         if serving is None:
@@ -301,6 +303,8 @@ class Node:
                 serving = await self._lookup(key)
                 if serving is None:
                     raise SynthesisFailed(f"synthesis of {req.name!r} failed in a concurrent task")
+        elif examples_checked:
+            await self._remember_examples(serving, req)
         elif req.examples:
             await self._check_examples(serving, req)
         self.stats.tasks_by_source[source] = self.stats.tasks_by_source.get(source, 0) + 1
@@ -336,26 +340,8 @@ class Node:
                 continue
             if req.examples and not await self._passes(serving, req):
                 continue
-            if req.examples:
-                fresh = [t for t in _tests_for(serving.function.name, req)
-                         if t.id not in serving.test_ids]
-                if fresh:
-                    await self._write(self.library.add_tests, fresh)
-                    serving.test_ids.update(t.id for t in fresh)
             return serving
         return None
-
-    async def _passes(self, serving: _Serving, req: TaskRequest) -> bool:
-        for ex in req.examples:
-            try:
-                got = await self.runtime.acall(serving.loaded, tuple(ex.args))
-            except ColonyError:
-                return False
-            if not values_match(str(req.signature.result), got, ex.result,
-                                rel_tol=self.config.float_rel_tol,
-                                abs_tol=self.config.float_abs_tol):
-                return False
-        return True
 
     def describe_serving(self, serving: _Serving, tier: str) -> dict[str, Any]:
         return {
@@ -374,21 +360,38 @@ class Node:
                 return cand
         raise ConflictError(f"no free name near {base!r}; give the task a name")
 
-    async def _check_examples(self, serving: _Serving, req: TaskRequest) -> None:
-        """Examples sent with a task for an existing function must agree with it (the function
-        may have another name than the task's when search or a peer found it)."""
-        new_tests = _tests_for(serving.function.name, req)
-        for test in new_tests:
-            got = await self.runtime.acall(serving.loaded, tuple(test.args))
-            if not values_match(str(req.signature.result), got, test.expected,
+    async def _mismatch(self, serving: _Serving, req: TaskRequest) -> tuple[Any, ...] | None:
+        """The first of the task's examples the variant gets wrong: (args, expected, got), where
+        a trap counts as wrong; None when it reproduces them all."""
+        for ex in req.examples:
+            try:
+                got: Any = await self.runtime.acall(serving.loaded, tuple(ex.args))
+            except ColonyError as exc:
+                return (list(ex.args), ex.result, f"{type(exc).__name__}: {exc.detail}")
+            if not values_match(str(req.signature.result), got, ex.result,
                                 rel_tol=self.config.float_rel_tol,
                                 abs_tol=self.config.float_abs_tol):
-                raise ConflictError(
-                    f"the library's {req.name!r} returns {_plain_result(got)!r} for "
-                    f"{list(test.args)!r}, your example says {test.expected!r}; "
-                    "use another name for a different function",
-                )
-        fresh = [t for t in new_tests if t.id not in serving.test_ids]
+                return (list(ex.args), ex.result, _plain_result(got))
+        return None
+
+    async def _passes(self, serving: _Serving, req: TaskRequest) -> bool:
+        return await self._mismatch(serving, req) is None
+
+    async def _check_examples(self, serving: _Serving, req: TaskRequest) -> None:
+        """Examples sent with a task for an existing function must agree with it."""
+        bad = await self._mismatch(serving, req)
+        if bad is not None:
+            args, expected, got = bad
+            raise ConflictError(
+                f"the library's {serving.function.name!r} returns {got!r} for {args!r}, your "
+                f"example says {expected!r}; use another name for a different function")
+        await self._remember_examples(serving, req)
+
+    async def _remember_examples(self, serving: _Serving, req: TaskRequest) -> None:
+        """A task's examples that the serving function passes join its tests (under the
+        function's own name: search or a peer may have found it under another)."""
+        fresh = [t for t in _tests_for(serving.function.name, req)
+                 if t.id not in serving.test_ids]
         if fresh:
             await self._write(self.library.add_tests, fresh)
             serving.test_ids.update(t.id for t in fresh)
