@@ -21,10 +21,11 @@ test: setup
 test-slow: setup
 	$(BIN)/pytest -m slow
 
-## make lint: ruff and mypy
+## make lint: ruff, mypy and the import layers (import-linter)
 lint: setup
 	$(BIN)/ruff check protocol node colony tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 ## make bench: run the benchmark suites and write BENCHMARKS.md
 bench: setup

@@ -37,11 +37,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from node._embed import DIM, MODEL_NAME, Embedder  # noqa: E402
 from node._records import FunctionRecord, TestCase, VariantRecord, Verdict  # noqa: E402
-from node._search import SearchIndex  # noqa: E402
+from node._search import Hit, SearchIndex  # noqa: E402
 from node._store import Library  # noqa: E402
 from protocol import Signature, fingerprint  # noqa: E402
 
 PARAPHRASES = ROOT / "tests" / "data" / "paraphrases.json"
+NEAR_MISSES = ROOT / "tests" / "data" / "near_misses.json"
 NODE = "bench-node"
 SIGNATURES = ("(i32, i32) -> i32", "(i32) -> i32", "(i32) -> i64", "(f64) -> f64",
               "(f64, f64) -> f64", "(f32[], f32[]) -> f32[]", "(f32[]) -> f32",
@@ -88,10 +89,11 @@ def seed(lib: Library, data: dict[str, Any]) -> None:
 
 
 def evaluate(index: SearchIndex, data: dict[str, Any]) -> dict[str, Any]:
-    """Paraphrase hits, then (after deleting ``held_out``) near-miss false matches."""
+    """Paraphrase hits (the expected function is the top hit and confident), then (after
+    deleting ``held_out``) near-miss false matches (any confident hit)."""
     misses = []
     for p in data["paraphrases"]:
-        hits = index.search(p["query"], signature=p["signature"], k=3)
+        hits = index.search(p["query"], signature=p["signature"], k=3, confident_only=True)
         top = hits[0].name if hits else None
         if top != p["expected"]:
             misses.append({"query": p["query"], "expected": p["expected"], "got": top})
@@ -99,7 +101,7 @@ def evaluate(index: SearchIndex, data: dict[str, Any]) -> dict[str, Any]:
         index.library.delete_function(name)
     false_matches = []
     for m in data["near_misses"]:
-        hits = index.search(m["query"], signature=m["signature"], k=3)
+        hits = index.search(m["query"], signature=m["signature"], k=3, confident_only=True)
         if hits:
             false_matches.append({"query": m["query"], "got": [h.name for h in hits]})
     n = len(data["paraphrases"])
@@ -115,6 +117,106 @@ def quality(embedder: Embedder, directory: Path) -> dict[str, Any]:
         index = SearchIndex(lib, embedder)
         index.backfill()
         return evaluate(index, data)
+
+
+# ---------------------------------------------------------------------- calibration
+
+
+def load_calibration(path: Path = NEAR_MISSES) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def calibration_library() -> list[dict[str, str]]:
+    """tests/data/paraphrases.json's library plus every eval task whose name it lacks."""
+    from colony._eval_tasks import TASKS
+
+    out = list(load_set()["library"])
+    taken = {f["name"] for f in out}
+    out += [{"name": t.name, "signature": t.signature, "description": t.description}
+            for t in TASKS if t.name not in taken]
+    return out
+
+
+def _top(hits: list[Hit]) -> dict[str, Any] | None:
+    return None if not hits else {"name": hits[0].name, "score": hits[0].score}
+
+
+def calibration_cases(index: SearchIndex) -> dict[str, Any]:
+    """Every calibration query's best hit (name and calibrated score; None without a plausible
+    hit) on the calibration library that ``index`` searches: the positives (both paraphrase
+    sets, with their acceptable names) and the near misses, each searched with its ``absent``
+    functions deleted (and put back afterwards)."""
+    lib = index.library
+    cal = load_calibration()
+    same: dict[str, set[str]] = {}
+    for group in cal["equivalent"]:
+        for name in group:
+            same[name] = set(group)
+    positives = []
+    for p in [*load_set()["paraphrases"], *cal["paraphrases"]]:
+        hits = index.search(p["query"], signature=p["signature"], k=3)
+        positives.append({"query": p["query"], "expected": p["expected"],
+                          "accept": sorted(same.get(p["expected"], {p["expected"]})),
+                          "top": _top(hits)})
+    by_name = {f["name"]: f for f in calibration_library()}
+    near = []
+    for m in cal["near_misses"]:
+        for name in m["absent"]:
+            lib.delete_function(name)
+        try:
+            hits = index.search(m["query"], signature=m["signature"], k=3)
+        finally:
+            for name in m["absent"]:
+                f = by_name[name]
+                save_function(lib, f["name"], f["signature"], f["description"])
+            index.backfill()
+        near.append({"query": m["query"], "confusable": m["confusable"], "top": _top(hits)})
+    return {"positives": positives, "near_misses": near}
+
+
+def at_threshold(cases: dict[str, Any], threshold: float) -> dict[str, Any]:
+    """Answers at a confidence threshold: a query is answered by its best hit if that hit's
+    score reaches the threshold (as a node answers a task without examples)."""
+    right, wrong, refused = [], [], []
+    for p in cases["positives"]:
+        top = p["top"]
+        if top is None or top["score"] < threshold:
+            refused.append(p)
+        elif top["name"] in p["accept"]:
+            right.append(p)
+        else:
+            wrong.append(p)
+    false = [m for m in cases["near_misses"]
+             if m["top"] is not None and m["top"]["score"] >= threshold]
+    n = len(cases["positives"])
+    return {"threshold": threshold, "positives": n, "right": len(right), "hit_rate": len(right) / n,
+            "wrong": len(wrong), "refused": len(refused), "near_misses": len(cases["near_misses"]),
+            "false_matches": len(false),
+            "wrong_list": [(p["query"], p["top"]["name"]) for p in wrong],
+            "refused_list": [p["query"] for p in refused],
+            "false_match_list": [(m["query"], m["top"]["name"]) for m in false]}
+
+
+def calibration(embedder: Embedder | None, directory: Path) -> dict[str, Any]:
+    """The calibration cases in keyword-only and (with ``embedder``) semantic mode, evaluated
+    at the configured threshold and swept over others."""
+    out: dict[str, Any] = {}
+    with Library.open(directory / "calibration.db", node_id=NODE) as lib:
+        for f in calibration_library():
+            save_function(lib, f["name"], f["signature"], f["description"])
+        modes: list[tuple[str, Embedder | None]] = [("keyword-only", None)]
+        if embedder is not None:
+            modes.append(("semantic", embedder))
+        for mode, emb in modes:
+            index = SearchIndex(lib, emb)
+            index.backfill()
+            cases = calibration_cases(index)
+            th = index.thresholds.confident
+            out[mode] = {"chosen": at_threshold(cases, th),
+                         "sweep": [at_threshold(cases, t / 20) for t in range(4, 20)],
+                         "cases": cases}
+    return out
 
 
 # ---------------------------------------------------------------------- latency

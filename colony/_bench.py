@@ -18,12 +18,14 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITES = {"runtime": "runtime_bench", "gpu": "gpu_bench", "http": "http_bench",
-          "search": "search_bench", "colony": "colony_bench", "eval": "eval_bench"}
+          "search": "search_bench", "colony": "colony_bench", "eval": "eval_bench",
+          "generalization": "generalization_bench"}
 TITLES = {"runtime": "Runtime: scalar call overhead and SIMD kernels",
           "gpu": "GPU tier", "http": "Cached task over HTTP",
           "search": "Retrieval: search latency and paraphrase hit rate",
           "colony": "Colony: propagation of a new variant",
-          "eval": "Synthesis evaluation suite"}
+          "eval": "Synthesis evaluation suite",
+          "generalization": "Generalization: right, refused or wrong from K examples"}
 
 
 def _load(module: str) -> ModuleType:

@@ -21,9 +21,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from colony._eval_tasks import ARRAY, SCALAR, TASKS, Task
+from colony._eval_tasks import ARRAY, GENERALIZATION, SCALAR, TASKS, GenTask, Task
 from node._config import NodeConfig, SandboxLimits, SynthLimits
-from node._errors import ColonyError, SynthesisError
+from node._errors import AmbiguousError, ColonyError, SynthesisError
 from node._records import TestCase
 from node._runtime import Runtime
 from node._verify import Verifier
@@ -32,7 +32,8 @@ from node.synth import OfflineSynthesizer
 from node.synth._api import Example, SynthesisRequest, Synthesizer
 from protocol import Signature
 
-__all__ = ["QUICK", "TIERS", "llm_synthesizer", "run_eval", "tasks_for", "to_markdown"]
+__all__ = ["GEN_KS", "GEN_QUICK", "QUICK", "TIERS", "generalization_markdown", "llm_synthesizer",
+           "run_eval", "run_generalization", "tasks_for", "to_markdown"]
 
 TIERS = ("scalar", "simd", "gpu")
 #: The ``--quick`` subset: loops, recurrences, formulas, bits, maps and reductions.
@@ -209,4 +210,120 @@ def to_markdown(result: dict[str, Any]) -> str:
                  f"{m.get('cpus')} CPUs, {result.get('seconds', 0):.0f} s in all.")
     if fails:
         lines += ["", "Failures:", *fails]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------ generalization
+
+#: Examples per task in the generalization suite.
+GEN_KS = (3, 5, 10)
+#: A CI-sized sample of the generalization suite (every tier, some of the classic overfits).
+GEN_QUICK = ("sign", "sum_to_n", "abs_diff", "is_even", "lerp", "c2f", "vadd", "vsum")
+
+
+def _gen_request(t: GenTask, tier: str, k: int) -> tuple[SynthesisRequest, list[TestCase]]:
+    sig = Signature.parse(t.signature)
+    exs = t.examples(k)
+    examples = tuple(Example(sig.coerce_args(list(a)), r) for a, r in exs)
+    cases = [TestCase(t.name, t.signature, tuple(a), r, origin=kind)
+             for kind, group in (("example", exs), ("check", t.checks(100, k)))
+             for a, r in group]
+    req = SynthesisRequest(t.name, t.description, sig, tier, examples,  # type: ignore[arg-type]
+                           on_ambiguity="ask")
+    return req, cases
+
+
+def run_gen_task(synth: Synthesizer, t: GenTask, tier: str, k: int, runtime: Runtime,
+                 verifier: Verifier, timeout_s: float) -> dict[str, Any]:
+    """One task with ``k`` examples: ``correct``, ``refused`` (ambiguous or nothing found) or
+    ``wrong`` (an answer that fails some of the 100 fresh inputs)."""
+    req, cases = _gen_request(t, tier, k)
+    out: dict[str, Any] = {"task": t.name, "tier": tier, "k": k, "outcome": "refused",
+                           "why": None, "program": None, "seconds": 0.0}
+    started = time.monotonic()
+    try:
+        got = synth.synthesize(req, timeout_s=timeout_s, cancelled=lambda: False)
+    except AmbiguousError as exc:
+        out["why"] = "ambiguous"
+        out["distinguishing"] = exc.distinguishing
+        return {**out, "seconds": round(time.monotonic() - started, 3)}
+    except SynthesisError as exc:
+        out["why"] = f"{exc.slug}: {exc.detail}"[:200]
+        return {**out, "seconds": round(time.monotonic() - started, 3)}
+    out["seconds"] = round(time.monotonic() - started, 3)
+    out["program"] = (got.program or "").split("\n", 1)[0] or None
+    try:
+        loaded = runtime.load(wat_to_wasm(got.wat), name=t.name, signature=req.signature,
+                              tier=tier)
+        verdict = verifier.verify(loaded, cases)
+    except ColonyError as exc:
+        out["outcome"] = "wrong"
+        out["why"] = f"{type(exc).__name__}: {exc.detail}"[:200]
+        return out
+    if verdict.passed:
+        out["outcome"] = "correct"
+    else:
+        out["outcome"] = "wrong"
+        f = verdict.failures[0] if verdict.failures else None
+        out["why"] = (f"failed {verdict.tests_failed}/{verdict.tests_run}" + (
+            f", e.g. {list(f.args)!r:.60} -> {f.got!r:.30}, want {f.expected!r:.30}"
+            if f else ""))
+    return out
+
+
+def run_generalization(tiers: Sequence[str] = TIERS, ks: Sequence[int] = GEN_KS, *,
+                       tasks: Sequence[GenTask] | None = None, quick: bool = False,
+                       timeout_s: float = 20.0, synthesizer: Synthesizer | None = None,
+                       runtime: Runtime | None = None,
+                       progress: Progress | None = None) -> dict[str, Any]:
+    """Each task with K examples per tier, checked on 100 fresh inputs (blocking)."""
+    pool = list(tasks) if tasks is not None else GENERALIZATION
+    if quick:
+        pool = [t for t in pool if t.name in GEN_QUICK]
+    synth = synthesizer or OfflineSynthesizer(SynthLimits(timeout_s=timeout_s))
+    own_rt = runtime is None
+    rt = runtime or _runtime(gpu="gpu" in tiers)
+    verifier = Verifier(rt, rel_tol=REL_TOL, abs_tol=ABS_TOL, node_id="eval")
+    started = time.monotonic()
+    rows: list[dict[str, Any]] = []
+    try:
+        for tier in tiers:
+            for t in pool:
+                if ("[]" in t.signature) != (tier != "scalar"):
+                    continue
+                for k in ks:
+                    row = run_gen_task(synth, t, tier, k, rt, verifier, timeout_s)
+                    rows.append(row)
+                    if progress is not None:
+                        progress(f"{tier} {t.name} K={k}: {row['outcome']} "
+                                 f"{row['seconds']:.2f}s {row['program'] or row['why']}")
+    finally:
+        if own_rt:
+            rt.close()
+    table: dict[str, dict[str, dict[str, int]]] = {}
+    for r in rows:
+        cell = table.setdefault(r["tier"], {}).setdefault(
+            str(r["k"]), {"tasks": 0, "correct": 0, "refused": 0, "wrong": 0})
+        cell["tasks"] += 1
+        cell[r["outcome"]] += 1
+    return {"suite": "generalization", "quick": quick, "tasks": len(pool),
+            "table": table, "rows": rows, "seconds": round(time.monotonic() - started, 1),
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
+
+
+def generalization_markdown(result: dict[str, Any]) -> str:
+    """Per tier and K: answered correctly / refused or ambiguous / wrong; then the wrong ones."""
+    lines = ["| tier | K | tasks | correct | refused or ambiguous | wrong |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for tier, by_k in result["table"].items():
+        for k, c in by_k.items():
+            lines.append(f"| {tier} | {k} | {c['tasks']} | {c['correct']} | {c['refused']} | "
+                         f"{c['wrong']} |")
+    wrong = [r for r in result["rows"] if r["outcome"] == "wrong"]
+    lines += ["", f"{result['tasks']} tasks{' (quick sample)' if result.get('quick') else ''}, "
+              f"each checked on 100 fresh inputs; {result['seconds']:.0f} s in all."]
+    if wrong:
+        lines += ["", "Wrong answers:"]
+        lines += [f"- {r['tier']} `{r['task']}` K={r['k']}: `{r['program']}` ({r['why']})"
+                  for r in wrong]
     return "\n".join(lines) + "\n"

@@ -312,3 +312,178 @@ ARRAY += [
 ]
 
 TASKS: list[Task] = SCALAR + ARRAY
+
+
+# ------------------------------------------------------------------------------ generalization
+
+@dataclass(frozen=True)
+class GenTask:
+    """A task of the generalization suite: a reference and a generator of natural inputs.
+
+    ``examples(k)`` draws the ``k`` examples a user might give (seeded, distinct inputs);
+    ``checks(n)`` draws fresh inputs from another seed. Results come from ``ref``."""
+
+    name: str
+    description: str
+    signature: str
+    ref: Callable[..., Any]
+    gen: Callable[[random.Random], tuple[Any, ...]]
+
+    @property
+    def tier(self) -> str:
+        return "simd" if "[]" in self.signature else "scalar"
+
+    def _draw(self, seed: int, n: int, avoid: set[str] | None = None
+              ) -> tuple[tuple[tuple[Any, ...], Any], ...]:
+        rng = random.Random(seed)
+        out: list[tuple[tuple[Any, ...], Any]] = []
+        seen: set[str] = set(avoid or ())
+        for _ in range(50 * n):
+            if len(out) == n:
+                break
+            a = self.gen(rng)
+            key = repr(a)
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append((tuple(a), _norm(self.ref(*a))))
+        return tuple(out)
+
+    def examples(self, k: int) -> tuple[tuple[tuple[Any, ...], Any], ...]:
+        return self._draw(sum(map(ord, self.name)) * 1000 + k, k)
+
+    def checks(self, n: int = 100, k: int = 0) -> tuple[tuple[tuple[Any, ...], Any], ...]:
+        avoid = {repr(a) for a, _ in self.examples(k)} if k else None
+        return self._draw(sum(map(ord, self.name)) * 7919 + 1, n, avoid)
+
+
+def _is_prime(n: int) -> int:
+    return int(n >= 2 and all(n % d for d in range(2, math.isqrt(n) + 1)))
+
+
+def _leap(y: int) -> int:
+    return int(y % 4 == 0 and (y % 100 != 0 or y % 400 == 0))
+
+
+def _clamp_gen(r: random.Random) -> tuple[int, int, int]:
+    lo = r.randint(-50, 10)
+    return (r.randint(-100, 100), lo, lo + r.randint(0, 60))
+
+
+def _lens(k: int, lo: float = -10, hi: float = 10, most: int = 9
+          ) -> Callable[[random.Random], tuple[list[float], ...]]:
+    def g(r: random.Random) -> tuple[list[float], ...]:
+        n = r.randint(1, most)
+        return tuple([round(r.uniform(lo, hi), 2) for _ in range(n)] for _ in range(k))
+    return g
+
+
+def _i(lo: int, hi: int, k: int = 1) -> Callable[[random.Random], tuple[int, ...]]:
+    """Integers in lo..hi; one in five near the range's small end (0, ±1, ...), as users give."""
+    near = (max(lo, -3), max(min(hi, 3), max(lo, -3)))
+    if near[0] > near[1] or near[0] > hi:
+        near = (lo, min(hi, lo + 3))
+
+    def g(r: random.Random) -> tuple[int, ...]:
+        return tuple(r.randint(*near) if r.random() < 0.2 else r.randint(lo, hi)
+                     for _ in range(k))
+    return g
+
+
+def _f(lo: float, hi: float, k: int = 1) -> Callable[[random.Random], tuple[float, ...]]:
+    return lambda r: tuple(round(r.uniform(lo, hi), 2) for _ in range(k))
+
+
+#: Tasks that are easy to overfit from a few examples (``colony bench --suite generalization``).
+GENERALIZATION: list[GenTask] = [
+    GenTask("sign", "the sign of an integer: -1, 0 or 1", "(i32) -> i32",
+            lambda x: (x > 0) - (x < 0), _i(-1000, 1000)),
+    GenTask("abs", "absolute value", "(i32) -> i32", abs, _i(-1000, 1000)),
+    GenTask("abs_diff", "how far apart two integers are", "(i32, i32) -> i32",
+            lambda a, b: abs(a - b), _i(-1000, 1000, 2)),
+    GenTask("max2", "the larger of two integers", "(i32, i32) -> i32", max, _i(-1000, 1000, 2)),
+    GenTask("min2", "the smaller of two integers", "(i32, i32) -> i32", min, _i(-1000, 1000, 2)),
+    GenTask("max3", "the largest of three integers", "(i32, i32, i32) -> i32", max,
+            _i(-1000, 1000, 3)),
+    GenTask("clamp_byte", "clamp an integer to the range 0..255", "(i32) -> i32",
+            lambda x: min(max(x, 0), 255), _i(-500, 800)),
+    GenTask("clamp", "clamp x to the range lo..hi", "(i32, i32, i32) -> i32",
+            lambda x, lo, hi: min(max(x, lo), hi), _clamp_gen),
+    GenTask("gcd", "greatest common divisor of two positive integers", "(i32, i32) -> i32",
+            _gcd, _i(1, 200, 2)),
+    GenTask("is_prime", "1 if n is a prime number, else 0", "(i32) -> i32", _is_prime,
+            _i(1, 200)),
+    GenTask("is_leap", "1 if the year is a leap year, else 0", "(i32) -> i32", _leap,
+            _i(1800, 2400)),
+    GenTask("isqrt", "integer square root (rounded down)", "(i32) -> i32", math.isqrt,
+            _i(0, 10000)),
+    GenTask("sum_to_n", "sum of the integers 1..n", "(i32) -> i32", lambda n: n * (n + 1) // 2,
+            _i(0, 1000)),
+    GenTask("digit_sum", "sum of the decimal digits of a non-negative integer", "(i32) -> i32",
+            _digits, _i(0, 10**6)),
+    GenTask("count_digits", "number of decimal digits of a positive integer", "(i32) -> i32",
+            lambda x: len(str(x)), lambda r: (r.randint(1, 10 ** r.randint(1, 9)),)),
+    GenTask("is_even", "1 if x is even, else 0", "(i32) -> i32", lambda x: int(x % 2 == 0),
+            _i(-1000, 1000)),
+    GenTask("is_odd", "1 if x is odd, else 0", "(i32) -> i32", lambda x: x % 2, _i(-1000, 1000)),
+    GenTask("is_positive", "1 if x is greater than zero, else 0", "(i32) -> i32",
+            lambda x: int(x > 0), _i(-1000, 1000)),
+    GenTask("is_mult3", "1 if x is a multiple of 3, else 0", "(i32) -> i32",
+            lambda x: int(x % 3 == 0), _i(0, 1000)),
+    GenTask("mod7", "remainder of x divided by 7", "(i32) -> i32", lambda x: x % 7, _i(0, 1000)),
+    GenTask("popcount", "count the set bits", "(i32) -> i32", lambda x: bin(x).count("1"),
+            _i(0, 10**6)),
+    GenTask("square", "square of an integer", "(i32) -> i32", lambda x: x * x, _i(-1000, 1000)),
+    GenTask("cube", "cube of an integer", "(i64) -> i64", lambda x: x ** 3, _i(-1000, 1000)),
+    GenTask("sum_squares2", "sum of the squares of two integers", "(i32, i32) -> i32",
+            lambda a, b: a * a + b * b, _i(-100, 100, 2)),
+    GenTask("factorial", "factorial of n", "(i64) -> i64", math.factorial, _i(0, 20)),
+    GenTask("fibonacci", "the n-th fibonacci number", "(i32) -> i32", _fib, _i(0, 40)),
+    GenTask("pow2", "2 raised to the power n", "(i32) -> i32", lambda n: 1 << n, _i(0, 30)),
+    GenTask("round10", "round a non-negative integer down to a multiple of 10", "(i32) -> i32",
+            lambda x: x - x % 10, _i(0, 10000)),
+    GenTask("triple_plus1", "three times x plus one", "(i32) -> i32", lambda x: 3 * x + 1,
+            _i(-1000, 1000)),
+    GenTask("lerp", "linear interpolation between a and b by t", "(f32, f32, f32) -> f32",
+            lambda a, b, t: a + (b - a) * t,
+            lambda r: (round(r.uniform(-10, 10), 2), round(r.uniform(-10, 10), 2),
+                       round(r.uniform(0, 1), 2))),
+    GenTask("avg2", "average of two numbers", "(f32, f32) -> f32", lambda a, b: (a + b) / 2,
+            _f(-100, 100, 2)),
+    GenTask("c2f", "convert celsius to fahrenheit", "(f32) -> f32", lambda c: c * 1.8 + 32,
+            _f(-50, 100)),
+    GenTask("relu", "x if positive else 0", "(f32) -> f32", lambda x: max(x, 0.0), _f(-100, 100)),
+    GenTask("hypot", "length of the hypotenuse of a right triangle", "(f32, f32) -> f32",
+            math.hypot, _f(0, 100, 2)),
+    GenTask("dist1d", "distance between two points on a line", "(f64, f64) -> f64",
+            lambda a, b: abs(a - b), _f(-1000, 1000, 2)),
+    GenTask("tri_area", "area of a triangle from base and height", "(f32, f32) -> f32",
+            lambda b, h: b * h / 2, _f(0, 100, 2)),
+    GenTask("max_f", "the larger of two numbers", "(f64, f64) -> f64", max, _f(-100, 100, 2)),
+    # arrays: simd and gpu
+    GenTask("vadd", "adds two vectors elementwise", "(f32[], f32[]) -> f32[]",
+            lambda a, b: _f32(a) + _f32(b), _lens(2)),
+    GenTask("vscale2", "double every element", "(f32[]) -> f32[]", lambda a: 2 * _f32(a),
+            _lens(1)),
+    GenTask("vrelu", "relu of every element", "(f32[]) -> f32[]",
+            lambda a: np.maximum(_f32(a), 0), _lens(1)),
+    GenTask("vabs", "absolute value of every element", "(f32[]) -> f32[]",
+            lambda a: np.abs(_f32(a)), _lens(1)),
+    GenTask("clamp01", "clamp every element to [0, 1]", "(f32[]) -> f32[]",
+            lambda a: np.clip(_f32(a), 0, 1), _lens(1, -2, 3)),
+    GenTask("vmax2", "elementwise maximum of two vectors", "(f32[], f32[]) -> f32[]",
+            lambda a, b: np.maximum(_f32(a), _f32(b)), _lens(2)),
+    GenTask("vsum", "sum of all elements", "(f32[]) -> f32", _sum, _lens(1)),
+    GenTask("vmean", "mean of the elements", "(f32[]) -> f32",
+            lambda a: float(np.mean(_f32(a))), _lens(1)),
+    GenTask("vmaxel", "largest element", "(f32[]) -> f32", lambda a: float(np.max(_f32(a))),
+            _lens(1)),
+    GenTask("vdot", "dot product of two vectors", "(f32[], f32[]) -> f32",
+            lambda a, b: float(np.dot(_f32(a), _f32(b))), _lens(2)),
+    GenTask("count_pos", "count the elements greater than zero", "(f32[]) -> f32",
+            lambda a: float(np.sum(_f32(a) > 0)), _lens(1)),
+    GenTask("sum_abs", "sum of the absolute values", "(f32[]) -> f32",
+            lambda a: float(np.sum(np.abs(_f32(a)))), _lens(1)),
+    GenTask("l2norm", "euclidean norm of a vector", "(f32[]) -> f32",
+            lambda a: float(np.sqrt(np.sum(_f32(a) ** 2))), _lens(1)),
+]

@@ -27,6 +27,7 @@ import httpx
 import msgpack
 from quart import Response, request
 
+from node._app import problem, read_body, reply
 from node._errors import ColonyError, PeerError, RequestError
 from protocol import (
     AUTH_HEADER,
@@ -119,7 +120,7 @@ def _small_map(data: bytes, fields: dict[str, type],
 
 
 def register_routes(app: QuartTrio, service: ColonyService) -> None:
-    """Add the ``/protocol/v1/`` routes (and the describe annotation) to a node's app."""
+    """Add the ``/protocol/v1/`` routes to a node's app."""
     limit = service.limits.message_bytes
 
     @app.post(f"{PREFIX}/sync")
@@ -176,29 +177,27 @@ def register_routes(app: QuartTrio, service: ColonyService) -> None:
         return Response(msgpack.packb({"v": PROTOCOL_VERSION, "keys": keys}, use_bin_type=True),
                         content_type=MSGPACK)
 
-    # GET /v1/functions/{name} gains each variant's colony status and fitness. The node's own
-    # route builds the document; this wrapper adds to it (node/_app.py stays colony-agnostic).
-    original = app.view_functions.get("describe_function")
-    if original is not None:
-        async def describe_with_fitness(name: str) -> Any:
-            resp = await original(name)  # type: ignore[misc]
-            if not isinstance(resp, Response) or resp.status_code != 200:
-                return resp
-            ctype = resp.content_type or ""
-            raw = await resp.get_data()
-            if ctype.startswith("application/json"):
-                import json
-
-                doc = json.loads(raw)
-                doc = await service.annotate_function(doc)
-                resp.set_data(json.dumps(doc, separators=(",", ":"), default=str))
-            elif ctype.startswith(MSGPACK):
-                doc = msgpack.unpackb(raw, raw=False)
-                doc = await service.annotate_function(doc)
-                resp.set_data(msgpack.packb(doc, use_bin_type=True))
-            return resp
-
-        app.view_functions["describe_function"] = describe_with_fitness
+    @app.post("/v1/functions/<name>/conflicts/<test_id>")
+    async def resolve_test_conflict(name: str, test_id: str) -> Response:
+        """Accept or reject a received test held as a conflict (``{"action": "accept" |
+        "reject"}``); the decision syncs to the colony."""
+        try:
+            # The body is read before anything is refused: a reply sent with the body unread
+            # can stall the next request on a keep-alive connection.
+            body = await read_body()
+            # TODO(api token): check the node's API token here once node/_app.py has a helper.
+            if not _NAME.fullmatch(name):
+                raise RequestError(f"{name!r} is not a function name")
+            if not is_fingerprint(test_id):
+                raise RequestError(f"{test_id!r} is not a test id (sha256:<hex>)")
+            if not isinstance(body, dict) or set(body) != {"action"} or \
+                    body["action"] not in ("accept", "reject"):
+                raise RequestError('the body must be {"action": "accept"} or '
+                                   '{"action": "reject"}')
+            out = await service.resolve_conflict(name, test_id, body["action"] == "accept")
+        except ColonyError as exc:
+            return problem(exc.problem())
+        return reply(out)
 
 
 # ---------------------------------------------------------------------------- client side

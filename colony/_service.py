@@ -1,7 +1,8 @@
 """The networked colony on one node: sync, discovery, immune check, selection (``ColonyHooks``).
 
-``ColonyService`` plugs into a :class:`node.Node` (``node.colony = service``) and runs in the
-node's nursery (``node/_server.py: serve_node``). It keeps the protocol's ``SyncState`` in memory,
+``ColonyService`` implements :class:`node.ColonyHooks` and sees its node only through
+:class:`node.NodePort` (the composition root, ``colony/_root.py``, builds one for the other) and
+runs in the node's nursery. It keeps the protocol's ``SyncState`` in memory,
 restored from the library's log at start, and mirrors both ways:
 
 - local records: the library numbers them (``log``); ``_refresh_local`` signs new local variants
@@ -37,7 +38,8 @@ from colony._discovery import Discovery, Found
 from colony._fitness import select
 from colony._http import HttpTransport, check_needs
 from colony._peers import Peer, PeerTable
-from node._errors import ColonyError, PeerError, StoreError
+from colony._transport import run_exchange
+from node._errors import ColonyError, NotFoundError, PeerError, StoreError
 from node._sync_store import StoreResult, SyncStore, VariantState
 from protocol import (
     LIMITS,
@@ -61,8 +63,9 @@ from protocol import (
 )
 
 if TYPE_CHECKING:
+    from node import NodePort
     from node._config import ColonySettings
-    from node._node import Node
+    from node._records import FunctionRecord, TestCase, VariantRecord
     from node._task import TaskRequest
 
 _FUNCTION_NAME = re.compile(r"[a-z_][a-z0-9_]{0,63}")
@@ -89,9 +92,9 @@ def load_colony_key(path: str) -> bytes | None:
 
 
 class ColonyService:
-    """One node's colony layer (implements ``node._node.ColonyHooks``)."""
+    """One node's colony layer (implements ``node.ColonyHooks``)."""
 
-    def __init__(self, node: Node, settings: ColonySettings, *,
+    def __init__(self, node: NodePort, settings: ColonySettings, *,
                  colony_key: bytes | None = None, api_url: str = "") -> None:
         self.node = node
         self.settings = settings
@@ -120,10 +123,13 @@ class ColonyService:
         self._check_lock = trio.Lock()
         self._checks_send, self._checks_recv = trio.open_memory_channel[str](math.inf)
         self._view_cache: dict[str, Any] = {"fitness": {}, "quarantined": [],
-                                            "mutation_queue": []}
+                                            "mutation_queue": [], "conflicts": [],
+                                            "distrusted": {}}
         self._rng = random.Random()
         self.started = trio.Event()
-        self._peer_up: dict[str, bool] = {}  # issue 7: last published state per peer URL
+        self._peer_up: dict[str, bool] = {}  # last published state per peer URL
+        self._push_wanted = trio.Event()
+        self._pushing: set[str] = set()  # peer URLs with a push in flight
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -147,7 +153,6 @@ class ColonyService:
         for nid, (pk, _name, _url) in (await trio.to_thread.run_sync(self.store.keys)).items():
             self.keys[nid] = pk
         self.peers.self_url = self.api_url
-        self.node.colony = self
         try:
             async with httpx.AsyncClient(limits=httpx.Limits(max_connections=64)) as client, \
                     trio.open_nursery() as nursery:
@@ -157,6 +162,7 @@ class ColonyService:
                 self._nursery = nursery
                 self._last_mutation = trio.current_time()  # the first one waits an interval too
                 nursery.start_soon(self._immune_worker)
+                nursery.start_soon(self._push_loop)
                 nursery.start_soon(self._selection_loop)
                 await self._refresh_local()
                 await self._queue_unchecked()
@@ -169,7 +175,7 @@ class ColonyService:
                 task_status.started(self)
                 await trio.sleep_forever()
         finally:
-            self.node.colony = None
+            self._nursery = None
 
     async def _start_discovery(self, nursery: trio.Nursery) -> None:
         if not self.settings.mdns:
@@ -225,7 +231,9 @@ class ColonyService:
                 return None
             heads = {o: self.state.head(o) for o in {e.origin for e in adopted}}
             try:
-                res = await trio.to_thread.run_sync(self.store.store_entries, adopted, heads)
+                res = await trio.to_thread.run_sync(
+                    lambda: self.store.store_entries(
+                        adopted, heads, distrust_after=self.settings.conflicts_to_distrust))
             except ColonyError as exc:
                 # Not stored: the heads were not persisted either, so after a restart the
                 # entries are pulled again.
@@ -236,6 +244,10 @@ class ColonyService:
                        and e.record.origin_node and e.record.origin_node not in self.keys}
             if unknown and peer_url is not None:
                 await self._fetch_keys(peer_url, unknown)
+            for fn in sorted(res.held):
+                self.stats["tests_held"] += 1
+                self.node.events.emit("test.conflict", function=fn,
+                                      reason="a received test contradicts the function's tests")
             for fn in res.functions:
                 self._checks_send.send_nowait(fn)
             return res
@@ -349,56 +361,72 @@ class ColonyService:
         self.peers.ok(peer.url, trio.current_time())
 
     async def _exchange(self, url: str) -> tuple[int, int]:
-        """One anti-entropy round with a peer (Digest, Pulls, Pushes), persisting as it goes."""
+        """One anti-entropy round with a peer (the simulation's ``run_exchange``), storing what
+        each reply brought before the next request."""
         assert self.transport is not None
-        ex = self.state.exchange()
-        msg: Message | None = ex.start()
-        while msg is not None:
-            reply = await self.transport.request(url, msg)
-            try:
-                msg = ex.reply(reply)
-            except ProtocolError as exc:
-                raise PeerError(f"{url} answered out of protocol: {exc}") from None
-            await self._persist(url)
+        ex = await run_exchange(self.transport, url, self.state,
+                                after_reply=lambda: self._persist(url))
         return ex.pulled, ex.pushed
 
     # ------------------------------------------------------------------ ColonyHooks
 
-    async def published(self, function: Any, variant: Any, tests: Any) -> None:
-        """A variant was just verified here: sign it and push it to peers at once."""
-        await self._refresh_local()
-        # Whatever was numbered since the last push (another task may have moved it into the
-        # SyncState already, e.g. a digest handler's refresh): push it all, in seq order.
-        fresh = [e for e in self.state.entries(self.node_id) if e.seq > self._pushed_head]
-        self._pushed_head = self.state.head(self.node_id)
-        if not fresh or self.transport is None:
-            return
-        await self.push_fresh(fresh)
+    async def published(self, function: FunctionRecord, variant: VariantRecord,
+                        tests: list[TestCase]) -> None:
+        """A variant was just verified here: sign it and push it to peers, in the background
+        (a slow or frozen peer never delays the reply that stored it)."""
+        self._want_push()
 
-    async def push_fresh(self, fresh: list[Entry]) -> None:
-        up = self.peers.up()
+    async def tests_added(self, function: str, tests: list[TestCase]) -> None:
+        """Tests were added here: offer them to peers, in the background."""
+        self._want_push()
+
+    def _want_push(self) -> None:
+        self._push_wanted.set()
+
+    async def _push_loop(self) -> None:
+        """Push what was numbered since the last push, whenever a hook asks for it."""
+        while True:
+            await self._push_wanted.wait()
+            self._push_wanted = trio.Event()
+            try:
+                await self._refresh_local()
+            except ColonyError as exc:
+                log.warning("cannot read new local records: %s", exc.detail)
+                continue
+            # Whatever was numbered since the last push (another task may have moved it into
+            # the SyncState already, e.g. a digest handler's refresh): push it all, in order.
+            fresh = [e for e in self.state.entries(self.node_id) if e.seq > self._pushed_head]
+            self._pushed_head = self.state.head(self.node_id)
+            if fresh and self.transport is not None:
+                self.push_fresh(fresh)
+
+    def push_fresh(self, fresh: list[Entry]) -> None:
+        """Start pushing ``fresh`` to up to ``fanout`` up peers; returns at once. A peer with a
+        push still in flight is skipped (the gossip rounds deliver to it later)."""
+        up = [p for p in self.peers.up() if p.url not in self._pushing]
         targets = self._rng.sample(up, min(self.settings.fanout, len(up)))
-        if not targets:
+        if not targets or self._nursery is None:
             return
         first = fresh[0]
         # A span from the previous live seq + 1: an up-to-date peer applies it at once.
         span = self.state.fresh_push(first).spans[0]
-        spans = [Span(self.node_id, span.from_seq, fresh[-1].seq, tuple(fresh))]
-        msgs = _chunks(self.node_id, spans[0])
+        msgs = _chunks(self.node_id, Span(self.node_id, span.from_seq, fresh[-1].seq,
+                                          tuple(fresh)))
+        for peer in targets:
+            self._pushing.add(peer.url)
+            self._nursery.start_soon(self._push_to, peer, msgs)
 
-        async def push(peer: Peer) -> None:
-            assert self.transport is not None
-            try:
-                for m in msgs:
-                    await self.transport.request(peer.url, m)
-                peer.pushed += sum(len(s.entries) for m in msgs for s in m.spans)
-                self.stats["pushes"] += 1
-            except PeerError as exc:
-                self.peers.failed(peer.url, trio.current_time(), exc.detail)
-
-        async with trio.open_nursery() as nursery:
-            for peer in targets:
-                nursery.start_soon(push, peer)
+    async def _push_to(self, peer: Peer, msgs: list[Push]) -> None:
+        assert self.transport is not None
+        try:
+            for m in msgs:
+                await self.transport.request(peer.url, m)
+            peer.pushed += sum(len(s.entries) for m in msgs for s in m.spans)
+            self.stats["pushes"] += 1
+        except PeerError as exc:
+            self.peers.failed(peer.url, trio.current_time(), exc.detail)
+        finally:
+            self._pushing.discard(peer.url)
         self._peer_events()
 
     def _peer_events(self) -> None:
@@ -468,8 +496,7 @@ class ColonyService:
         if found is None and description:
             # not under that name: this node's own hybrid search, filtered by signature + tier
             hits = await trio.to_thread.run_sync(
-                lambda: self.node.search.search(description, signature=signature, tier=tier,
-                                                k=1))
+                lambda: self.node.search(description, signature=signature, tier=tier, k=1))
             if hits:
                 name = hits[0].name
                 found = await trio.to_thread.run_sync(lib.serving_variant, name, signature, tier)
@@ -501,26 +528,96 @@ class ColonyService:
                     await self.check_function(name)
                 except ColonyError as exc:
                     log.warning("immune check of %s failed: %s", name, exc.detail)
+                except Exception:  # a bug in one check must not stop the node's immune system
+                    log.exception("immune check of %s failed", name)
 
     async def check_function(self, name: str) -> None:
-        """Bring every active variant of ``name`` to an up-to-date local verdict."""
+        """Bring every active variant of ``name`` to an up-to-date local verdict, and decide the
+        received tests that wait for it (applied, or held as conflicts)."""
         lib = self.node.library
         async with self._check_lock:
             fn = await trio.to_thread.run_sync(lib.get_function, name)
             if fn is None:
                 return
-            tests = await trio.to_thread.run_sync(lib.tests, name)
-            states = await trio.to_thread.run_sync(self.store.variant_states, name)
-            changed = False
-            for st in states:
-                if st.status != "active":
-                    continue
-                if st.passed is not None and st.tests_run >= len(tests):
-                    continue
-                changed |= await self._judge(fn, st, tests)
+            changed = await self._judge_all(fn)
+            checking = await trio.to_thread.run_sync(self.store.checking_tests, name)
+            if checking and await self._check_tests(fn, checking):
+                changed |= await self._judge_all(fn)  # the new tests apply to every variant
             if changed:
                 self.node.invalidate(name)
         await self._refresh_view()
+
+    async def _judge_all(self, fn: Any) -> bool:
+        tests = await trio.to_thread.run_sync(self.node.library.tests, fn.name)
+        states = await trio.to_thread.run_sync(self.store.variant_states, fn.name)
+        changed = False
+        for st in states:
+            if st.status != "active":
+                continue
+            if st.passed is not None and st.tests_run >= len(tests):
+                continue
+            changed |= await self._judge(fn, st, tests)
+        return changed
+
+    async def _check_tests(self, fn: Any, checking: list[TestCase]) -> bool:
+        """Run received tests on the function's verified variants: a test that at least one of
+        them passes (or that meets no verified variant) joins the tests; one that every
+        verified variant fails is held as a conflict (what served keeps serving). True when
+        tests were applied."""
+        lib = self.node.library
+        states = await trio.to_thread.run_sync(self.store.variant_states, fn.name)
+        verified = [s for s in states if s.status == "active" and s.passed]
+        passed: set[str] = set()
+        got: dict[str, Any] = {}
+        for st in verified:
+            variant = await trio.to_thread.run_sync(lib.variant, st.fingerprint)
+            if variant is None:
+                continue
+            try:
+                loaded = await trio.to_thread.run_sync(self.node.load, variant.wasm, fn.name,
+                                                       fn.sig, variant.tier)
+            except ColonyError:
+                continue
+            for t in checking:
+                if t.id in passed:
+                    continue
+                verdict = await trio.to_thread.run_sync(self.node.verify, loaded, [t])
+                if verdict.passed:
+                    passed.add(t.id)
+                elif verdict.failures:
+                    got.setdefault(t.id, verdict.failures[0].got)
+        if not verified:
+            passed = {t.id for t in checking}
+        for t in checking:
+            if t.id in passed:
+                continue
+            why = (f"every verified variant ({len(verified)}) fails it: args {list(t.args)}, "
+                   f"expected {t.expected!r}, got {got.get(t.id)!r}")
+            await trio.to_thread.run_sync(self.store.hold, t.id, why)
+            self.stats["tests_held"] += 1
+            self.node.events.emit("test.conflict", function=fn.name, test=t.id, reason=why)
+            log.warning("held a received test of %s: %s", fn.name, why)
+        applied = await trio.to_thread.run_sync(self.store.apply_checked, sorted(passed)) \
+            if passed else 0
+        self.stats["tests_applied"] += applied
+        return applied > 0
+
+    async def resolve_conflict(self, function: str, test_id: str, accept: bool
+                               ) -> dict[str, Any]:
+        """A user's decision on a held test (accept: it joins the tests; reject: never
+        applied); the decision syncs to the colony."""
+        ok = await trio.to_thread.run_sync(self.store.resolve, function, test_id, accept)
+        if not ok:
+            raise NotFoundError(f"{function!r} has no conflicting test {test_id}")
+        status = "accepted" if accept else "rejected"
+        self.node.events.emit("test.resolved", function=function, test=test_id, status=status)
+        self.stats[f"tests_{status}"] += 1
+        if accept:
+            await self.check_function(function)
+        else:
+            await self._refresh_view()
+        self._want_push()
+        return {"function": function, "test": test_id, "status": status}
 
     async def _judge(self, fn: Any, st: VariantState, tests: list[Any]) -> bool:
         """Check one variant; True when its serving status changed."""
@@ -543,12 +640,23 @@ class ColonyService:
                                           "awaiting the function's tests")
             return False
         try:
-            loaded = await trio.to_thread.run_sync(self.node._load, variant.wasm, fn.name,
+            loaded = await trio.to_thread.run_sync(self.node.load, variant.wasm, fn.name,
                                                    fn.sig, variant.tier)
         except ColonyError as exc:
             await self._quarantine(st, None, f"does not load here: {exc.detail}")
             return True
-        verdict = await trio.to_thread.run_sync(self.node.verifier.verify, loaded, tests)
+        verdict = await trio.to_thread.run_sync(self.node.verify, loaded, tests)
+        if verdict.passed and first_check and st.origin != self.node_id:
+            # Passing the tests is not enough: a peer's challenger must also behave like the
+            # champion it would replace (behaviour changes only through new tests).
+            differs = await trio.to_thread.run_sync(self.node.challenge, fn.name, st.tier,
+                                                    variant.wasm)
+            if differs is not None:
+                await self._quarantine(st, None, (
+                    f"disagrees with the champion on args {list(differs.get('args', []))}: "
+                    f"champion {differs.get('champion')!r}, this variant "
+                    f"{differs.get('challenger')!r}"))
+                return True
         if verdict.passed:
             await trio.to_thread.run_sync(self.store.judge, st.fingerprint, verdict, "active",
                                           None)
@@ -664,7 +772,7 @@ class ColonyService:
         "faster" for a hot champion, "fix failing tests" for a failing one. (The tool derives
         from the serving variant; a quarantined one that no longer serves is not its parent.)"""
         instruction = "faster" if reason.startswith("hot") else "fix failing tests"
-        fp, _ = await self.node.mutate_function(function, instruction, None)
+        fp, _ = await self.node.mutate(function, instruction, None)
         log.info("mutated %s (%s, scheduled %s): %s", function, instruction, fingerprint[:19],
                  fp[:19])
 
@@ -692,6 +800,10 @@ class ColonyService:
                             for s in states if s.status == "quarantined"],
             "mutation_queue": await trio.to_thread.run_sync(self.store.mutation_queue),
             "pending": await trio.to_thread.run_sync(self.store.pending_counts),
+            "conflicts": [c for c in await trio.to_thread.run_sync(self.store.conflicts, None)
+                          if c["status"] == "held"][:100],
+            "distrusted": await trio.to_thread.run_sync(self.store.distrusted,
+                                                        self.settings.conflicts_to_distrust),
         }
 
     async def annotate_function(self, doc: dict[str, Any]) -> dict[str, Any]:
@@ -718,6 +830,7 @@ class ColonyService:
             v["fitness"] = scores[found.fingerprint].as_dict() if found.fingerprint in scores \
                 else None
         doc["champions"] = {s.tier: s.fingerprint for s in states if s.champion}
+        doc["conflicts"] = await trio.to_thread.run_sync(self.store.conflicts, name)
         return doc
 
     def view(self) -> dict[str, Any]:

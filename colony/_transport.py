@@ -31,9 +31,11 @@ class Transport(Protocol):
     async def request(self, peer: str, message: Message) -> Message: ...
 
 
-async def run_exchange(transport: Transport, peer: str, state: SyncState) -> Exchange:
+async def run_exchange(transport: Transport, peer: str, state: SyncState, *,
+                       after_reply: Callable[[], Awaitable[object]] | None = None) -> Exchange:
     """One gossip round with ``peer`` (Digest, then Pulls and Pushes); a peer that answers out
-    of protocol raises ``PeerError``."""
+    of protocol raises ``PeerError``. ``after_reply`` runs once each reply is applied (the
+    networked node stores what a Batch brought before it asks for more)."""
     ex = state.exchange()
     msg: Message | None = ex.start()
     while msg is not None:
@@ -42,6 +44,8 @@ async def run_exchange(transport: Transport, peer: str, state: SyncState) -> Exc
             msg = ex.reply(reply)
         except ProtocolError as exc:
             raise PeerError(f"peer {peer} answered out of protocol: {exc}") from None
+        if after_reply is not None:
+            await after_reply()
     return ex
 
 

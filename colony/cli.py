@@ -87,7 +87,7 @@ class Ticker:
 # ----------------------------------------------------------------------------- commands
 def cmd_node(args: argparse.Namespace) -> None:
     from node._config import NodeConfig
-    from node._server import run_node_forever
+    from colony._root import run_node_forever
 
     name = args.name or "node"
     data = Path(args.data) if args.data else Path(".colony") / name
@@ -111,7 +111,7 @@ def cmd_node(args: argparse.Namespace) -> None:
 
 def cmd_up(args: argparse.Namespace) -> None:
     """N nodes on this machine sharing a fresh colony key; they meet over mDNS on loopback."""
-    from node._server import stop_on_signals
+    from colony._root import stop_on_signals
     from protocol import colony_key_to_text, generate_colony_key
 
     stop_on_signals()  # SIGTERM too: never leave the nodes behind
@@ -482,7 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("n", nargs="?", type=int)
     sp.add_argument("--size", type=int, default=1024, help="array length for array functions")
     sp.add_argument("--tier", choices=["scalar", "simd", "gpu"])
-    sp.add_argument("--suite", choices=["runtime", "http", "gpu", "search", "colony", "eval", "all"],
+    sp.add_argument("--suite", choices=["runtime", "http", "gpu", "search", "colony", "eval",
+                                                   "generalization", "all"],
                     help="run a project benchmark suite instead")
     sp.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
     sp.add_argument("--write", action="store_true", help="write the results into BENCHMARKS.md")

@@ -248,3 +248,187 @@ def f32_view(addr: int, nbytes: int) -> np.ndarray:
     # A numpy view straight onto linear memory (no copy); valid until the memory moves.
     raw = (ctypes.c_uint8 * nbytes).from_address(addr)
     return np.frombuffer(memoryview(raw), dtype=np.float32)
+
+
+# --- what state a module can keep ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class Layout:
+    """What a module declares that can hold state between calls, read off its binary.
+
+    ``parsed`` is False when the binary uses an encoding this reader does not know; callers then
+    assume the worst (the module has memory and state).
+    """
+
+    parsed: bool
+    functions: int = 0
+    memories: int = 0
+    #: Declared initial / maximum size of the first memory, in bytes (max None: undeclared).
+    memory_min: int = 0
+    memory_max: int | None = None
+    tables: int = 0
+    mutable_globals: int = 0
+
+    @property
+    def stateless(self) -> bool:
+        """No memory, no table, no mutable global: nothing a call could leave behind."""
+        return self.parsed and not (self.memories or self.tables or self.mutable_globals)
+
+
+class _Reader:
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes, pos: int = 0) -> None:
+        self.data = data
+        self.pos = pos
+
+    def byte(self) -> int:
+        b = self.data[self.pos]
+        self.pos += 1
+        return b
+
+    def uleb(self) -> int:
+        result = shift = 0
+        while True:
+            b = self.byte()
+            result |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return result
+            if shift > 70:
+                raise ValueError("LEB128 too long")
+
+    def skip(self, n: int) -> None:
+        if n < 0 or self.pos + n > len(self.data):
+            raise ValueError("truncated")
+        self.pos += n
+
+    def name(self) -> None:
+        self.skip(self.uleb())
+
+
+# Value types that take no immediate (numeric, vector, abbreviated reference types).
+_SIMPLE_TYPES = frozenset(range(0x69, 0x80))
+
+
+def _valtype(r: _Reader) -> None:
+    t = r.byte()
+    if t in (0x63, 0x64):  # (ref null? heaptype)
+        r.uleb()  # s33, read as unsigned: only its length matters here
+    elif t not in _SIMPLE_TYPES:
+        raise ValueError(f"unknown value type 0x{t:02x}")
+
+
+def _limits(r: _Reader) -> tuple[int, int | None]:
+    flags = r.byte()
+    if flags & ~0x0F:
+        raise ValueError("unknown limits flags")
+    lo = r.uleb()
+    hi = r.uleb() if flags & 0x01 else None
+    if flags & 0x08:  # custom page size
+        raise ValueError("custom page sizes")
+    return lo, hi
+
+
+def _const_expr(r: _Reader) -> None:
+    while True:
+        op = r.byte()
+        if op == 0x0B:
+            return
+        if op in (0x41, 0x42, 0x23, 0xD2):  # i32/i64.const, global.get, ref.func
+            r.uleb()
+        elif op == 0x43:
+            r.skip(4)
+        elif op == 0x44:
+            r.skip(8)
+        elif op == 0xD0:  # ref.null heaptype
+            r.uleb()
+        elif op in (0x6A, 0x6B, 0x6C, 0x7C, 0x7D, 0x7E):  # extended-const arithmetic
+            pass
+        elif op == 0xFD and r.uleb() == 12:  # v128.const
+            r.skip(16)
+        else:
+            raise ValueError(f"unknown constant instruction 0x{op:02x}")
+
+
+def module_layout(wasm: bytes) -> Layout:
+    """Count the module's functions, memories, tables and mutable globals (imported or defined).
+
+    Only section headers and declarations are read (never code), so this is linear in the size
+    and cheap; anything unexpected gives ``Layout(parsed=False)``.
+    """
+    try:
+        return _layout(wasm)
+    except (ValueError, IndexError):
+        return Layout(parsed=False)
+
+
+def _layout(wasm: bytes) -> Layout:
+    if wasm[:8] != b"\x00asm\x01\x00\x00\x00":
+        raise ValueError("not a core module")
+    r = _Reader(wasm, 8)
+    functions = memories = tables = mutable = 0
+    mem_min, mem_max = 0, None
+    while r.pos < len(wasm):
+        sid = r.byte()
+        size = r.uleb()
+        end = r.pos + size
+        if end > len(wasm):
+            raise ValueError("truncated section")
+        if sid == 2:  # imports
+            for _ in range(r.uleb()):
+                r.name()
+                r.name()
+                kind = r.byte()
+                if kind == 0:
+                    r.uleb()
+                elif kind == 1:
+                    _valtype(r)
+                    _limits(r)
+                    tables += 1
+                elif kind == 2:
+                    lo, hi = _limits(r)
+                    if not memories:
+                        mem_min, mem_max = lo, hi
+                    memories += 1
+                elif kind == 3:
+                    _valtype(r)
+                    mutable += r.byte() != 0
+                elif kind == 4:
+                    r.byte()
+                    r.uleb()
+                else:
+                    raise ValueError("unknown import kind")
+        elif sid == 3:
+            functions += r.uleb()
+        elif sid == 4:
+            count = r.uleb()
+            tables += count
+            for _ in range(count):
+                if wasm[r.pos] == 0x40:  # a table with an initialiser
+                    r.skip(2)
+                    _valtype(r)
+                    _limits(r)
+                    _const_expr(r)
+                else:
+                    _valtype(r)
+                    _limits(r)
+        elif sid == 5:
+            for _ in range(r.uleb()):
+                lo, hi = _limits(r)
+                if not memories:
+                    mem_min, mem_max = lo, hi
+                memories += 1
+        elif sid == 6:
+            for _ in range(r.uleb()):
+                _valtype(r)
+                mutable += r.byte() != 0
+                _const_expr(r)
+        if r.pos > end:
+            raise ValueError("section overrun")
+        r.pos = end
+    return Layout(
+        parsed=True, functions=functions, memories=memories, memory_min=mem_min * PAGE,
+        memory_max=None if mem_max is None else mem_max * PAGE, tables=tables,
+        mutable_globals=mutable,
+    )

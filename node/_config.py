@@ -27,6 +27,13 @@ class SandboxLimits:
     module_bytes: int = 4 << 20
     #: Compiled modules kept in the in-memory cache (by fingerprint).
     module_cache: int = 256
+    #: Node-wide budget for live linear memory, in MiB: every running call of a module with a
+    #: memory (or table) holds its instance's memory limit against it; calls beyond it wait (up
+    #: to ``timeout_s``) and are then refused. 0 = no budget.
+    memory_budget_mb: int = 4096
+    #: Most functions a module may define; larger ones are refused before they are compiled
+    #: (compiling costs time in proportion: 40,000 functions take seconds).
+    max_functions: int = 1000
 
 
 @dataclass(frozen=True)
@@ -118,6 +125,10 @@ class ColonySettings:
     #: Seconds between background mutations of scheduled (hot or failing) variants, one at a
     #: time; 0 = never mutate in the background.
     mutation_interval_s: float = 30.0
+    #: Received tests of one origin held as conflicts (contradicting the function's tests, or
+    #: failed by every verified variant) after which that origin is distrusted: its further
+    #: tests are held as conflicts too, its resolutions ignored.
+    conflicts_to_distrust: int = 3
 
 
 @dataclass(frozen=True)

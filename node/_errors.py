@@ -7,7 +7,9 @@
     │   ├── UnsupportedError (422)   a type, tier, arity or value the contract does not support
     │   └── TooLargeError (413)      a body, array or source over the configured limits
     ├── NotFoundError (404)          no such function / variant
+    ├── UnauthorizedError (401)      a write of the tool API without the node's API token
     ├── ConflictError (409)          the task disagrees with the library (name taken, examples)
+    ├── AmbiguousError (422)         the examples fit several functions: ``distinguishing`` inputs
     ├── SynthesisError (503)         no configured synthesizer can produce the function
     │   └── SynthesisFailed (422)    a synthesizer ran and found nothing that passes the examples
     ├── SandboxError (422)           running WASM failed
@@ -80,6 +82,28 @@ class ConflictError(ColonyError):
     title = "Conflicts with the library"
 
 
+class UnauthorizedError(ColonyError):
+    status = 401
+    slug = "unauthorized"
+    title = "An API token is required"
+
+
+class AmbiguousError(ColonyError):
+    """The examples fit several plausible functions that disagree elsewhere.
+
+    ``distinguishing`` lists up to 3 ``{"args": [...], "results": [a, b, ...]}``: inputs on which
+    the candidates disagree, with each candidate's result. Expected results for them settle it.
+    """
+
+    status = 422
+    slug = "ambiguous"
+    title = "The examples do not pin the function down"
+
+    def __init__(self, detail: str, distinguishing: list[dict[str, Any]], **extra: Any) -> None:
+        super().__init__(detail, distinguishing=distinguishing, **extra)
+        self.distinguishing = distinguishing
+
+
 class SynthesisError(ColonyError):
     status = 503
     slug = "no-synthesizer"
@@ -146,7 +170,8 @@ class StoreError(ColonyError):
 
 
 ALL_ERRORS: tuple[type[ColonyError], ...] = (
-    ColonyError, RequestError, UnsupportedError, TooLargeError, NotFoundError, ConflictError,
+    ColonyError, RequestError, UnsupportedError, TooLargeError, NotFoundError, UnauthorizedError,
+    ConflictError, AmbiguousError,
     SynthesisError,
     SynthesisFailed, SandboxError, CompileError, TrapError, BudgetExceeded, GpuError,
     VerificationError, PeerError, StoreError,

@@ -40,8 +40,10 @@ log = logging.getLogger("colony.events")
 #: Every kind the node publishes (docs/api.md lists them with their fields).
 KINDS = (
     "task", "task.failed",
-    "synthesis.started", "synthesis.finished", "synthesis.failed",
+    "synthesis.started", "synthesis.finished", "synthesis.failed", "synthesis.ambiguous",
+    "synthesis.guess", "function.corrected",
     "variant.stored", "variant.adopted", "variant.quarantined", "variant.retired",
+    "variant.failed",
     "peer.up", "peer.down",
 )
 BUCKET_S = 10.0

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from node._errors import StoreError
-from protocol._identity import IdentityError, NodeKey, load_private_key, node_id_from_public_key
+from protocol import IdentityError, NodeKey, load_private_key, node_id_from_public_key
 
 
 @dataclass(frozen=True)

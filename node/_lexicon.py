@@ -154,6 +154,69 @@ def relation(query: str, candidate: str) -> int:
     return _relation(concepts(query), concepts(candidate))
 
 
+_NUMBER = re.compile(r"(?<![a-z])\d+(?:\.\d+)?")
+_NUMBER_WORDS = {w: str(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve".split())}
+# 0 and 1 are mostly booleans and identities ("1 if even, else 0"), not parameters.
+_TRIVIAL_NUMBERS = frozenset({"0", "1"})
+
+
+@lru_cache(maxsize=65536)
+def numbers(text: str) -> frozenset[str]:
+    """The constants a text names, as digits ("three" and "3" alike), without 0 and 1."""
+    low = text.lower()
+    out = {m if "." in m else m.lstrip("0") or "0" for m in _NUMBER.findall(low)}
+    out |= {_NUMBER_WORDS[w] for w in words(low) if w in _NUMBER_WORDS}
+    return frozenset(out - _TRIVIAL_NUMBERS)
+
+
+def numbers_conflict(query: str, candidate: str) -> bool:
+    """Both texts name constants the other lacks ("scale by 5" vs "scale by 3")."""
+    q, c = numbers(query), numbers(candidate)
+    return bool(q - c) and bool(c - q)
+
+
+def _stem_match(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n >= 3 and n >= min(5, len(a), len(b))
+
+
+@lru_cache(maxsize=65536)
+def coverage(query: str, candidate: str) -> float:
+    """The fraction of the query's content words the candidate accounts for: the same word
+    or stem ("squared" ~ "square"), a word joined from two of its words ("elementwise"), or a
+    word naming an operation the candidate names. 1.0 for a query without content words."""
+    qws = [w for w in content_words(query) if not w.isdigit()]
+    if not qws:
+        return 1.0
+    cws = words(candidate)
+    joined = {a + b for a, b in zip(cws, cws[1:], strict=False)}
+    cops = concepts(candidate)
+    hit = 0
+    for w in qws:
+        if w in joined or any(_stem_match(w, c) for c in cws) or CONCEPTS.get(w, frozenset()) & cops:
+            hit += 1
+    return hit / len(qws)
+
+
+def extra_operations(query: str, candidate: str) -> frozenset[str]:
+    """Operations the candidate names beyond the query's, when the query names some of the same
+    group: "sum of squares" does more than the "sum" a query asked for."""
+    q, c = concepts(query), concepts(candidate)
+    out: set[str] = set()
+    for members in GROUPS.values():
+        qg, cg = q & members, c & members
+        if qg and qg & cg:
+            out |= cg - qg
+    return frozenset(out)
+
+
 def _relation(query: frozenset[str], candidate: frozenset[str]) -> int:
     for members in GROUPS.values():
         q, c = query & members, candidate & members
@@ -162,5 +225,5 @@ def _relation(query: frozenset[str], candidate: frozenset[str]) -> int:
     return 1 if query & candidate else 0
 
 
-__all__ = ["CONCEPTS", "GROUPS", "STOPWORDS", "concepts", "content_words", "relation", "targets",
-           "words"]
+__all__ = ["CONCEPTS", "GROUPS", "STOPWORDS", "concepts", "content_words", "coverage",
+           "extra_operations", "numbers", "numbers_conflict", "relation", "targets", "words"]

@@ -1,12 +1,15 @@
 """One node: the task flow over the library, the runtime, the verifier and the synthesizers.
 
-Task flow (``submit``): validated request → exact library match (name + signature + tier, with a
-passing local verdict) → run; otherwise synthesize, verify against every test of the function,
-store atomically, run. A second identical task is served from the library with zero synthesis.
+Task flow (``submit``): a validated request runs through ``Node.resolvers`` in order (see
+``node/_resolve.py``: library, search, peers, synthesis); the first resolution answers it. What
+is stored is always verified against every test of the function; a synthesized program that
+the examples do not pin down is never stored (an ``ambiguous`` problem, or with
+``on_ambiguity: "best"`` an answer marked as a guess). Every reply carries ``evidence``.
 
-Concurrency: all SQLite writes go through one writer (a capacity-1 limiter in front of the
-library's own write lock); reads and WASM calls run in worker threads; synthesis of the same
-(name, signature, tier) is deduplicated so concurrent identical tasks synthesize once.
+Concurrency: SQLite writes go through the library's single writer; reads and WASM calls run in
+worker threads; synthesis of the same (name, signature, tier) is deduplicated so concurrent
+identical tasks synthesize once. The tools (create, run, mutate, bench, delete) live in
+``node/_tools.py``.
 """
 
 from __future__ import annotations
@@ -15,29 +18,40 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
 
-import numpy as np
 import trio
 
+from node import _tools
 from node._config import NodeConfig
 from node._errors import (
+    AmbiguousError,
     ColonyError,
     ConflictError,
-    NotFoundError,
     SynthesisError,
     SynthesisFailed,
-    UnsupportedError,
     VerificationError,
 )
 from node._events import EventBus
 from node._identity import NodeIdentity, load_or_create_identity
 from node._metrics import NodeMetrics
+from node._ports import ColonyFactory, ColonyHooks
 from node._records import FunctionRecord, MetricCounter, TestCase, VariantRecord, Verdict
+from node._resolve import DEFAULT_RESOLVERS, Resolution, Resolver, TaskContext
 from node._runtime import Loaded, Runtime
-from node._search import SearchIndex, behaviour_fingerprint
+from node._search import Hit, SearchIndex, behaviour_fingerprint
+from node._serving import (
+    BASIS_DISAMBIGUATED,
+    BASIS_FITS,
+    Duplicate,
+    Key,
+    Serving,
+    ServingCache,
+    plain_result,
+    tests_for,
+)
 from node._store import Library
 from node._task import TaskRequest
 from node._verify import Verifier, values_match
@@ -48,36 +62,8 @@ from protocol import Signature
 
 log = logging.getLogger("colony.node")
 
-Key = tuple[str, str, str]  # (name, signature, tier)
-
-
-class ColonyHooks(Protocol):
-    """What the colony layer (colony/) plugs into a node. A node works alone without it."""
-
-    async def find_for_task(self, req: TaskRequest) -> str | None:
-        """Ask peers for a verified variant of the task's function (by name, or by the peers'
-        search of the description); adopt it into the local library after the immune check
-        and return the function's name, or None."""
-        ...
-
-    async def published(self, function: FunctionRecord, variant: VariantRecord,
-                        tests: list[TestCase]) -> None:
-        """A variant was just synthesized and verified here: push it to peers at once."""
-        ...
-
-    def view(self) -> dict[str, Any]:
-        """Peers, fitness and sync state for ``GET /v1/colony``."""
-        ...
-
-
-@dataclass
-class _Serving:
-    """A cached, ready-to-call variant of a function."""
-
-    function: FunctionRecord
-    variant_fp: str
-    loaded: Loaded
-    test_ids: set[str] = field(default_factory=set)
+#: Most variants the serving cache keeps loaded (least recently used go first).
+SERVING_CACHE_SIZE = 1024
 
 
 @dataclass
@@ -86,14 +72,6 @@ class _Stats:
     synth_calls: int = 0
     synth_failures: int = 0
     started_at: float = field(default_factory=time.time)
-
-
-class _Duplicate(Exception):
-    """A synthesized candidate behaves exactly like an existing function: serve that one."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.name = name
 
 
 _EMBEDDER: Any = None
@@ -112,45 +90,43 @@ def shared_embedder() -> Any:
 
 
 class Node:
-    """A running node. Create with :meth:`open`, close with :meth:`aclose`."""
+    """A running node. Create with :meth:`open`, close with :meth:`aclose`.
+
+    It implements :class:`node.NodePort`, the view the colony layer has of it.
+    """
 
     def __init__(self, config: NodeConfig, identity: NodeIdentity, library: Library,
-                 runtime: Runtime, synthesizers: list[Synthesizer]) -> None:
+                 runtime: Runtime, synthesizers: list[Synthesizer], *,
+                 colony: ColonyFactory | None = None,
+                 resolvers: Sequence[Resolver] = DEFAULT_RESOLVERS) -> None:
         self.config = config
         self.identity = identity
         self.node_id = identity.node_id
         self.library = library
         self.runtime = runtime
         self.synthesizers = synthesizers
+        self.resolvers: tuple[Resolver, ...] = tuple(resolvers)
         self.verifier = Verifier(runtime, rel_tol=config.float_rel_tol,
                                  abs_tol=config.float_abs_tol, node_id=self.node_id)
-        self._cache: dict[Key, _Serving] = {}
+        self.serving = ServingCache(SERVING_CACHE_SIZE)
         self._inflight: dict[Key, trio.Event] = {}
-        self._writer = trio.CapacityLimiter(1)
         self._metrics: dict[str, list[int]] = {}
         self._metrics_lock = threading.Lock()
         self.stats = _Stats()
-        #: Set by the colony layer when this node is part of a colony.
-        self.colony: ColonyHooks | None = None
         self.metrics = NodeMetrics()
-        self.events = EventBus(self.node_id)  # issue 7: the dashboard's live feed (/v1/events)
+        self.events = EventBus(self.node_id)
         self.metrics.on_scrape(self._refresh_gauges)
-        self.search = SearchIndex(library, shared_embedder() if config.embeddings else None)
+        self.search_index = SearchIndex(library, shared_embedder() if config.embeddings else None)
         # behaviour probes get a small fuel budget: a loop probed with a huge input must not
         # cost the full per-call budget
-        from dataclasses import replace as _replace
-
-        self.probe_runtime = Runtime(_replace(config.sandbox, fuel=config.probe_fuel,
-                                              timeout_s=min(2.0, config.sandbox.timeout_s)))
+        self.probe_runtime = Runtime(replace(config.sandbox, fuel=config.probe_fuel,
+                                             timeout_s=min(2.0, config.sandbox.timeout_s)))
+        #: The colony layer's hooks, built once with this node as their port.
+        self.colony: ColonyHooks | None = colony(self) if colony is not None else None
 
     def _refresh_gauges(self) -> None:
         """Library gauges, read right before a scrape (runs in a worker thread)."""
-        with self.library._read() as conn:
-            rows: list[Any] = conn.execute("SELECT count(*) FROM functions").fetchall()
-            functions = int(rows[0][0])
-            statuses: list[Any] = conn.execute(
-                "SELECT status, count(*) FROM variants GROUP BY status").fetchall()
-            by_status: dict[str, int] = {str(k): int(v) for k, v in statuses}
+        functions, by_status = self.library.counts()
         self.metrics.library_functions.set(functions)
         for status in ("active", "quarantined", "retired"):
             self.metrics.library_variants.labels(status).set(by_status.get(status, 0))
@@ -158,20 +134,22 @@ class Node:
 
     # ---------------------------------------------------------------- lifecycle
     @classmethod
-    def open(cls, config: NodeConfig) -> Node:
-        """Blocking: opens the data directory (identity, library) and the runtime."""
+    def open(cls, config: NodeConfig, *, colony: ColonyFactory | None = None) -> Node:
+        """Blocking: opens the data directory (identity, library) and the runtime.
+
+        ``colony`` builds the node's colony hooks (the composition root passes it)."""
         identity = load_or_create_identity(config.data_dir)
         library = Library.open(config.data_dir / "library.db", node_id=identity.node_id)
-        gpu = None
-        runtime = Runtime(config.sandbox, gpu=gpu)
+        runtime = Runtime(config.sandbox)
         try:
             from node._gpu import GpuRunner
 
             runtime.attach_gpu(GpuRunner(runtime.engine, config.gpu, config.sandbox))
         except ImportError:  # the GPU tier is optional at import time
             pass
-        node = cls(config, identity, library, runtime, [OfflineSynthesizer(config.synth)])
-        node.search.start()  # warms the embedding model in the background
+        synthesizers: list[Synthesizer] = [OfflineSynthesizer(config.synth)]
+        node = cls(config, identity, library, runtime, synthesizers, colony=colony)
+        node.search_index.start()  # warms the embedding model in the background
         if config.llm and config.model:
             from node.synth._llm import LlmSynthesizer
 
@@ -196,8 +174,38 @@ class Node:
             self.runtime.close()
             self.probe_runtime.close()
 
+    # ---------------------------------------------------------------- the colony's port
+    def load(self, wasm: bytes, name: str, signature: Signature, tier: str) -> Loaded:
+        return self.runtime.load(wasm, name=name, signature=signature, tier=tier)
+
+    def verify(self, loaded: Loaded, tests: list[TestCase]) -> Verdict:
+        return self.verifier.verify(loaded, tests)
+
+    def search(self, description: str, *, signature: str | None, tier: str | None,
+               k: int) -> list[Hit]:
+        return self.search_index.search(description, signature=signature, tier=tier, k=k)
+
+    def challenge(self, name: str, tier: str, wasm: bytes) -> dict[str, Any] | None:
+        return _tools.challenge(self, name, tier, wasm)
+
+    def invalidate(self, name: str) -> None:
+        self.serving.invalidate(name)
+
+    async def mutate(self, name: str, instruction: str, tier: str | None) -> tuple[str, int]:
+        return await _tools.mutate_function(self, name, instruction, tier)
+
+    @property
+    def search_mode(self) -> str:
+        """``semantic`` once the embedding model is loaded, ``keyword-only`` until then."""
+        mode = getattr(self.search_index, "mode", None)
+        if isinstance(mode, str):
+            return mode
+        embedder = getattr(self.search_index, "embedder", None)
+        ready = getattr(embedder, "ready", None)
+        return "semantic" if (ready() if callable(ready) else bool(ready)) else "keyword-only"
+
     # ---------------------------------------------------------------- metrics
-    def _count(self, fp: str, ok: bool, ns: int) -> None:
+    def count_call(self, fp: str, ok: bool, ns: int) -> None:
         with self._metrics_lock:
             m = self._metrics.setdefault(fp, [0, 0, 0])
             m[0] += 1
@@ -211,38 +219,39 @@ class Node:
             return
         counters = [MetricCounter(self.node_id, fp, c, f, ns) for fp, (c, f, ns) in pending.items()]
         try:
-            await self._write(self.library.add_metrics, counters)
+            await self.write(self.library.add_metrics, counters)
         except ColonyError as exc:  # a deleted variant's counters are dropped
             log.warning("metrics flush failed: %s", exc)
 
-    async def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await trio.to_thread.run_sync(lambda: fn(*args), limiter=self._writer)
+    async def write(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a blocking library write in a worker thread (the library has one writer)."""
+        return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs))
 
     # ---------------------------------------------------------------- serving
-    async def _lookup(self, key: Key) -> _Serving | None:
-        serving = self._cache.get(key)
+    async def lookup(self, key: Key) -> Serving | None:
+        """The variant this node serves for (name, signature, tier), loaded; None if none."""
+        serving = self.serving.get(key)
         if serving is not None:
             return serving
         name, sig, tier = key
         variant = await trio.to_thread.run_sync(self.library.serving_variant, name, sig, tier)
         if variant is None:
             return None
-        fn = await trio.to_thread.run_sync(self.library.get_function, name)
-        tests = await trio.to_thread.run_sync(self.library.tests, name)
-        assert fn is not None
-        loaded = await trio.to_thread.run_sync(self._load, variant.wasm, name, fn.sig, tier)
-        serving = _Serving(fn, variant.fingerprint, loaded, {t.id for t in tests})
-        self._cache[key] = serving
+
+        def read() -> tuple[FunctionRecord | None, list[TestCase], tuple[int, tuple[str, ...]]]:
+            return (self.library.get_function(name), self.library.tests(name),
+                    self.library.evidence(variant.fingerprint))
+
+        fn, tests, (disambiguated_on, verified_by) = await trio.to_thread.run_sync(read)
+        if fn is None:
+            return None
+        loaded = await trio.to_thread.run_sync(self.load, variant.wasm, name, fn.sig, tier)
+        serving = Serving(fn, variant.fingerprint, loaded, tier, {t.id for t in tests},
+                          disambiguated_on, verified_by)
+        self.serving.put(serving)
         return serving
 
-    def _load(self, wasm: bytes, name: str, sig: Signature, tier: str) -> Loaded:
-        return self.runtime.load(wasm, name=name, signature=sig, tier=tier)
-
-    def invalidate(self, name: str) -> None:
-        for key in [k for k in self._cache if k[0] == name]:
-            del self._cache[key]
-
-    async def call(self, serving: _Serving, args: tuple[Any, ...]) -> Any:
+    async def call(self, serving: Serving, args: tuple[Any, ...]) -> Any:
         self.metrics.wasm_calls.labels(serving.loaded.tier).inc()
         start = time.perf_counter_ns()
         ok = False
@@ -251,171 +260,193 @@ class Node:
             ok = True
             return result
         finally:
-            self._count(serving.variant_fp, ok, time.perf_counter_ns() - start)
+            if not serving.guess:
+                self.count_call(serving.variant_fp, ok, time.perf_counter_ns() - start)
 
     # ---------------------------------------------------------------- tasks
     async def submit(self, req: TaskRequest) -> dict[str, Any]:
         """Run a task; returns the contract's reply body. Raises ColonyError subclasses."""
         started = time.perf_counter()
-        key: Key = (req.name, str(req.signature), req.tier)
-        source = "cache"
-        llm_calls = 0
-        examples_checked = False  # a hit under another name was accepted on the examples
-        serving = await self._lookup(key)
-        if serving is None:
-            existing = await trio.to_thread.run_sync(self.library.get_function, req.name)
-            if existing is not None and existing.signature != str(req.signature):
-                if req.name_given:
-                    raise ConflictError(
-                        f"function {req.name!r} exists with signature {existing.signature}; "
-                        f"choose another name for {req.signature}"
-                    )
-                req = _renamed(req, await self._free_name(req.name, str(req.signature)))
-                key = (req.name, str(req.signature), req.tier)
-                serving = await self._lookup(key)
-        if serving is None:
-            serving = await self._search_library(req)
-            if serving is not None:
-                source, examples_checked = "search", True
-        if serving is None and self.colony is not None:
-            found = await self.colony.find_for_task(req)
-            if found is not None:
-                serving = await self._lookup((found, str(req.signature), req.tier))
-                if serving is not None and found != req.name and req.examples:
-                    examples_checked = True
-                    if not await self._passes(serving, req):
-                        serving = None  # a peer's search hit that disagrees with the examples
-                if serving is not None:
-                    source = "peer"
-        if serving is None:
-            if not req.synthesize:
-                raise NotFoundError(
-                    f"no verified {req.tier} variant of {req.name!r} {req.signature} in the "
-                    "library, and synthesize is false"
-                )
-            try:
-                serving, llm_calls = await self._synthesize_deduped(key, req)
-                source = "synthesized" if serving is not None else "cache"
-            except _Duplicate as dup:
-                serving = await self._lookup((dup.name, str(req.signature), req.tier))
-                source = "search"
-            if serving is None:  # another task synthesized it while we waited
-                serving = await self._lookup(key)
-                if serving is None:
-                    raise SynthesisFailed(f"synthesis of {req.name!r} failed in a concurrent task")
-        elif examples_checked:
-            await self._remember_examples(serving, req)
-        elif req.examples:
-            await self._check_examples(serving, req)
+        ctx = TaskContext(await self._settle_name(req))
+        resolution: Resolution | None = None
+        for resolver in self.resolvers:
+            resolution = await resolver.resolve(self, ctx)
+            if resolution is not None:
+                break
+        if resolution is None:  # the synthesis resolver answers or raises
+            raise SynthesisFailed(f"nothing could answer the task for {ctx.req.name!r}")
+        serving, source = resolution.serving, resolution.source
+        if resolution.examples_checked and not serving.guess:
+            await self.remember_examples(serving, ctx.req)
         self.stats.tasks_by_source[source] = self.stats.tasks_by_source.get(source, 0) + 1
 
         result: Any = None
-        if req.args is not None:
-            result = _plain_result(await self.call(serving, req.args))
-        self.metrics.tasks.labels(source, req.tier).inc()
+        if ctx.req.args is not None:
+            result = plain_result(await self.call(serving, ctx.req.args))
+        self.metrics.tasks.labels(source, ctx.req.tier).inc()
         self.metrics.task_latency.labels(source).observe(time.perf_counter() - started)
-        self.events.emit("task", source=source, tier=req.tier, function=serving.function.name,
-                         fingerprint=serving.variant_fp, llm_calls=llm_calls,
+        self.events.emit("task", source=source, tier=ctx.req.tier, function=serving.function.name,
+                         fingerprint=serving.variant_fp, llm_calls=resolution.llm_calls,
+                         guess=serving.guess, corrected=resolution.corrected,
                          elapsed_ms=round((time.perf_counter() - started) * 1000, 3))
-        return {
+        caller = {t.id for t in tests_for(serving.function.name, ctx.req)}
+        reply: dict[str, Any] = {
             "result": result,
-            "function": self.describe_serving(serving, req.tier),
+            "function": serving.describe(),
             "source": source,
-            "llm_calls": llm_calls,
+            "llm_calls": resolution.llm_calls,
             "node": self.node_id,
             "elapsed_ms": round((time.perf_counter() - started) * 1000, 3),
+            "evidence": serving.evidence(caller, self.search_mode),
         }
+        if resolution.corrected:
+            reply["corrected"] = True
+        if resolution.distinguishing:
+            reply["distinguishing"] = list(resolution.distinguishing)
+        return reply
 
-    async def _search_library(self, req: TaskRequest) -> _Serving | None:
-        """Hybrid search (keywords + embeddings) for a function that does what the task asks;
-        with examples, a candidate is accepted only if it reproduces them."""
-        hits = await trio.to_thread.run_sync(
-            lambda: self.search.search(req.description, signature=str(req.signature),
-                                       tier=req.tier, k=5))
-        for hit in hits:
-            if hit.name == req.name:
-                continue  # the exact name was looked up already
-            serving = await self._lookup((hit.name, str(req.signature), req.tier))
-            if serving is None:
-                continue
-            if req.examples and not await self._passes(serving, req):
-                continue
-            return serving
-        return None
-
-    def describe_serving(self, serving: _Serving, tier: str) -> dict[str, Any]:
-        return {
-            "name": serving.function.name,
-            "fingerprint": serving.variant_fp,
-            "tier": tier,
-            "signature": serving.function.signature,
-            "verified": True,
-        }
-
-    async def _free_name(self, base: str, sig: str) -> str:
+    async def _settle_name(self, req: TaskRequest) -> TaskRequest:
+        """A name taken by a function of another signature: 409 when the caller chose it,
+        otherwise the next free name."""
+        existing = await trio.to_thread.run_sync(self.library.get_function, req.name)
+        if existing is None or existing.signature == str(req.signature):
+            return req
+        if req.name_given:
+            raise ConflictError(
+                f"function {req.name!r} exists with signature {existing.signature}; "
+                f"choose another name for {req.signature}"
+            )
         for i in range(2, 1000):
-            cand = f"{base[:60]}_{i}"
+            cand = f"{req.name[:60]}_{i}"
             fn = await trio.to_thread.run_sync(self.library.get_function, cand)
-            if fn is None or fn.signature == sig:
-                return cand
-        raise ConflictError(f"no free name near {base!r}; give the task a name")
+            if fn is None or fn.signature == str(req.signature):
+                return replace(req, name=cand)
+        raise ConflictError(f"no free name near {req.name!r}; give the task a name")
 
-    async def _mismatch(self, serving: _Serving, req: TaskRequest) -> tuple[Any, ...] | None:
-        """The first of the task's examples the variant gets wrong: (args, expected, got), where
-        a trap counts as wrong; None when it reproduces them all."""
+    async def search_hits(self, description: str, signature: str, tier: str) -> list[Hit]:
+        return await trio.to_thread.run_sync(
+            lambda: self.search(description, signature=signature, tier=tier, k=5))
+
+    def candidate(self, serving: Serving, score: float | None) -> dict[str, Any]:
+        """A search hit offered to the user (not sure enough to answer with)."""
+        return {"name": serving.function.name, "description": serving.function.description,
+                "signature": serving.function.signature, "score": score,
+                "evidence": serving.evidence(set(), self.search_mode)}
+
+    async def failing_examples(self, serving: Serving,
+                               req: TaskRequest) -> list[tuple[list[Any], Any, Any]]:
+        """The task's examples the variant gets wrong, as (args, expected, got); a trap
+        counts as wrong."""
+        failing = []
         for ex in req.examples:
             try:
                 got: Any = await self.runtime.acall(serving.loaded, tuple(ex.args))
             except ColonyError as exc:
-                return (list(ex.args), ex.result, f"{type(exc).__name__}: {exc.detail}")
+                failing.append((list(ex.args), ex.result, f"{type(exc).__name__}: {exc.detail}"))
+                continue
             if not values_match(str(req.signature.result), got, ex.result,
                                 rel_tol=self.config.float_rel_tol,
                                 abs_tol=self.config.float_abs_tol):
-                return (list(ex.args), ex.result, _plain_result(got))
-        return None
+                failing.append((list(ex.args), ex.result, plain_result(got)))
+        return failing
 
-    async def _passes(self, serving: _Serving, req: TaskRequest) -> bool:
-        return await self._mismatch(serving, req) is None
-
-    async def _check_examples(self, serving: _Serving, req: TaskRequest) -> None:
-        """Examples sent with a task for an existing function must agree with it."""
-        bad = await self._mismatch(serving, req)
-        if bad is not None:
-            args, expected, got = bad
-            raise ConflictError(
-                f"the library's {serving.function.name!r} returns {got!r} for {args!r}, your "
-                f"example says {expected!r}; use another name for a different function")
-        await self._remember_examples(serving, req)
-
-    async def _remember_examples(self, serving: _Serving, req: TaskRequest) -> None:
+    async def remember_examples(self, serving: Serving, req: TaskRequest) -> None:
         """A task's examples that the serving function passes join its tests (under the
         function's own name: search or a peer may have found it under another)."""
-        fresh = [t for t in _tests_for(serving.function.name, req)
-                 if t.id not in serving.test_ids]
+        fresh = [t for t in tests_for(serving.function.name, req) if t.id not in serving.test_ids]
         if fresh:
-            await self._write(self.library.add_tests, fresh)
+            await self.write(self.library.add_tests, fresh)
             serving.test_ids.update(t.id for t in fresh)
+            if self.colony is not None:
+                await self.colony.tests_added(serving.function.name, fresh)
 
-    async def _synthesize_deduped(
-        self, key: Key, req: TaskRequest
-    ) -> tuple[_Serving | None, int]:
+    async def correct(self, serving: Serving, ctx: TaskContext,
+                      failing: list[tuple[list[Any], Any, Any]]) -> Resolution:
+        """Examples the stored function fails are evidence that it was under-specified,
+        unless one contradicts a test (same args, another result: a 409 naming the test).
+        They join the function's tests, every variant failing them stops serving here (and,
+        through the synced tests, on every node), and the function is re-synthesized over
+        the union of its tests."""
+        name = serving.function.name
+        sig = serving.function.sig
+        tests = await trio.to_thread.run_sync(self.library.tests, name)
+        for args, expected, _got in failing:
+            for t in tests:
+                if list(t.args) == list(args) and not values_match(
+                        str(sig.result), expected, t.expected, rel_tol=self.config.float_rel_tol,
+                        abs_tol=self.config.float_abs_tol):
+                    raise ConflictError(
+                        f"your example {name}({_args(args)}) = {expected!r} contradicts the "
+                        f"function's test {name}({_args(args)}) = {t.expected!r} (test {t.id}, "
+                        f"from {t.origin}); a function cannot satisfy both",
+                        test={"id": t.id, "args": list(t.args), "expected": t.expected,
+                              "origin": t.origin})
+        fresh = tests_for(name, ctx.req)
+        await self.write(self.library.add_tests, fresh)
+        stopped = await self.reverify(name)
+        if self.colony is not None:
+            await self.colony.tests_added(name, fresh)
+        self.events.emit("function.corrected", function=name, tests_added=len(fresh),
+                         variants_stopped=stopped,
+                         example={"args": failing[0][0], "expected": failing[0][1],
+                                  "got": failing[0][2]})
+        log.info("%s corrected by %d examples: %d variants stopped", name, len(fresh), stopped)
+        resolution = await self.synthesize_for(ctx)
+        resolution.corrected = True
+        return resolution
+
+    async def reverify(self, name: str) -> int:
+        """Re-run every test of ``name`` on each of its verified variants here; record the
+        verdicts (a failing one stops serving at once). Returns how many stopped."""
+        view = await trio.to_thread.run_sync(self.library.describe, name)
+        if view is None:
+            return 0
+        stopped = 0
+        tests = list(view.tests)
+        for variant in view.variants:
+            old = view.verdicts.get(variant.fingerprint)
+            if old is None or not old.passed:
+                continue
+            loaded = await trio.to_thread.run_sync(self.load, variant.wasm, name,
+                                                   view.function.sig, variant.tier)
+            verdict = await trio.to_thread.run_sync(self.verify, loaded, tests)
+            await self.write(self.library.record_verdict, verdict)
+            if not verdict.passed:
+                stopped += 1
+                self.events.emit("variant.failed", function=name, tier=variant.tier,
+                                 fingerprint=variant.fingerprint, tests=verdict.tests_failed)
+        self.invalidate(name)
+        return stopped
+
+    async def synthesize_for(self, ctx: TaskContext) -> Resolution:
+        """Synthesize the task's function (once for concurrent identical tasks)."""
+        key = ctx.key
         event = self._inflight.get(key)
         if event is not None:
             await event.wait()
-            return None, 0
+            serving = await self.lookup(key)
+            if serving is None:
+                raise SynthesisFailed(f"synthesis of {ctx.req.name!r} failed in a concurrent task")
+            return Resolution(serving, "cache")
         event = self._inflight[key] = trio.Event()
         try:
-            return await self._synthesize(key, req)
+            return await self._synthesize(ctx.req)
+        except Duplicate as dup:
+            serving = await self.lookup((dup.name, str(ctx.req.signature), ctx.req.tier))
+            if serving is None:
+                raise SynthesisFailed(f"{ctx.req.name!r} behaves like {dup.name!r}, which "
+                                      "serves no variant here") from None
+            return Resolution(serving, "search", examples_checked=True)
         finally:
             del self._inflight[key]
             event.set()
 
-    async def _synthesize(self, key: Key, req: TaskRequest) -> tuple[_Serving, int]:
+    async def _synthesize(self, req: TaskRequest) -> Resolution:
         existing_tests = await trio.to_thread.run_sync(self.library.tests, req.name)
-        new_tests = _tests_from(req)
-        all_tests = {t.id: t for t in [*existing_tests, *new_tests]}
+        all_tests = {t.id: t for t in [*existing_tests, *tests_for(req.name, req)]}
         examples = tuple(Example(tuple(t.args), t.expected) for t in all_tests.values())
-        sreq = SynthesisRequest(req.name, req.description, req.signature, req.tier, examples)
+        sreq = SynthesisRequest(req.name, req.description, req.signature, req.tier, examples,
+                                on_ambiguity=getattr(req, "on_ambiguity", "ask"))
         synths = [s for s in self.synthesizers if s.can_handle(sreq)]
         if not synths:
             raise SynthesisError(
@@ -434,7 +465,7 @@ class Node:
             synth_started = time.perf_counter()
             cancelled = threading.Event()
             try:
-                cand = await _run_cancellable(
+                cand = await run_cancellable(
                     functools.partial(
                         synth.synthesize, sreq, timeout_s=self._synth_timeout(synth),
                         cancelled=cancelled.is_set,
@@ -443,16 +474,28 @@ class Node:
                 )
                 llm_calls += cand.llm_calls
                 self.metrics.llm_calls.inc(cand.llm_calls)
+                if cand.guess:
+                    serving = await self._guess(req, cand)
+                    self.events.emit("synthesis.guess", function=req.name, tier=req.tier,
+                                     synthesizer=synth.name,
+                                     distinguishing=list(cand.distinguishing))
+                    return Resolution(serving, "synthesized", llm_calls,
+                                      distinguishing=tuple(cand.distinguishing))
                 # tests an LLM wrote for a task without examples join the function's tests
                 own = [TestCase(req.name, str(req.signature), tuple(ex.args), ex.result,
                                 origin=cand.generator) for ex in cand.tests]
                 tests = list({t.id: t for t in [*all_tests.values(), *own]}.values())
-                serving = await self._verify_and_store(req, cand, tests)
+                serving = await self.verify_and_store(req, cand, tests)
                 self.events.emit("synthesis.finished", function=req.name, tier=req.tier,
                                  synthesizer=synth.name, fingerprint=serving.variant_fp,
                                  llm_calls=cand.llm_calls,
                                  elapsed_ms=round((time.perf_counter() - synth_started) * 1e3, 3))
-                return serving, llm_calls
+                return Resolution(serving, "synthesized", llm_calls)
+            except AmbiguousError:
+                # the examples fit several programs: the user settles it, not another model
+                self.events.emit("synthesis.ambiguous", function=req.name, tier=req.tier,
+                                 synthesizer=synth.name)
+                raise
             except (SynthesisFailed, VerificationError) as exc:
                 self.stats.synth_failures += 1
                 self.metrics.synth_failures.labels(synth.name).inc()
@@ -461,14 +504,26 @@ class Node:
                 self.events.emit("synthesis.failed", function=req.name, tier=req.tier,
                                  synthesizer=synth.name, detail=exc.detail[:500])
             except SynthesisError as exc:  # the synthesizer could not run (LLM down, timeout)
+                self.stats.synth_failures += 1
                 self.metrics.synth_failures.labels(synth.name).inc()
+                llm_calls += int(exc.extra.get("llm_calls") or 0)
                 self.events.emit("synthesis.failed", function=req.name, tier=req.tier,
                                  synthesizer=synth.name, detail=exc.detail[:500])
                 unavailable.append(exc)
                 failures.append(f"{synth.name}: {exc.detail}")
         if unavailable and len(unavailable) == len(synths):
-            raise SynthesisError("; ".join(failures), llm_calls=llm_calls)
+            first = unavailable[0]
+            raise type(first)("; ".join(failures), llm_calls=llm_calls)
         raise SynthesisFailed("; ".join(failures), llm_calls=llm_calls)
+
+    async def _guess(self, req: TaskRequest, cand: Synthesized) -> Serving:
+        """An ambiguous best guess, loaded to answer this one task: never stored or shared."""
+        wasm = await trio.to_thread.run_sync(wat_to_wasm, cand.wat)
+        loaded = await trio.to_thread.run_sync(self.load, wasm, req.name, req.signature, req.tier)
+        fn = FunctionRecord(req.name, req.description, str(req.signature),
+                            "array" if req.signature.is_array else "scalar", time.time())
+        return Serving(fn, loaded.fingerprint, loaded, req.tier,
+                       {t.id for t in tests_for(req.name, req)}, guess=True)
 
     def _behaviour(self, wasm: bytes, req: TaskRequest) -> str | None:
         """Behavioural fingerprint on the CPU tiers (a GPU variant's twin SIMD variant has the
@@ -485,20 +540,40 @@ class Node:
             return s.attempts * s.request_timeout_s
         return self.config.synth.timeout_s
 
-    async def _verify_and_store(
+    async def verify_and_store(
         self, req: TaskRequest, cand: Synthesized, tests: list[TestCase],
-        parents: tuple[str, ...] = (),
-    ) -> _Serving:
-        wasm = wat_to_wasm(cand.wat)
-        loaded = await trio.to_thread.run_sync(self._load, wasm, req.name, req.signature, req.tier)
-        verdict: Verdict = await trio.to_thread.run_sync(self.verifier.verify, loaded, tests)
+        parents: tuple[str, ...] = (), *, challenge: bool = False,
+    ) -> Serving:
+        """Verify a candidate against every test, check it against the champion when asked,
+        and store it with its behaviour, evidence and signature in one transaction."""
+        wasm = await _tools.assemble(self, cand.wat)
+        loaded = await trio.to_thread.run_sync(self.load, wasm, req.name, req.signature, req.tier)
+        verdict: Verdict = await trio.to_thread.run_sync(self.verify, loaded, tests)
         if not verdict.passed:
             first = verdict.failures[0] if verdict.failures else None
+            trap = _trap_of(first.error) if first is not None and first.error else None
             raise VerificationError(
                 f"candidate failed {verdict.tests_failed}/{verdict.tests_run} tests"
                 + (f", e.g. args {list(first.args)} expected {first.expected!r} got "
-                   f"{first.got!r}{' (' + first.error + ')' if first.error else ''}" if first else "")
+                   f"{first.got!r}{' (' + first.error + ')' if first.error else ''}" if first else ""),
+                trap=trap,
             )
+        disambiguated_on = cand.disambiguated_on
+        if challenge:
+            disagreement = await trio.to_thread.run_sync(self.challenge, req.name, req.tier, wasm)
+            if disagreement is not None:
+                raise VerificationError(
+                    f"the new variant of {req.name!r} passes its tests but disagrees with the "
+                    f"serving variant on args {disagreement['args']}: "
+                    f"{disagreement['challenger']!r} instead of {disagreement['champion']!r}. "
+                    "Behaviour changes only through new tests: send a task with examples that "
+                    "say what the function should return",
+                    distinguishing=[{"args": disagreement["args"],
+                                     "results": [disagreement["champion"],
+                                                 disagreement["challenger"]]}])
+            champion = await self.lookup((req.name, str(req.signature), req.tier))
+            if champion is not None:  # it behaves like the champion: the same evidence backs it
+                disambiguated_on = max(disambiguated_on, champion.disambiguated_on)
         behaviour = await trio.to_thread.run_sync(self._behaviour, wasm, req)
         if behaviour is not None and not parents:
             existing = await trio.to_thread.run_sync(self.library.get_function, req.name)
@@ -507,25 +582,29 @@ class Node:
             others = [n for n in same if n != req.name]
             if existing is None and others:
                 log.info("%s behaves like %s: not stored twice", req.name, others[0])
-                raise _Duplicate(others[0])
+                raise Duplicate(others[0])
         now = time.time()
         fn = FunctionRecord(req.name, req.description, str(req.signature),
                             "array" if req.signature.is_array else "scalar", now)
+        origin_sig = self.identity.node_key.sign_variant(
+            loaded.fingerprint, req.name, str(req.signature), req.tier, list(parents))
         variant = VariantRecord(
             fingerprint=loaded.fingerprint, function=req.name, tier=req.tier, wasm=wasm,
             wat=cand.wat, wgsl=cand.wgsl, origin_node=self.node_id, generator=cand.generator,
-            ir=cand.program, created_at=now, parents=parents,
+            ir=cand.program, created_at=now, parents=parents, origin_signature=origin_sig,
         )
-        await self._write(self.library.save_synthesized, fn, variant, tests, verdict)
+        basis = BASIS_DISAMBIGUATED if disambiguated_on > 0 else BASIS_FITS
+        await self.write(self.library.save_synthesized, fn, variant, tests, verdict,
+                         behaviour=behaviour, disambiguated_on=disambiguated_on, basis=basis)
         self.events.emit("variant.stored", function=req.name, tier=req.tier,
                          fingerprint=variant.fingerprint, generator=cand.generator,
                          parents=list(parents), origin=self.node_id)
-        if behaviour is not None:
-            await self._write(self.library.set_behaviour, variant.fingerprint, behaviour)
-        await trio.to_thread.run_sync(self.search.backfill)
+        await trio.to_thread.run_sync(self.search_index.backfill)
         stored_fn = await trio.to_thread.run_sync(self.library.get_function, req.name)
-        serving = _Serving(stored_fn or fn, variant.fingerprint, loaded, {t.id for t in tests})
-        self._cache[(req.name, str(req.signature), req.tier)] = serving
+        self.invalidate(req.name)  # a new variant may now be the one to serve
+        serving = Serving(stored_fn or fn, variant.fingerprint, loaded, req.tier,
+                          {t.id for t in tests}, disambiguated_on, (self.node_id,))
+        self.serving.put(serving)
         log.info("stored %s %s %s", req.name, req.tier, variant.fingerprint[:19])
         if self.colony is not None:
             await self.colony.published(serving.function, variant, tests)
@@ -534,141 +613,21 @@ class Node:
     # ---------------------------------------------------------------- tools
     async def create_function(self, req: TaskRequest, wat: str | None,
                               wgsl: str | None) -> str:
-        """The ``create`` tool: add a verified variant of a function, from the caller's WAT or
-        (without WAT) by synthesis from the examples. Returns the variant's fingerprint."""
-        existing = await trio.to_thread.run_sync(self.library.get_function, req.name)
-        if existing is not None and existing.signature != str(req.signature):
-            raise ConflictError(f"function {req.name!r} exists with signature "
-                                f"{existing.signature}")
-        if wat is None:
-            key: Key = (req.name, str(req.signature), req.tier)
-            serving = await self._lookup(key)
-            if serving is None:
-                try:
-                    serving, _ = await self._synthesize_deduped(key, req)
-                except _Duplicate as dup:
-                    raise ConflictError(f"{req.name!r} would behave exactly like the existing "
-                                        f"function {dup.name!r}; use that one") from None
-                if serving is None:
-                    serving = await self._lookup(key)
-            if serving is None:
-                raise SynthesisFailed(f"synthesis of {req.name!r} failed")
-            return serving.variant_fp
-        existing_tests = await trio.to_thread.run_sync(self.library.tests, req.name)
-        tests = list({t.id: t for t in [*existing_tests, *_tests_from(req)]}.values())
-        if not tests:
-            raise UnsupportedError("a function given as WAT needs at least one example to be "
-                                   "verified (\"examples\": [{\"args\": [...], \"result\": ...}])")
-        cand = Synthesized(wat=wat, wgsl=wgsl, generator="user")
-        serving = await self._verify_and_store(req, cand, tests)
-        return serving.variant_fp
+        return await _tools.create_function(self, req, wat, wgsl)
 
     async def mutate_function(self, name: str, instruction: str,
                               tier: str | None) -> tuple[str, int]:
-        """The ``mutate`` tool: derive a new variant from the serving one. Every candidate must
-        pass all the function's tests; the first that does is stored with the parent in its
-        lineage. Returns (fingerprint, llm_calls)."""
-        from node.synth._mutate import mutation_candidates
-
-        fn = await trio.to_thread.run_sync(self.library.get_function, name)
-        if fn is None:
-            raise NotFoundError(f"no function named {name!r}")
-        sig = fn.sig
-        if tier is not None and not sig.allows_tier(tier):
-            raise UnsupportedError(f"tier {tier!r} does not fit {sig}")  # 422, not a 500
-        parent_tier = sig.default_tier
-        view = await trio.to_thread.run_sync(self.library.describe, name)
-        assert view is not None
-        serving_any = None
-        for t in (tier, parent_tier, "simd", "gpu", "scalar"):
-            if t is not None and sig.allows_tier(t):
-                serving_any = await self._lookup((name, fn.signature, t))
-                if serving_any is not None:
-                    break
-        if serving_any is None:
-            raise NotFoundError(f"{name!r} has no verified variant to mutate")
-        parent = await trio.to_thread.run_sync(self.library.variant, serving_any.variant_fp)
-        assert parent is not None
-        target = sig.check_tier(tier) if tier else parent.tier
-        tests = list(view.tests)
-        req = TaskRequest(fn.description, name, True, sig, target, None, (), True)  # type: ignore[arg-type]
-        llm = next((s for s in self.synthesizers if s.name.startswith("llm:")), None)
-        cands = await trio.to_thread.run_sync(
-            lambda: mutation_candidates(parent, fn, tests, instruction, target, llm=llm))
-        failures: list[str] = []
-        llm_calls = 0
-        for cand in cands:
-            llm_calls += cand.llm_calls
-            try:
-                serving = await self._verify_and_store(req, cand, tests, parents=(parent.fingerprint,))
-            except (VerificationError, ColonyError) as exc:
-                failures.append(exc.detail if isinstance(exc, ColonyError) else str(exc))
-                continue
-            return serving.variant_fp, llm_calls
-        raise SynthesisFailed(
-            f"no mutation of {name!r} ({instruction!r}, tier {target}) passed all "
-            f"{len(tests)} tests" + (f": {failures[0]}" if failures else " (no candidates)"),
-            llm_calls=llm_calls)
-
-    async def _serving_for(self, name: str, tier: str | None) -> tuple[_Serving, str]:
-        """The serving variant of a library function (404 when there is none)."""
-        fn = await trio.to_thread.run_sync(self.library.get_function, name)
-        if fn is None:
-            raise NotFoundError(f"no function named {name!r}")
-        tier = tier or fn.sig.default_tier
-        serving = await self._lookup((name, fn.signature, tier))
-        if serving is None:
-            raise NotFoundError(f"{name!r} has no verified {tier} variant")
-        return serving, tier
+        return await _tools.mutate_function(self, name, instruction, tier)
 
     async def run_function(self, name: str, tier: str | None, raw_args: Any) -> dict[str, Any]:
-        from node._task import coerce_args
-
-        serving, tier = await self._serving_for(name, tier)
-        args = coerce_args(serving.function.sig, raw_args, self.config.api)
-        started = time.perf_counter()
-        result = _plain_result(await self.call(serving, args))
-        return {"result": result, "function": self.describe_serving(serving, tier),
-                "node": self.node_id, "elapsed_ms": round((time.perf_counter() - started) * 1e3, 3)}
+        return await _tools.run_function(self, name, tier, raw_args)
 
     async def bench_function(self, name: str, tier: str | None, iterations: int,
                              size: int) -> dict[str, Any]:
-        """Time ``iterations`` calls of a function in this node's sandbox (random inputs)."""
-        serving, tier = await self._serving_for(name, tier)
-        sig = serving.function.sig
-        rng = np.random.default_rng(0)
-        args: tuple[Any, ...]
-        if sig.is_array:
-            args = tuple(rng.standard_normal(size).astype(np.float32) for _ in sig.params)
-        else:
-            args = tuple(int(rng.integers(1, 12)) if t in ("i32", "i64")
-                         else float(rng.uniform(0.5, 10)) for t in sig.params)
-
-        def loop() -> list[int]:
-            times = []
-            for _ in range(iterations):
-                t0 = time.perf_counter_ns()
-                self.runtime.call(serving.loaded, args)
-                times.append(time.perf_counter_ns() - t0)
-            return times
-
-        times = sorted(await trio.to_thread.run_sync(loop))
-        total = sum(times)
-        for t in times:
-            self._count(serving.variant_fp, True, t)
-        n = max(1, size if sig.is_array else 1)
-        return {
-            "function": self.describe_serving(serving, tier), "iterations": iterations,
-            "size": size if sig.is_array else None,
-            "mean_ns": total / iterations, "p50_ns": times[len(times) // 2],
-            "p99_ns": times[min(len(times) - 1, int(len(times) * 0.99))],
-            "ns_per_element": total / iterations / n,
-        }
+        return await _tools.bench_function(self, name, tier, iterations, size)
 
     async def delete_function(self, name: str) -> bool:
-        deleted = bool(await self._write(self.library.delete_function, name))
-        self.invalidate(name)
-        return deleted
+        return await _tools.delete_function(self, name)
 
     def gpu_info(self, start: bool) -> dict[str, Any] | None:
         """The GPU tier's adapter (``start`` creates the device first: blocking, 1–2 s)."""
@@ -677,7 +636,6 @@ class Node:
         return info(start=start) if callable(info) else None
 
     def colony_view(self) -> dict[str, Any]:
-        gpu_info = self.gpu_info(False)
         return {
             "node": self.node_id,
             "name": self.config.name,
@@ -685,42 +643,30 @@ class Node:
             "peers": [],
             **(self.colony.view() if self.colony is not None else {}),
             "synthesizers": [s.name for s in self.synthesizers],
+            "search": self.search_mode,
             "tasks_by_source": dict(self.stats.tasks_by_source),
             "synthesis_calls": self.stats.synth_calls,
             "synthesis_failures": self.stats.synth_failures,
             "uptime_s": round(time.time() - self.stats.started_at, 1),
-            "gpu": gpu_info,
+            "gpu": self.gpu_info(False),
         }
 
 
-def _renamed(req: TaskRequest, name: str) -> TaskRequest:
-    from dataclasses import replace
-
-    return replace(req, name=name)
+def _args(args: Sequence[Any]) -> str:
+    return ", ".join(repr(a) for a in args)
 
 
-def _tests_from(req: TaskRequest) -> list[TestCase]:
-    return _tests_for(req.name, req)
+def _trap_of(error: str) -> str:
+    """The trap's name out of a verifier failure text (``TrapError: ...`` → the message)."""
+    return error.split(":", 1)[1].strip() if ":" in error else error
 
 
-def _tests_for(name: str, req: TaskRequest) -> list[TestCase]:
-    sig = str(req.signature)
-    return [TestCase(name, sig, tuple(ex.args), ex.result) for ex in req.examples]
-
-
-def _plain_result(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return [float(x) for x in value.tolist()]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-async def _run_cancellable(fn: Callable[[], Synthesized], cancelled: threading.Event) -> Synthesized:
+async def run_cancellable(fn: Callable[[], Synthesized], cancelled: threading.Event) -> Synthesized:
     """Run blocking synthesis in a thread; a trio cancel sets the flag the search polls.
 
     The thread is never abandoned: on cancellation the watcher sets ``cancelled`` and we wait
-    for the search to notice it and return, so no work outlives the request.
+    for the search to notice it and return, so no work outlives the request. The nursery's
+    exception group is unwrapped: callers see the synthesizer's own error.
     """
     result: list[Synthesized] = []
 
@@ -730,8 +676,21 @@ async def _run_cancellable(fn: Callable[[], Synthesized], cancelled: threading.E
         finally:
             cancelled.set()
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(watch)
-        result.append(await trio.to_thread.run_sync(fn))
-        nursery.cancel_scope.cancel()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            result.append(await trio.to_thread.run_sync(fn))
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        errors = [e for e in _leaves(group) if not isinstance(e, trio.Cancelled)]
+        if len(errors) == 1:
+            raise errors[0] from None
+        raise
     return result[0]
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out

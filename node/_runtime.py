@@ -3,11 +3,25 @@
 Design (the why):
 
 - One ``wasmtime.Engine`` with fuel, epoch interruption and SIMD. Compiled modules are cached by
-  fingerprint (LRU, ``SandboxLimits.module_cache``); a ``Loaded`` function owns a pool of ready
-  instances (``_Slot``: Store + Instance + a preallocated ValRaw buffer). A call pops a slot, so two
-  threads never share a Store; a slot that trapped or ran out of budget is dropped, never reused.
+  fingerprint (LRU, ``SandboxLimits.module_cache``) together with their :class:`~node._abi.Layout`
+  (what state the module can keep) and an ``InstancePre`` (the instantiation template).
+- Every call starts from the module's initial state; how depends on what the module can keep:
+
+  * *pooled* -- no memory, no table, no mutable global: nothing can survive a call, so ready
+    instances (``_Slot``: Store + Instance + a preallocated ValRaw buffer) are reused. This is
+    the common scalar case and costs nothing extra.
+  * *fresh* -- mutable globals only: each call instantiates the template anew (about 1.5 us) in
+    a Store that is reused for ``_STORE_REUSE`` instances and then dropped.
+  * *isolated* -- a memory or a table (every simd module): each call gets its own Store and
+    instance, dropped right after the call, so linear memory goes back to the OS at once. Such
+    a call holds its instance's memory limit against the node-wide budget
+    (``SandboxLimits.memory_budget_mb``) while it runs; calls beyond the budget wait, bounded.
+
+  A call pops a slot, so two threads never share a Store; a slot that trapped or ran out of
+  budget is dropped, never reused.
 - The hot path calls ``wasmtime_func_call_unchecked`` straight through ctypes (prebuilt addresses,
-  one ``struct.pack_into`` for the arguments) instead of wasmtime-py's checked ``Func.__call__``.
+  one ``struct.pack_into`` for the arguments) instead of wasmtime-py's checked ``Func.__call__``;
+  stores and instances are made with the C API directly too.
 - Budgets: fuel is reset before every call (``SandboxLimits.fuel``); linear memory is capped by the
   store limiter (``memory_bytes``). Time and cancellation use epochs: every store has an epoch
   callback that, when the engine epoch moves, checks *its own* call's deadline and cancel flag and
@@ -19,6 +33,7 @@ Design (the why):
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import struct
 import threading
@@ -31,13 +46,13 @@ from typing import Any, Protocol
 import numpy as np
 import trio
 import wasmtime
-import wasmtime._bindings as _b
 from wasmtime import _ffi as ffi
 
 from node._abi import (
     BUDGET_MARK,
     PAGE,
     VALRAW_BYTES,
+    Layout,
     ScalarCodec,
     advise_hugepages,
     as_f32,
@@ -45,6 +60,7 @@ from node._abi import (
     check_tier,
     f32_view,
     memory_floor,
+    module_layout,
     translate,
 )
 from node._config import SandboxLimits
@@ -57,14 +73,31 @@ from node._errors import (
 )
 from protocol import Signature, SignatureError, fingerprint
 
-__all__ = ["GpuBackend", "Loaded", "Runtime"]
+__all__ = ["GpuBackend", "Loaded", "MemoryBusy", "Runtime"]
 
 #: Seconds the watchdog thread stays alive with no call in flight before it exits.
 _LINGER_S = 1.0
 #: Idle slots kept per loaded function (more concurrent calls create more, then drop the extra).
 _POOL_MAX = 8
+#: Fresh instances made in one Store (mutable-globals-only modules) before it is replaced: a
+#: Store keeps every instance made in it until it is dropped.
+_STORE_REUSE = 64
+#: Most elements one table may grow to (8 bytes each): bounds what a table module can hold.
+_TABLE_ELEMENTS = 1 << 16
+#: Seconds between looks at the cancel flag while a call waits for the memory budget.
+_BUDGET_POLL_S = 0.05
+
+_POOLED, _FRESH, _ISOLATED = "pooled", "fresh", "isolated"
 
 _monotonic = time.monotonic
+
+
+class MemoryBusy(BudgetExceeded):
+    """The node's memory budget stayed taken by other calls for the whole wait: retry later."""
+
+    status = 503
+    slug = "memory-busy"
+    title = "The node's memory budget is in use"
 
 
 def _raw(name: str) -> Any:
@@ -77,6 +110,17 @@ def _raw(name: str) -> Any:
 
 _call_unchecked = _raw("wasmtime_func_call_unchecked")
 _set_fuel = _raw("wasmtime_context_set_fuel")
+_store_new = _raw("wasmtime_store_new")
+_store_context = _raw("wasmtime_store_context")
+_store_limiter = _raw("wasmtime_store_limiter")
+_store_epoch_callback = _raw("wasmtime_store_epoch_deadline_callback")
+_set_epoch_deadline = _raw("wasmtime_context_set_epoch_deadline")
+_store_delete = _raw("wasmtime_store_delete")
+_instantiate_pre = _raw("wasmtime_instance_pre_instantiate")
+_export_get = _raw("wasmtime_instance_export_get")
+_memory_data = _raw("wasmtime_memory_data")
+_memory_size = _raw("wasmtime_memory_data_size")
+_memory_grow = _raw("wasmtime_memory_grow")
 
 _EpochCallback = ctypes.CFUNCTYPE(
     ctypes.c_size_t,
@@ -86,6 +130,14 @@ _EpochCallback = ctypes.CFUNCTYPE(
     ctypes.POINTER(ctypes.c_uint8),
 )
 _NO_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)()  # a NULL function pointer
+_NULL = ctypes.c_void_p(0)
+_ONE_TICK = ctypes.c_uint64(1)
+_UNSET = ctypes.c_int64(-1)
+_UNION = ffi.wasmtime_extern_t.of.offset  # where an extern's func/memory handle starts
+_MEMORY_NAME = ctypes.create_string_buffer(b"memory")
+_MEMORY_NAMEP = ctypes.c_void_p(ctypes.addressof(_MEMORY_NAME))
+_MEMORY_LEN = ctypes.c_size_t(6)
+
 
 class GpuBackend(Protocol):
     """What the gpu tier needs from ``node/_gpu.py``'s ``GpuRunner``."""
@@ -106,63 +158,125 @@ class _Control:
 
 
 class _Slot:
-    """One ready instance: a Store of its own, the function's address and a ValRaw buffer."""
+    """One Store of its own (made through the C API), the current instance's function and
+    memory handles, and a ValRaw buffer. ``close`` drops the Store (and everything in it) and
+    gives its memory reservation back; it runs at most once."""
 
     __slots__ = (
-        "__weakref__", "buf", "bufp", "ctl", "ctx", "deadline", "fobj", "func", "instance", "key",
-        "memory", "nvals", "store", "trap", "trapp",
+        "__weakref__", "buf", "bufp", "ctl", "ctx", "deadline", "fext", "func", "inst", "instp",
+        "fextp", "key", "memory", "mext", "mextp", "nvals", "reserved", "rt", "store", "trap", "trapp", "uses",
     )
 
-    def __init__(self, store: wasmtime.Store, key: int, nvals: int) -> None:
-        self.store = store
+    def __init__(self, rt: Runtime, key: int, nvals: int, limit: int, reserved: int) -> None:
+        self.rt = rt
         self.key = key
-        self.ctx = ctypes.c_void_p(ctypes.cast(store._context(), ctypes.c_void_p).value)
+        self.reserved = reserved
+        self.uses = 0
+        self.store = 0
+        store = _store_new(rt._engine_p, _NULL, _NULL)
+        if not store:
+            raise SandboxError("wasmtime could not create a store")
+        self.store = store
+        sp = ctypes.c_void_p(store)
+        _store_limiter(sp, ctypes.c_int64(limit), ctypes.c_int64(_TABLE_ELEMENTS), _UNSET,
+                       _UNSET, _UNSET)
+        _store_epoch_callback(sp, rt._epoch_cbp, ctypes.c_void_p(key), _NO_FINALIZER)
+        self.ctx = ctypes.c_void_p(_store_context(sp))
+        _set_epoch_deadline(self.ctx, _ONE_TICK)
         self.buf = (ffi.wasmtime_val_raw_t * nvals)()
         self.bufp = ctypes.c_void_p(ctypes.addressof(self.buf))
         self.nvals = ctypes.c_size_t(nvals)
         self.trap = ctypes.POINTER(ffi.wasm_trap_t)()
         self.trapp = ctypes.c_void_p(ctypes.addressof(self.trap))
+        self.inst = ffi.wasmtime_instance_t()
+        self.instp = ctypes.c_void_p(ctypes.addressof(self.inst))
+        self.fext = ffi.wasmtime_extern_t()
+        self.fextp = ctypes.c_void_p(ctypes.addressof(self.fext))
+        self.func = ctypes.c_void_p(ctypes.addressof(self.fext) + _UNION)
+        self.mext = ffi.wasmtime_extern_t()
+        self.mextp = ctypes.c_void_p(ctypes.addressof(self.mext))
+        self.memory = ctypes.c_void_p(ctypes.addressof(self.mext) + _UNION)
         self.deadline = 0.0
         self.ctl: _Control | None = None
-        self.instance: wasmtime.Instance | None = None
-        self.func: Any = None
-        self.fobj: Any = None
-        self.memory: wasmtime.Memory | None = None
+
+    def close(self) -> None:
+        store, self.store = self.store, 0
+        if store:
+            _store_delete(ctypes.c_void_p(store))
+        reserved, self.reserved = self.reserved, 0
+        if reserved:
+            self.rt._unreserve(reserved)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # interpreter shutdown
+            self.close()
 
     def mem_addr(self) -> int:
-        assert self.memory is not None
-        return ctypes.cast(self.memory.data_ptr(self.store), ctypes.c_void_p).value or 0
+        return _memory_data(self.ctx, self.memory) or 0
+
+    def mem_len(self) -> int:
+        return _memory_size(self.ctx, self.memory) or 0
 
 
 class Loaded:
     """A compiled, ABI-checked function ready to call.
 
-    Fields: ``fingerprint``, ``name``, ``signature``, ``tier``, ``module`` (the compiled module).
-    ``call(args)`` runs it (blocking, thread-safe) and is the hot path: Python ints/floats in and
-    out for scalar signatures; float arrays in, a float32 ndarray (map) or a float (reduce) out.
+    Fields: ``fingerprint``, ``name``, ``signature``, ``tier``, ``module`` (the compiled module),
+    ``layout`` (what state it can keep) and ``mode`` (pooled, fresh or isolated: see the module
+    docstring). ``call(args)`` runs it (blocking, thread-safe) and is the hot path: Python
+    ints/floats in and out for scalar signatures; float arrays in, a float32 ndarray (map) or a
+    float (reduce) out. Every call starts from the module's initial state.
     """
 
     call: Callable[[tuple], Any]
 
     def __init__(
         self, rt: Runtime, module: wasmtime.Module, fp: str, name: str, signature: Signature,
-        tier: str,
+        tier: str, layout: Layout | None = None,
     ) -> None:
         self.fingerprint = fp
         self.name = name
         self.signature = signature
         self.tier = tier
         self.module = module
+        self.layout = layout if layout is not None else Layout(parsed=False)
         self._rt = rt
         self._idle: list[_Slot] = []
         self._kind = signature.kind
+        lay = self.layout
+        if tier == "scalar" and lay.stateless:
+            self.mode = _POOLED
+        elif tier == "scalar" and lay.parsed and not lay.memories and not lay.tables:
+            self.mode = _FRESH
+        else:
+            self.mode = _ISOLATED
+        # The store limit for linear memory, and what an isolated call holds against the budget.
+        limit = rt.limits.memory_bytes
+        if lay.parsed and lay.memory_max is not None:
+            limit = min(limit, lay.memory_max)
+        self._mem_limit = limit
+        if not lay.parsed:
+            self._reserve_bytes = limit
+        else:
+            self._reserve_bytes = (limit * lay.memories + 8 * _TABLE_ELEMENTS * lay.tables)
+        self._name_buf = ctypes.create_string_buffer(name.encode())
+        self._namep = ctypes.c_void_p(ctypes.addressof(self._name_buf))
+        self._namelen = ctypes.c_size_t(len(name.encode()))
+        if tier != "gpu":
+            self._pre = wasmtime.Linker(rt.engine).instantiate_pre(module)
+            self._prep = ctypes.c_void_p(ctypes.cast(self._pre.ptr(), ctypes.c_void_p).value)
         if tier == "scalar":
             codec = ScalarCodec(signature)
             self._codec = codec
             self._pack = codec.pack_into
             self._unpack = codec.unpack_from
             self._nvals = codec.slots
-            self.call = self._scalar_call()
+            if self.mode == _POOLED:
+                self.call = self._scalar_call()
+            elif self.mode == _FRESH:
+                self.call = self._fresh_scalar_call()
+            else:
+                self.call = self._isolated_call
         else:
             nptr = signature.arity + (1 if self._kind == "map" else 0)
             self._nptr = nptr
@@ -176,15 +290,18 @@ class Loaded:
     def __repr__(self) -> str:
         return f"<Loaded {self.name} {self.signature} {self.tier} {self.fingerprint[:19]}>"
 
-    # -- the hot path -------------------------------------------------------------------------
+    # -- the hot paths ------------------------------------------------------------------------
     def _general_call(self, args: tuple) -> Any:
         if self.tier == "gpu":
             return self._rt._gpu_call(self, args)
         return self._call_arrays(args, None)
 
+    def _isolated_call(self, args: tuple) -> Any:
+        return self._scalar_fresh(args, None)
+
     def _scalar_call(self) -> Callable[[tuple], Any]:
-        """Build the scalar hot path as a closure: free variables are cheaper than attributes,
-        and every microsecond here is per call."""
+        """Build the pooled scalar hot path as a closure: free variables are cheaper than
+        attributes, and every microsecond here is per call."""
         idle = self._idle
         pop, append = idle.pop, idle.append
         pack, unpack, normalise = self._pack, self._unpack, self._codec.normalise
@@ -221,49 +338,128 @@ class Loaded:
             result = unpack(buf)[0]
             if len(idle) < _POOL_MAX:
                 append(slot)
+            else:
+                slot.close()
             return result
 
         return call
 
-    # -- general path (acall, arrays) -------------------------------------------------------
+    def _fresh_scalar_call(self) -> Callable[[tuple], Any]:
+        """The hot path of a module with mutable globals: a fresh instance from the template for
+        every call, in a Store that is reused ``_STORE_REUSE`` times."""
+        idle = self._idle
+        pop, append = idle.pop, idle.append
+        pack, unpack, normalise = self._pack, self._unpack, self._codec.normalise
+        rt = self._rt
+        inflight = rt._inflight
+        fuel, timeout = rt._fuel, rt._timeout
+        new, failure = self._new_slot, self._failure
+        prep, namep, namelen = self._prep, self._namep, self._namelen
+        set_fuel, call_unchecked, monotonic = _set_fuel, _call_unchecked, _monotonic
+        instantiate, export_get = _instantiate_pre, _export_get
+
+        def call(args: tuple) -> Any:
+            try:
+                slot = pop()
+            except IndexError:
+                slot = new(None)
+            buf = slot.buf
+            try:
+                pack(buf, 0, *args)
+            except (struct.error, OverflowError, TypeError):
+                try:
+                    pack(buf, 0, *normalise(args))
+                except BaseException:
+                    append(slot)
+                    raise
+            slot.deadline = monotonic() + timeout
+            inflight.add(slot)
+            if not rt._ticking:
+                rt._arm(slot)
+            ctx = slot.ctx
+            slot.uses += 1
+            set_fuel(ctx, fuel)  # the start function, if any, runs under the same budget
+            err = instantiate(prep, ctx, slot.instp, slot.trapp)
+            if err or slot.trap:
+                inflight.discard(slot)
+                raise failure(slot, err)
+            export_get(ctx, slot.instp, namep, namelen, slot.fextp)
+            set_fuel(ctx, fuel)
+            err = call_unchecked(ctx, slot.func, slot.bufp, slot.nvals, slot.trapp)
+            inflight.discard(slot)
+            if err or slot.trap:
+                raise failure(slot, err)
+            result = unpack(buf)[0]
+            if slot.uses < _STORE_REUSE and len(idle) < _POOL_MAX:
+                append(slot)
+            else:
+                slot.close()
+            return result
+
+        return call
+
+    # -- general path (acall, arrays, isolated) -----------------------------------------------
     def _invoke(self, args: tuple, ctl: _Control | None) -> Any:
         if ctl is not None:
             ctl.started = True
         try:
             if self.tier != "scalar":
                 return self._call_arrays(args, ctl)
-            slot = self._acquire()
-            try:
-                try:
-                    self._pack(slot.buf, 0, *args)
-                except (struct.error, OverflowError, TypeError):
-                    self._pack(slot.buf, 0, *self._codec.normalise(args))
-            except BaseException:
-                self._release(slot)
-                raise
-            self._run(slot, ctl)
-            result = self._unpack(slot.buf)[0]
-            self._release(slot)
-            return result
+            return self._scalar_fresh(args, ctl)
         finally:
             if ctl is not None:
                 ctl.finished.set()
 
-    def _run(self, slot: _Slot, ctl: _Control | None) -> None:
-        """Enter WASM on ``slot`` under the budgets; on failure drop the slot and raise."""
+    def _scalar_fresh(self, args: tuple, ctl: _Control | None) -> Any:
+        """A scalar call through the general path: any mode, cancellable."""
+        slot = self._acquire(ctl)
+        try:
+            try:
+                self._pack(slot.buf, 0, *args)
+            except (struct.error, OverflowError, TypeError):
+                self._pack(slot.buf, 0, *self._codec.normalise(args))
+        except BaseException:
+            self._release(slot)
+            raise
+        if self.mode != _POOLED:
+            self._instantiate(slot, ctl)
+        self._run(slot, ctl)
+        result = self._unpack(slot.buf)[0]
+        self._release(slot)
+        return result
+
+    def _enter(self, slot: _Slot, ctl: _Control | None) -> None:
         rt = self._rt
         slot.ctl = ctl
         if ctl is not None and ctl.cancelled:
             slot.ctl = None
-            self._release(slot)
+            self._drop(slot)
             raise BudgetExceeded(f"{self.name}: call cancelled", budget="cancelled")
         slot.deadline = _monotonic() + rt._timeout
         rt._inflight.add(slot)
         if not rt._ticking:
             rt._arm(slot)
         _set_fuel(slot.ctx, rt._fuel)
+
+    def _instantiate(self, slot: _Slot, ctl: _Control | None) -> None:
+        """A fresh instance from the template in ``slot``'s Store (the start function, if any,
+        runs under the call's budgets); on failure drop the slot and raise."""
+        self._enter(slot, ctl)
+        slot.uses += 1
+        err = _instantiate_pre(self._prep, slot.ctx, slot.instp, slot.trapp)
+        self._rt._inflight.discard(slot)
+        slot.ctl = None
+        if err or slot.trap:
+            raise self._failure(slot, err)
+        _export_get(slot.ctx, slot.instp, self._namep, self._namelen, slot.fextp)
+        if self.tier != "scalar":
+            _export_get(slot.ctx, slot.instp, _MEMORY_NAMEP, _MEMORY_LEN, slot.mextp)
+
+    def _run(self, slot: _Slot, ctl: _Control | None) -> None:
+        """Enter WASM on ``slot`` under the budgets; on failure drop the slot and raise."""
+        self._enter(slot, ctl)
         err = _call_unchecked(slot.ctx, slot.func, slot.bufp, slot.nvals, slot.trapp)
-        rt._inflight.discard(slot)
+        self._rt._inflight.discard(slot)
         slot.ctl = None
         if err or slot.trap:
             raise self._failure(slot, err)
@@ -272,7 +468,7 @@ class Loaded:
         """SIMD ABI: inputs (and the map's output) at 16-byte aligned offsets from the floor.
 
         See :func:`node._abi.memory_floor` for where arrays start; memory grows on demand up to
-        ``SandboxLimits.memory_bytes``.
+        ``SandboxLimits.memory_bytes``. The instance is fresh and dropped after the call.
         """
         k = self.signature.arity
         if not isinstance(args, (tuple, list)) or len(args) != k:
@@ -286,25 +482,22 @@ class Loaded:
         stride = (4 * n + 15) & ~15
         base = self._floor
         need = base + stride * self._nptr
-        limit = min(self._rt.limits.memory_bytes, 1 << 32)
+        limit = min(self._mem_limit, 1 << 32)
         if need > limit:
             raise BudgetExceeded(
                 f"{self.name}: arrays of {n} elements need {need} bytes of linear memory, "
                 f"over the limit of {limit}", budget="memory",
             )
         offsets = [base + i * stride for i in range(self._nptr)]
-        slot = self._acquire()
+        slot = self._acquire(ctl)
         try:
+            self._instantiate(slot, ctl)
             self._grow(slot, need)
             view = f32_view(slot.mem_addr(), need)
             for off, a in zip(offsets, arrays, strict=False):  # the map output has no input
                 np.copyto(view[off // 4: off // 4 + n], a)
             self._pack(slot.buf, 0, *offsets, n)
-        except BaseException:
-            self._release(slot)
-            raise
-        self._run(slot, ctl)
-        try:
+            self._run(slot, ctl)
             if self._kind == "map":
                 out = offsets[-1] // 4
                 # Re-read the base address: the module may have grown (moved) its memory.
@@ -314,36 +507,58 @@ class Loaded:
             self._release(slot)
 
     def _grow(self, slot: _Slot, need: int) -> None:
-        mem = slot.memory
-        assert mem is not None
-        have = mem.data_len(slot.store)
+        have = slot.mem_len()
         if have >= need:
             return
-        try:
-            mem.grow(slot.store, -(-(need - have) // PAGE))
-        except wasmtime.WasmtimeError as exc:
+        prev = ctypes.c_uint64()
+        err = _memory_grow(slot.ctx, slot.memory, ctypes.c_uint64(-(-(need - have) // PAGE)),
+                           ctypes.byref(prev))
+        if err:
+            exc = wasmtime.WasmtimeError._from_ptr(
+                ctypes.cast(err, ctypes.POINTER(ffi.wasmtime_error_t))
+            )
             raise BudgetExceeded(
                 f"{self.name}: linear memory cannot grow to {need} bytes ({exc})", budget="memory"
             ) from None
-        advise_hugepages(slot.mem_addr(), mem.data_len(slot.store))
+        advise_hugepages(slot.mem_addr(), slot.mem_len())
 
     # -- slots ----------------------------------------------------------------------------
-    def _acquire(self) -> _Slot:
+    def _acquire(self, ctl: _Control | None = None) -> _Slot:
+        if self.mode == _ISOLATED:
+            return self._new_slot(ctl)
         try:
             return self._idle.pop()
         except IndexError:
-            return self._spawn()
+            return self._spawn() if self.mode == _POOLED else self._new_slot(ctl)
 
     def _release(self, slot: _Slot) -> None:
-        if len(self._idle) < _POOL_MAX:
+        """After a call that did not fail: keep the slot if its mode allows, else drop it."""
+        if not slot.store:
+            return
+        spent = self.mode == _FRESH and slot.uses >= _STORE_REUSE
+        if self.mode == _ISOLATED or self._rt._closed or spent:
+            slot.close()
+        elif len(self._idle) < _POOL_MAX:
             self._idle.append(slot)
+        else:
+            slot.close()
+
+    def _drop(self, slot: _Slot) -> None:
+        self._rt._forget(slot)
+        slot.close()
+
+    def _new_slot(self, ctl: _Control | None) -> _Slot:
+        """An empty Store (no instance yet); an isolated one holds its memory reservation."""
+        return self._rt._new_slot(self, ctl)
 
     def _spawn(self) -> _Slot:
-        return self._rt._new_slot(self)
+        """A pooled slot: a Store with its one instance."""
+        slot = self._new_slot(None)
+        self._instantiate(slot, None)
+        return slot
 
     def _failure(self, slot: _Slot, err: int | None) -> SandboxError:
         # The slot is not returned to the pool: a trapped instance may be half-updated.
-        self._rt._forget(slot)
         exc: Exception
         if err:
             exc = wasmtime.WasmtimeError._from_ptr(
@@ -351,7 +566,19 @@ class Loaded:
             )
         else:
             exc = wasmtime.Trap._from_ptr(slot.trap)
+        self._drop(slot)
         return translate(exc, self.name)
+
+    def close_idle(self) -> None:
+        """Drop every idle slot now (their Stores and memory), rather than at garbage collection."""
+        while self._idle:
+            try:
+                self._idle.pop().close()
+            except IndexError:  # pragma: no cover - raced with a call
+                break
+
+
+_Entry = tuple[wasmtime.Module, Layout, dict[tuple[str, str, str], Loaded]]
 
 
 class Runtime:
@@ -369,8 +596,7 @@ class Runtime:
         self._timeout = float(self.limits.timeout_s)
         # Deadline resolution: a twentieth of the budget, between 1 ms and 50 ms.
         self._tick = min(0.05, max(0.001, self._timeout / 20))
-        self._cache: OrderedDict[str, tuple[wasmtime.Module, dict[tuple[str, str, str], Loaded]]]
-        self._cache = OrderedDict()
+        self._cache: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = threading.Lock()
         self._inflight: set[_Slot] = set()
         self._slots: weakref.WeakValueDictionary[int, _Slot] = weakref.WeakValueDictionary()
@@ -380,6 +606,11 @@ class Runtime:
         self._stop = threading.Event()
         self._watchdog: threading.Thread | None = None
         self._epoch_cb = _EpochCallback(self._on_epoch)
+        self._epoch_cbp = ctypes.cast(self._epoch_cb, ctypes.c_void_p)
+        self._engine_p = ctypes.c_void_p(ctypes.cast(self.engine.ptr(), ctypes.c_void_p).value)
+        self._budget = max(0, int(self.limits.memory_budget_mb)) << 20
+        self._reserved = 0
+        self._budget_cond = threading.Condition()
 
     def attach_gpu(self, gpu: GpuBackend) -> None:
         """Set the gpu tier's runner (it is built from :attr:`engine`, so after the Runtime)."""
@@ -413,37 +644,76 @@ class Runtime:
         if tier == "gpu" and self._gpu is None:
             raise UnsupportedError("no GPU tier is configured on this node")
         fp = fingerprint(wasm)
-        module, loadeds = self._compiled(fp, wasm)
+        module, layout, loadeds = self._compiled(fp, wasm)
         key = (name, str(signature), tier)
         loaded = loadeds.get(key)
         if loaded is None:
-            check_module(module, name=name, signature=signature, tier=tier)
-            loaded = Loaded(self, module, fp, name, signature, tier)
-            if tier != "gpu":
-                # Instantiate one slot now: a module whose start function traps or whose
-                # memory is over the limit fails at load, not at its first call.
-                loaded._release(loaded._spawn())
+            try:
+                check_module(module, name=name, signature=signature, tier=tier)
+                loaded = Loaded(self, module, fp, name, signature, tier, layout)
+                if tier != "gpu":
+                    # Instantiate once now: a module whose start function traps or whose
+                    # memory is over the limit fails at load, not at its first call.
+                    slot = loaded._acquire(None)
+                    if loaded.mode != _POOLED:
+                        loaded._instantiate(slot, None)
+                    loaded._release(slot)
+            except BaseException:
+                # A module that fails here leaves nothing behind (no compiled code, no slots).
+                with self._lock:
+                    entry = self._cache.get(fp)
+                    if entry is not None and not entry[2]:
+                        del self._cache[fp]
+                raise
             loadeds[key] = loaded
         return loaded
 
-    def _compiled(
-        self, fp: str, wasm: bytes
-    ) -> tuple[wasmtime.Module, dict[tuple[str, str, str], Loaded]]:
+    def _compiled(self, fp: str, wasm: bytes) -> _Entry:
         with self._lock:
             entry = self._cache.get(fp)
             if entry is not None:
                 self._cache.move_to_end(fp)
                 return entry
+        layout = module_layout(wasm)
+        if layout.functions > self.limits.max_functions:
+            raise TooLargeError(
+                f"module defines {layout.functions} functions, over the limit of "
+                f"{self.limits.max_functions}", functions=layout.functions,
+            )
         try:
             module = wasmtime.Module(self.engine, wasm)
         except wasmtime.WasmtimeError as exc:
             raise CompileError(f"module does not compile: {exc}") from None
+        evicted: list[_Entry] = []
         with self._lock:
-            entry = self._cache.setdefault(fp, (module, {}))
+            entry = self._cache.setdefault(fp, (module, layout, {}))
             self._cache.move_to_end(fp)
             while len(self._cache) > max(1, self.limits.module_cache):
-                self._cache.popitem(last=False)
+                evicted.append(self._cache.popitem(last=False)[1])
+        for _, _, old in evicted:
+            for ld in old.values():
+                ld.close_idle()
         return entry
+
+    def evict(self, fp: str) -> bool:
+        """Forget a variant: its compiled module, its loaded functions and their idle instances
+        (a quarantined or deleted variant leaves nothing behind). Loaded objects still held
+        elsewhere keep working. Returns whether anything was cached."""
+        with self._lock:
+            entry = self._cache.pop(fp, None)
+        if entry is None:
+            return False
+        for ld in entry[2].values():
+            ld.close_idle()
+        return True
+
+    def is_cached(self, fp: str) -> bool:
+        """Whether the compiled module of ``fp`` is in the cache."""
+        return fp in self._cache
+
+    def memory_reserved(self) -> int:
+        """Bytes of the memory budget held by running calls right now."""
+        return self._reserved
 
     def cached(self) -> int:
         """How many compiled modules the cache holds."""
@@ -488,10 +758,16 @@ class Runtime:
         """Stop running calls (budget "cancelled"), the watchdog, and drop the cache."""
         with self._lock:
             self._closed = True
+            entries = list(self._cache.values())
             self._cache.clear()
             self._stop.set()
             dog = self._watchdog
         self.engine.increment_epoch()
+        with self._budget_cond:
+            self._budget_cond.notify_all()
+        for _, _, loadeds in entries:
+            for ld in loadeds.values():
+                ld.close_idle()
         if dog is not None and dog is not threading.current_thread():
             dog.join(timeout=5)
 
@@ -499,39 +775,63 @@ class Runtime:
     def _gpu_call(self, loaded: Loaded, args: tuple) -> Any:
         if self._gpu is None:
             raise UnsupportedError("no GPU tier is configured on this node")
-        return self._gpu.call(loaded.module, loaded.name, loaded.signature, args)
+        # The gpu runner makes a Store per call with the same memory limit: it holds it too.
+        held = self._reserve(self.limits.memory_bytes, None, loaded.name)
+        try:
+            return self._gpu.call(loaded.module, loaded.name, loaded.signature, args)
+        finally:
+            self._unreserve(held)
 
-    def _new_slot(self, loaded: Loaded) -> _Slot:
+    def _new_slot(self, loaded: Loaded, ctl: _Control | None) -> _Slot:
+        if self._closed:
+            raise SandboxError("the runtime is closed")
+        held = 0
+        if loaded.mode == _ISOLATED:
+            held = self._reserve(loaded._reserve_bytes, ctl, loaded.name)
         with self._lock:
             key = self._next_key
             self._next_key += 1
-        store = wasmtime.Store(self.engine)
-        store.set_limits(memory_size=self.limits.memory_bytes)
-        _b.wasmtime_store_epoch_deadline_callback(store.ptr(), self._epoch_cb, key, _NO_FINALIZER)
-        store.set_epoch_deadline(1)
-        slot = _Slot(store, key, loaded._nvals)
-        self._slots[key] = slot
-        # Instantiation runs the start function, if any: same fuel and time budget as a call.
-        store.set_fuel(self.limits.fuel)
-        slot.deadline = _monotonic() + self._timeout
-        self._inflight.add(slot)
         try:
-            if not self._ticking:
-                self._arm(slot)
-            instance = wasmtime.Instance(store, loaded.module, [])
-        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-            raise translate(exc, loaded.name) from None
-        finally:
-            self._inflight.discard(slot)
-        exports = instance.exports(store)
-        slot.instance = instance
-        # Keep the Func object: its wasmtime_func_t struct is what slot.func points at.
-        slot.fobj = exports[loaded.name]
-        slot.func = ctypes.c_void_p(ctypes.addressof(slot.fobj._func))
-        mem = exports.get("memory")
-        if isinstance(mem, wasmtime.Memory):
-            slot.memory = mem
+            slot = _Slot(self, key, loaded._nvals, loaded._mem_limit, held)
+        except BaseException:
+            self._unreserve(held)
+            raise
+        self._slots[key] = slot
         return slot
+
+    def _reserve(self, nbytes: int, ctl: _Control | None, name: str) -> int:
+        """Hold ``nbytes`` of the node's memory budget, waiting (bounded by the call's time
+        budget, cancellable) while other calls hold it. Returns what to give back."""
+        budget = self._budget
+        if not budget or nbytes <= 0:
+            return 0
+        if nbytes > budget:
+            raise BudgetExceeded(
+                f"{name}: an instance may use {nbytes} bytes of linear memory, over the node's "
+                f"memory budget of {budget} bytes", budget="memory",
+            )
+        give_up = _monotonic() + self._timeout
+        with self._budget_cond:
+            while self._reserved + nbytes > budget:
+                if self._closed:
+                    raise SandboxError("the runtime is closed")
+                if ctl is not None and ctl.cancelled:
+                    raise BudgetExceeded(f"{name}: call cancelled", budget="cancelled")
+                left = give_up - _monotonic()
+                if left <= 0:
+                    raise MemoryBusy(
+                        f"{name}: the node's memory budget ({budget >> 20} MiB) stayed in use "
+                        f"by other calls for {self._timeout:g} s; retry later", budget="memory",
+                    )
+                self._budget_cond.wait(min(left, _BUDGET_POLL_S))
+            self._reserved += nbytes
+        return nbytes
+
+    def _unreserve(self, nbytes: int) -> None:
+        if nbytes:
+            with self._budget_cond:
+                self._reserved -= nbytes
+                self._budget_cond.notify_all()
 
     def _forget(self, slot: _Slot) -> None:
         self._slots.pop(slot.key, None)

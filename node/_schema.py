@@ -258,8 +258,59 @@ CREATE TABLE peer_keys (
 ) STRICT, WITHOUT ROWID;
 """
 
+# How much a variant's behaviour is pinned down, beyond its tests: ``disambiguated_on`` is the
+# number of distinguishing inputs on which the synthesizer found no plausible competitor (0: the
+# variant only fits its tests), ``basis`` says where the claim comes from.
+_V4 = """
+CREATE TABLE variant_evidence (
+    fingerprint      TEXT PRIMARY KEY REFERENCES variants(fingerprint) ON DELETE CASCADE,
+    disambiguated_on INTEGER NOT NULL DEFAULT 0,
+    basis            TEXT NOT NULL,
+    at               REAL NOT NULL
+) STRICT, WITHOUT ROWID;
+"""
+
+# Received tests that were not applied (node/_sync_store.py): a test that contradicts the
+# function's tests or that every verified variant fails is held here, with who sent it (``node``,
+# the log origin) and why, until a user accepts or rejects it; ``checking`` ones wait for the
+# immune check to run them on the verified variants. ``log`` gains the ``resolution`` kind (a
+# user's decision on a held test, synced like any record); SQLite cannot alter a CHECK, so the
+# table is rebuilt.
+_V5 = """
+CREATE TABLE log_v5 (
+    origin   TEXT NOT NULL,
+    seq      INTEGER NOT NULL,
+    kind     TEXT NOT NULL CHECK (kind IN ('function', 'variant', 'test', 'metric', 'tombstone',
+                                           'resolution')),
+    key      TEXT NOT NULL,
+    function TEXT NOT NULL,
+    PRIMARY KEY (origin, seq)
+) STRICT, WITHOUT ROWID;
+INSERT INTO log_v5 (origin, seq, kind, key, function)
+    SELECT origin, seq, kind, key, function FROM log;
+DROP TABLE log;
+ALTER TABLE log_v5 RENAME TO log;
+CREATE UNIQUE INDEX log_by_key ON log(kind, key, origin);
+CREATE INDEX log_by_function ON log(function);
+
+CREATE TABLE test_conflicts (
+    id        TEXT PRIMARY KEY,
+    function  TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+    signature TEXT NOT NULL,
+    args      BLOB NOT NULL,
+    expected  BLOB NOT NULL,
+    origin    TEXT NOT NULL,
+    node      TEXT NOT NULL,
+    reason    TEXT NOT NULL,
+    status    TEXT NOT NULL CHECK (status IN ('checking', 'held', 'accepted', 'rejected')),
+    at        REAL NOT NULL
+) STRICT;
+CREATE INDEX test_conflicts_by_function ON test_conflicts(function);
+CREATE INDEX test_conflicts_by_node ON test_conflicts(node, status);
+"""
+
 #: The ordered migrations; ``MIGRATIONS[i]`` goes from version ``i`` to ``i + 1``.
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5)
 
 #: The schema version this code writes.
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -57,7 +57,14 @@ import numpy as np
 
 from node._embed import DIM, MODEL_NAME, Embedder
 from node._errors import BudgetExceeded, ColonyError, RequestError, TrapError
-from node._lexicon import content_words, relation, words
+from node._lexicon import (
+    content_words,
+    coverage,
+    extra_operations,
+    numbers_conflict,
+    relation,
+    words,
+)
 from node._records import TestCase
 from node._store import Library
 from protocol import TIERS, Signature, SignatureError
@@ -74,6 +81,8 @@ class Thresholds:
     min_vector: float = 0.45
     #: cosine a hit needs when a keyword or a named operation supports it
     min_lexical: float = 0.15
+    #: calibrated score from which a hit is confident (answers a task without examples)
+    confident: float = 0.5
     #: reciprocal rank fusion constant
     rrf_k: int = 60
     #: candidates taken from each list before fusion
@@ -86,13 +95,25 @@ class Thresholds:
 
 @dataclass(frozen=True)
 class Hit:
-    """One accepted search result. Ranks are 1-based within the signature; None = not listed."""
+    """One plausible search result. ``score`` is the calibrated confidence (0..1), ``confident``
+    whether it reaches ``Thresholds.confident``. Ranks are 1-based within the signature (None:
+    not in that list); ``similarity`` is the cosine (None in keyword-only mode); ``rrf`` the
+    reciprocal rank fusion score of the two lists."""
 
     name: str
     score: float
+    confident: bool
     fts_rank: int | None
     vec_rank: int | None
     similarity: float | None = None
+    description: str = ""
+    signature: str = ""
+    rrf: float = 0.0
+
+    def candidate(self) -> dict[str, Any]:
+        """The hit as a candidate a user may pick: name, description, signature, score."""
+        return {"name": self.name, "description": self.description,
+                "signature": self.signature, "score": round(self.score, 3)}
 
 
 class _VectorIndex:
@@ -108,10 +129,15 @@ class _VectorIndex:
         self.texts: list[str] = []
         self.slot: dict[int, int] = {}
         self.sig_codes: dict[str, int] = {}
+        self.sig_names: list[str] = []
         self.seq = -1  # last applied search_changes seq; -1: never loaded
 
     def _code(self, sig: str) -> int:
-        return self.sig_codes.setdefault(sig, len(self.sig_codes))
+        code = self.sig_codes.get(sig)
+        if code is None:
+            code = self.sig_codes[sig] = len(self.sig_names)
+            self.sig_names.append(sig)
+        return code
 
     def _grow(self, need: int) -> None:
         cap = len(self.ids)
@@ -298,8 +324,15 @@ class SearchIndex:
         return vec
 
     def search(self, query: str, *, signature: str | None = None, tier: str | None = None,
-               k: int = 5, vector: np.ndarray | None = None) -> list[Hit]:
-        """Accepted hits, best first (at most ``k``). ``vector`` overrides the query embedding.
+               k: int = 5, vector: np.ndarray | None = None,
+               confident_only: bool = False) -> list[Hit]:
+        """Plausible hits, best first (at most ``k``), each with a calibrated ``score`` and
+        ``confident`` (``score >= thresholds.confident``). ``vector`` overrides the query
+        embedding.
+
+        A confident hit may answer a task that has no examples. The others are candidates: with
+        examples a node may still accept one that reproduces them; without, it should refuse and
+        offer them (:meth:`Hit.candidate`). ``confident_only=True`` returns only confident hits.
 
         Raises RequestError for an empty or over-long query, a bad signature or tier, or k < 1.
         """
@@ -320,56 +353,79 @@ class SearchIndex:
         q = vector if vector is not None else self.query_vector(query)
         if q is not None:
             q = np.ascontiguousarray(q, dtype=np.float32).reshape(DIM)
-        th = self.thresholds
-        terms = content_words(query)
         with self.library.read() as conn:
-            fts = _keyword(conn, terms, sig, th.candidates)
-            with self._lock:
-                cands: dict[int, dict[str, Any]] = {}
-                if q is not None:
-                    self._index.sync(conn)
-                    for rank, (slot, cos) in enumerate(
-                            self._index.nearest(q, sig, th.candidates, th), start=1):
-                        fid = int(self._index.ids[slot])
-                        cands[fid] = {"name": self._index.names[slot], "cos": cos,
-                                      "text": self._index.texts[slot], "vec": rank, "fts": None}
-                for rank, (fid, name, text) in enumerate(fts, start=1):
-                    c = cands.get(fid)
-                    if c is None:
-                        sim = None if q is None else self._index.similarity(fid, q)
-                        cands[fid] = {"name": name, "text": text, "cos": sim, "vec": None,
-                                      "fts": rank}
-                    else:
-                        c["fts"] = rank
-            hits = [h for h in (self._accept(query, c, q is not None) for c in cands.values())
-                    if h is not None]
+            cands = self._gather(conn, query, sig, q)
+            hits = [h for h in (self._assess(query, c, q is not None) for c in cands.values())
+                    if h is not None and (h.confident or not confident_only)]
             if tier is not None and hits:
                 ok = _verified_in_tier(conn, self.library.node_id, [h.name for h in hits], tier)
                 hits = [h for h in hits if h.name in ok]
-        # RRF ties are common (ranks 1+2 vs 2+1): the closer meaning wins them.
-        hits.sort(key=lambda h: (-h.score, -(h.similarity or 0.0), h.name))
+        # Ties (common among rank fusion scores) go to the closer meaning.
+        hits.sort(key=lambda h: (-h.score, -h.rrf, -(h.similarity or 0.0), h.name))
         return hits[:k]
 
-    def _accept(self, query: str, c: dict[str, Any], semantic: bool) -> Hit | None:
+    def _gather(self, conn: apsw.Connection, query: str, sig: str | None,
+                q: np.ndarray | None) -> dict[int, dict[str, Any]]:
+        """Candidates from the keyword and vector lists, by function id."""
         th = self.thresholds
-        rel = relation(query, c["text"])
+        fts = _keyword(conn, content_words(query), sig, th.candidates)
+        cands: dict[int, dict[str, Any]] = {}
+        with self._lock:
+            index = self._index
+            if q is not None:
+                index.sync(conn)
+                for rank, (slot, cos) in enumerate(index.nearest(q, sig, th.candidates, th),
+                                                   start=1):
+                    cands[int(index.ids[slot])] = {
+                        "name": index.names[slot], "text": index.texts[slot], "cos": cos,
+                        "sig": index.sig_names[int(index.sigs[slot])], "vec": rank, "fts": None}
+            for rank, (fid, name, text, fsig) in enumerate(fts, start=1):
+                c = cands.get(fid)
+                if c is None:
+                    sim = None if q is None else index.similarity(fid, q)
+                    cands[fid] = {"name": name, "text": text, "cos": sim, "sig": fsig,
+                                  "vec": None, "fts": rank}
+                else:
+                    c["fts"] = rank
+        return cands
+
+    def _assess(self, query: str, c: dict[str, Any], semantic: bool) -> Hit | None:
+        """The candidate as a Hit with its calibrated score; None when it is implausible (the
+        texts name different operations, or neither meaning nor keywords support it)."""
+        th = self.thresholds
+        text: str = c["text"]
+        name: str = c["name"]
+        rel = relation(query, text)
         if rel < 0:
             return None  # the query and the candidate name different operations
-        name = c["name"]
         exact = " ".join(words(query)) in (name, name.replace("_", " "))
-        cos = c["cos"]
-        if exact:
-            pass
-        elif not semantic or cos is None:
-            if c["fts"] is None:
+        cos = c["cos"] if semantic else None
+        if not exact:
+            if cos is None:
+                if c["fts"] is None:
+                    return None
+            elif cos < th.min_vector and not (
+                    cos >= th.min_lexical and (c["fts"] is not None or rel > 0)):
                 return None
-        elif cos < th.min_vector and not (
-                cos >= th.min_lexical and (c["fts"] is not None or rel > 0)):
-            return None
-        score = sum(1.0 / (th.rrf_k + r) for r in (c["vec"], c["fts"]) if r is not None)
-        if exact:
-            score += 1.0  # the user named the function
-        return Hit(name, score, c["fts"], c["vec"], cos)
+        rrf = sum(1.0 / (th.rrf_k + r) for r in (c["vec"], c["fts"]) if r is not None)
+        score = 1.0 if exact else confidence(query, text, cos, rel)
+        return Hit(name, score, score >= th.confident, c["fts"], c["vec"], cos,
+                   description=text[len(name) + 2:], signature=c["sig"], rrf=rrf)
+
+
+def confidence(query: str, text: str, cos: float | None, rel: int) -> float:
+    """The calibrated score of a candidate ``text`` ("name: description") for a query: how sure
+    search is that the candidate does what the query asks (see the module docstring)."""
+    cov = coverage(query, text)
+    extra = bool(extra_operations(query, text))
+    clash = numbers_conflict(query, text)
+    if cos is None:
+        base = cov
+    else:
+        base = cos
+    if extra or clash:
+        base *= 0.5
+    return max(0.0, min(1.0, base))
 
 
 def fts_query(terms: Iterable[str]) -> str | None:
@@ -379,14 +435,14 @@ def fts_query(terms: Iterable[str]) -> str | None:
 
 
 def _keyword(conn: apsw.Connection, terms: Sequence[str], sig: str | None,
-             limit: int) -> list[tuple[int, str, str]]:
+             limit: int) -> list[tuple[int, str, str, str]]:
     match = fts_query(terms)
     if match is None:
         return []
     sql = (
         # CROSS JOIN pins the keyword index as the outer loop: otherwise the planner may scan
         # every function of the signature and probe the index per row.
-        "SELECT f.id, f.name, f.name || ': ' || f.description FROM functions_fts"
+        "SELECT f.id, f.name, f.name || ': ' || f.description, f.signature FROM functions_fts"
         " CROSS JOIN functions f ON f.id = functions_fts.rowid WHERE functions_fts MATCH ?"
     )
     params: tuple[Any, ...] = (match,)
@@ -394,7 +450,8 @@ def _keyword(conn: apsw.Connection, terms: Sequence[str], sig: str | None,
         sql += " AND f.signature = ?"
         params += (sig,)
     sql += " ORDER BY bm25(functions_fts) LIMIT ?"
-    return [(int(a), str(b), str(c)) for a, b, c in conn.execute(sql, (*params, limit))]
+    return [(int(a), str(b), str(c), str(d))
+            for a, b, c, d in conn.execute(sql, (*params, limit))]
 
 
 def _verified_in_tier(conn: apsw.Connection, node: str, names: Sequence[str],
@@ -512,6 +569,7 @@ __all__ = [
     "SearchIndex",
     "Thresholds",
     "behaviour_fingerprint",
+    "confidence",
     "behaviour_outputs",
     "fts_query",
     "passes_examples",

@@ -5,11 +5,13 @@ SQLite through apsw (the stdlib module cannot load extensions; issue 5 loads sql
 ``node/_schema.py`` (versioned by ``PRAGMA user_version``; its docstring also records the plan
 for issue 5's search tables and issue 6's per-origin sequence log).
 
-Concurrency: exactly one write connection, guarded by a ``threading.Lock``; every write method is
-one ``BEGIN IMMEDIATE`` transaction, committed only when everything in it succeeded, so no
+Concurrency: exactly one write connection, used by exactly one thread (datasette's model): every
+write method is marked :func:`writes` and runs on the library's writer thread, fed by a queue, one
+``BEGIN IMMEDIATE`` transaction per call, committed only when everything in it succeeded, so no
 request can leave the file half-written (a crash mid-write loses the whole transaction, never
-part of it). Reads go through one connection per thread, each read in its own snapshot, so
-readers never wait for the writer. Callers run these blocking methods with ``trio.to_thread``.
+part of it). Modules that write the library's tables themselves (``node/_sync_store.py``) mark
+their methods with the same decorator. Reads go through one connection per thread, each read
+in its own snapshot, so readers never wait for the writer. Callers run these blocking methods with ``trio.to_thread``.
 
 Validation happens before anything is written: a bad record raises ``RequestError`` (the caller's
 data) and a conflict with what is stored raises ``StoreError`` or ``NotFoundError``; in every case
@@ -19,16 +21,18 @@ process crash; a power cut may lose the last commits but never corrupts the file
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
+import queue
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import apsw
 import msgpack
@@ -70,6 +74,65 @@ class _Reader:
     serving: dict[tuple[str, str, str], VariantRecord | None] = field(default_factory=dict)
 
 
+_T = TypeVar("_T")
+
+
+class WriterThread:
+    """One thread that runs every write of a library, in the order the calls arrive."""
+
+    def __init__(self, name: str) -> None:
+        self._queue: queue.SimpleQueue[tuple[concurrent.futures.Future[Any], Callable[[], Any]]
+                                       | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def on_it(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def run(self, fn: Callable[[], _T]) -> _T:
+        """Run ``fn`` on the writer thread and return its result (or raise its error)."""
+        if self.on_it():
+            return fn()
+        if not self._thread.is_alive():
+            raise StoreError("the library is closed")
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._queue.put((future, fn))
+        result: _T = future.result()
+        return result
+
+    def stop(self) -> None:
+        if self._thread.is_alive() and not self.on_it():
+            self._queue.put(None)
+            self._thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            future, fn = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+
+def writes(method: Callable[..., _T]) -> Callable[..., _T]:
+    """Run a write method on its library's writer thread (``self.library`` or ``self``)."""
+
+    @functools.wraps(method)
+    def on_writer(self: Any, *args: Any, **kwargs: Any) -> _T:
+        lib = self if isinstance(self, Library) else self.library
+        return lib._writer_thread.run(lambda: method(self, *args, **kwargs))
+
+    return on_writer
+
+
 class Library:
     """The node's library file. Open with :meth:`open`; every method is blocking and thread-safe."""
 
@@ -80,6 +143,7 @@ class Library:
         self.node_id = node_id
         self._writer: apsw.Connection | None = writer
         self._write_lock = threading.Lock()
+        self._writer_thread = WriterThread(f"library-writer:{path.name}")
         self._readers: dict[int, _Reader] = {}
         self._readers_lock = threading.Lock()
         self._closed = False
@@ -115,6 +179,13 @@ class Library:
 
     def close(self) -> None:
         """Close every connection. Idempotent; later calls raise :class:`StoreError`."""
+        if self._writer_thread.alive():
+            self._writer_thread.run(self._close)
+            self._writer_thread.stop()
+        else:
+            self._close()
+
+    def _close(self) -> None:
         with self._write_lock, self._readers_lock:
             if self._closed:
                 return
@@ -137,14 +208,20 @@ class Library:
 
     # ------------------------------------------------------------------ writes
 
+    @writes
     def save_synthesized(
         self,
         fn: FunctionRecord,
         variant: VariantRecord,
         tests: Sequence[TestCase],
         verdict: Verdict,
+        *,
+        behaviour: str | None = None,
+        disambiguated_on: int = 0,
+        basis: str = "fits-examples",
     ) -> None:
-        """Store a new function's (or an existing one's) variant, its tests and its verdict.
+        """Store a new function's (or an existing one's) variant, its tests, its verdict, its
+        behavioural fingerprint and its evidence, in one transaction.
 
         All or nothing. The function is created if missing; if it exists its stored description
         is kept, and a different signature raises :class:`StoreError`. Tests are deduplicated by
@@ -166,7 +243,28 @@ class Library:
             for row in rows:
                 self._insert_test(w, row)
             self._upsert_verdict(w, verdict)
+            if behaviour is not None:
+                w.execute("INSERT OR REPLACE INTO behaviours(fingerprint, signature, behaviour)"
+                          " VALUES (?, ?, ?)", (variant.fingerprint, str(sig), behaviour))
+            w.execute("INSERT OR REPLACE INTO variant_evidence(fingerprint, disambiguated_on,"
+                      " basis, at) VALUES (?, ?, ?, ?)",
+                      (variant.fingerprint, int(disambiguated_on), basis, verdict.at))
 
+    def evidence(self, fingerprint: str) -> tuple[int, tuple[str, ...]]:
+        """What backs a variant beyond its tests: (distinguishing inputs it was unique on,
+        ids of the nodes known to have verified it: a passing local verdict, or peers that
+        reported serving it)."""
+        with self._read() as r:
+            row = r.execute("SELECT disambiguated_on FROM variant_evidence WHERE fingerprint = ?",
+                            (fingerprint,)).fetchone()
+            nodes = [str(n) for (n,) in r.execute(
+                "SELECT node FROM verdicts WHERE fingerprint = ? AND passed"
+                " UNION SELECT node FROM metrics WHERE fingerprint = ? AND calls > 0",
+                (fingerprint, fingerprint))]
+        own = [n for n in nodes if n == self.node_id]
+        return (int(row[0]) if row else 0), tuple(own + sorted(n for n in nodes if n != self.node_id))
+
+    @writes
     def add_variant(self, variant: VariantRecord, verdict: Verdict | None = None) -> None:
         """Add a variant (and optionally its verdict) to an existing function."""
         _check_variant(variant, None)
@@ -181,6 +279,7 @@ class Library:
             if verdict is not None:
                 self._upsert_verdict(w, verdict)
 
+    @writes
     def add_tests(self, tests: Sequence[TestCase]) -> int:
         """Add tests to their (existing) functions; return how many were new."""
         for t in tests:
@@ -194,6 +293,7 @@ class Library:
                 new += self._insert_test(w, _test_row(t, t.function, sigs[t.function]))
             return new
 
+    @writes
     def record_verdict(self, verdict: Verdict) -> None:
         """Store a verdict; it replaces an older one of the same node on the same variant."""
         _check_verdict(verdict)
@@ -202,6 +302,7 @@ class Library:
                 raise NotFoundError(f"no variant {verdict.fingerprint} in the library")
             self._upsert_verdict(w, verdict)
 
+    @writes
     def add_metrics(self, counters: Sequence[MetricCounter]) -> None:
         """Add call-counter deltas for the local node.
 
@@ -234,6 +335,7 @@ class Library:
                 )
                 self._log(w, "metric", f"{self.node_id} {c.fingerprint}", fn[0])
 
+    @writes
     def delete_function(self, name: str) -> bool:
         """Delete a function with its variants, tests, verdicts and metrics; False if absent."""
         if not isinstance(name, str) or not NAME_RE.fullmatch(name):
@@ -251,6 +353,14 @@ class Library:
     def get_function(self, name: str) -> FunctionRecord | None:
         with self._read() as r:
             return _get_function(r, name)
+
+    def counts(self) -> tuple[int, dict[str, int]]:
+        """How many functions, and variants by status (the library gauges)."""
+        with self._read() as r:
+            rows: list[Any] = r.execute("SELECT count(*) FROM functions").fetchall()
+            statuses: list[Any] = r.execute(
+                "SELECT status, count(*) FROM variants GROUP BY status").fetchall()
+        return int(rows[0][0]), {str(k): int(v) for k, v in statuses}
 
     def list_functions(self) -> list[tuple[FunctionRecord, int]]:
         """Every function, by name, with the number of variants the local node verified."""
@@ -354,6 +464,7 @@ class Library:
 
     # ------------------------------------------------------------------ retrieval (issue 5)
 
+    @writes
     def put_vectors(self, rows: Sequence[tuple[int, str, str, np.ndarray]]) -> int:
         """Store embeddings: ``(function_id, model, text, vector)`` rows; return how many landed.
 
@@ -395,6 +506,7 @@ class Library:
             ).fetchall()
         return [(int(fid), str(text)) for fid, text in rows]
 
+    @writes
     def set_behaviour(self, fingerprint: str, behaviour: str) -> None:
         """Record a variant's behavioural fingerprint (node/_search.py)."""
         if not is_fingerprint(fingerprint):

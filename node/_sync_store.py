@@ -36,6 +36,7 @@ from protocol._messages import (
     WireFunction,
     WireMetric,
     WireRecord,
+    WireResolution,
     WireTest,
     WireVariant,
 )
@@ -55,6 +56,8 @@ class StoreResult:
     functions: set[str] = field(default_factory=set)
     #: Functions that got new tests (their serving variants are re-verified).
     new_tests: set[str] = field(default_factory=set)
+    #: Received tests held as conflicts (not applied), by function.
+    held: set[str] = field(default_factory=set)
     stored: int = 0
     pending: int = 0
 
@@ -85,6 +88,7 @@ class SyncStore:
 
     def __init__(self, library: Library) -> None:
         self.library = library
+        self._distrust_after = 3
 
     @property
     def node_id(self) -> str:
@@ -155,7 +159,8 @@ class SyncStore:
 
     # ------------------------------------------------------------------ receiving
 
-    def store_entries(self, entries: Sequence[Entry], heads: Mapping[str, int]) -> StoreResult:
+    def store_entries(self, entries: Sequence[Entry], heads: Mapping[str, int], *,
+                      distrust_after: int = 3) -> StoreResult:
         """Store entries adopted from peers (one transaction) and advance the origins' heads.
 
         Variants are stored ``active`` without a local verdict: they serve only once the immune
@@ -163,6 +168,7 @@ class SyncStore:
         ``sync_pending`` (and are retried here whenever functions or variants arrive).
         """
         res = StoreResult()
+        self._distrust_after = distrust_after
         with self.library._write() as w:
             for e in entries:
                 self._store_one(w, e, res)
@@ -219,13 +225,9 @@ class SyncStore:
                               [(rec.fingerprint, i, p) for i, p in enumerate(rec.parents)])
                 res.functions.add(rec.function)
         elif isinstance(rec, WireTest):
-            sig = Signature.parse(rec.signature)
-            row = _test_row(_as_test(rec), rec.function, sig)
-            w.execute("INSERT INTO tests (id, function, signature, args, expected, origin)"
-                      " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING", row)
-            if w.changes():
-                res.functions.add(rec.function)
-                res.new_tests.add(rec.function)
+            self._receive_test(w, e.origin, rec, res)
+        elif isinstance(rec, WireResolution):
+            self._receive_resolution(w, e.origin, rec, res)
         else:
             assert isinstance(rec, WireMetric)
             key = f"{rec.node} {rec.fingerprint}"
@@ -258,7 +260,7 @@ class SyncStore:
                 return None if row is None or row[0] == str(sig) else "conflict"
             if row is None:
                 return "function not here yet"
-            if isinstance(rec, WireTest):
+            if isinstance(rec, (WireTest, WireResolution)):
                 if str(Signature.parse(rec.signature)) != row[0]:
                     return "conflict"
                 _test_row(_as_test(rec), rec.function, Signature.parse(row[0]))
@@ -272,6 +274,142 @@ class SyncStore:
             log.info("received record refused: %s", exc)
             return "conflict"
         return None
+
+    # ------------------------------------------------------------------ received tests
+
+    def _receive_test(self, w: apsw.Connection, sender: str, rec: WireTest,
+                      res: StoreResult) -> None:
+        """A received test joins the function's tests only once it is known to be sound: one
+        that contradicts a test (same args, another expected result), or comes from a
+        distrusted origin, is held as a conflict; any other waits (``checking``) for the immune
+        check to run it on the verified variants (``apply_checked`` / ``hold``)."""
+        if _exists(w, "SELECT 1 FROM tests WHERE id = ?", rec.id) or \
+                _exists(w, "SELECT 1 FROM test_conflicts WHERE id = ?", rec.id):
+            return  # already applied, held or decided: the decision stands
+        row = _test_row(_as_test(rec), rec.function, Signature.parse(rec.signature))
+        tid, fn, sig, args, expected, origin = row
+        status, reason = "checking", "awaiting the immune check"
+        conflicted = self._conflicts_of(w, sender)
+        if conflicted >= self._distrust_after:
+            status, reason = "held", (f"origin {sender} is distrusted: {conflicted} of its "
+                                      "tests conflicted")
+        else:
+            why = _contradiction(w, fn, args, expected)
+            if why is not None:
+                status, reason = "held", why
+        w.execute("INSERT INTO test_conflicts (id, function, signature, args, expected, origin,"
+                  " node, reason, status, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                  (tid, fn, sig, args, expected, origin, sender, reason, status, time.time()))
+        res.functions.add(fn)
+        if status == "held":
+            res.held.add(fn)
+            log.warning("held a test of %s from %s: %s", fn, sender[:12], reason)
+
+    def _receive_resolution(self, w: apsw.Connection, sender: str, rec: WireResolution,
+                            res: StoreResult) -> None:
+        conflicted = self._conflicts_of(w, sender)
+        if conflicted >= self._distrust_after:
+            log.warning("ignored a resolution of %s from distrusted origin %s", rec.function,
+                        sender[:12])
+            return
+        row = _test_row(_as_test(rec), rec.function, Signature.parse(rec.signature))
+        self._decide(w, row, rec.accept, f"{'accepted' if rec.accept else 'rejected'}"
+                     f" by a user of {sender}")
+        res.functions.add(rec.function)
+        if rec.accept:
+            res.new_tests.add(rec.function)
+
+    @staticmethod
+    def _decide(w: apsw.Connection, row: tuple[Any, ...], accept: bool, reason: str) -> None:
+        # ``node`` (who sent the test) stays as it was; a decision on a test this node never
+        # received names no sender (it must not count against the one who resolved it).
+        tid, fn, sig, args, expected, origin = row
+        if accept:
+            w.execute("INSERT INTO tests (id, function, signature, args, expected, origin)"
+                      " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING", row)
+        w.execute("INSERT INTO test_conflicts (id, function, signature, args, expected, origin,"
+                  " node, reason, status, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                  " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
+                  " reason = excluded.reason, at = excluded.at",
+                  (tid, fn, sig, args, expected, origin, "", reason,
+                   "accepted" if accept else "rejected", time.time()))
+
+    @staticmethod
+    def _conflicts_of(w: apsw.Connection, sender: str) -> int:
+        row = w.execute("SELECT count(*) FROM test_conflicts WHERE node = ? AND status IN"
+                        " ('held', 'rejected')", (sender,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def checking_tests(self, function: str) -> list[Any]:
+        """Received tests of ``function`` waiting for the immune check (not applied yet)."""
+        from node._records import TestCase
+
+        with self.library._read() as r:
+            return [TestCase(fn, sig, tuple(_unpack(a)), _unpack(x), origin, tid)
+                    for tid, fn, sig, a, x, origin in r.execute(
+                        "SELECT id, function, signature, args, expected, origin"
+                        " FROM test_conflicts WHERE function = ? AND status = 'checking'"
+                        " ORDER BY at, id", (function,))]
+
+    def apply_checked(self, ids: Sequence[str]) -> int:
+        """Checked tests join their function's tests (one transaction)."""
+        n = 0
+        with self.library._write() as w:
+            for tid in ids:
+                row = w.execute("SELECT id, function, signature, args, expected, origin"
+                                " FROM test_conflicts WHERE id = ? AND status = 'checking'",
+                                (tid,)).fetchone()
+                if row is None:
+                    continue
+                if _contradiction(w, row[1], row[3], row[4]) is not None:
+                    # Another test that arrived with it got there first: hold this one.
+                    w.execute("UPDATE test_conflicts SET status = 'held', reason = ? WHERE"
+                              " id = ?", (_contradiction(w, row[1], row[3], row[4]), tid))
+                    continue
+                w.execute("INSERT INTO tests (id, function, signature, args, expected, origin)"
+                          " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING", tuple(row))
+                w.execute("DELETE FROM test_conflicts WHERE id = ?", (tid,))
+                n += 1
+        return n
+
+    def hold(self, test_id: str, reason: str) -> None:
+        with self.library._write() as w:
+            w.execute("UPDATE test_conflicts SET status = 'held', reason = ?, at = ?"
+                      " WHERE id = ? AND status = 'checking'", (reason, time.time(), test_id))
+
+    def resolve(self, function: str, test_id: str, accept: bool) -> bool:
+        """A local user's decision on a held test: accepted, it joins the function's tests;
+        rejected, it stays recorded and is never applied. Either way the decision is numbered
+        in the local log (kind ``resolution``) and syncs. False when there is no such conflict.
+        """
+        with self.library._write() as w:
+            row = w.execute("SELECT id, function, signature, args, expected, origin FROM"
+                            " test_conflicts WHERE id = ? AND function = ?",
+                            (test_id, function)).fetchone()
+            if row is None:
+                return False
+            self._decide(w, tuple(row), accept,
+                         f"{'accepted' if accept else 'rejected'} by a user of this node")
+            self.library._log(w, "resolution", test_id, function)
+        return True
+
+    def conflicts(self, function: str | None = None) -> list[dict[str, Any]]:
+        """Received tests not applied as they came: held, being checked, or decided."""
+        where, params = ("WHERE function = ?", (function,)) if function is not None else ("", ())
+        with self.library._read() as r:
+            return [{"id": tid, "function": fn, "args": _unpack(a), "expected": _unpack(x),
+                     "origin": origin, "node": node, "status": status, "reason": reason,
+                     "at": at}
+                    for tid, fn, a, x, origin, node, status, reason, at in r.execute(
+                        "SELECT id, function, args, expected, origin, node, status, reason, at"
+                        f" FROM test_conflicts {where} ORDER BY at, id", params)]
+
+    def distrusted(self, threshold: int) -> dict[str, int]:
+        """Origins with at least ``threshold`` conflicting (held or rejected) tests."""
+        with self.library._read() as r:
+            return {str(n): int(c) for n, c in r.execute(
+                "SELECT node, count(*) FROM test_conflicts WHERE status IN ('held', 'rejected')"
+                " GROUP BY node HAVING count(*) >= ?", (threshold,))}
 
     # ------------------------------------------------------------------ immune check
 
@@ -387,13 +525,34 @@ def _exists(conn: apsw.Connection, sql: str, *params: Any) -> bool:
     return conn.execute(sql, params).fetchone() is not None
 
 
+def _contradiction(w: apsw.Connection, function: str, args: bytes, expected: bytes
+                   ) -> str | None:
+    """Why a test (normalised args and expected, as stored) contradicts the function's tests
+    or another received test being checked: same args, another expected result."""
+    from node._verify import values_match
+
+    want = _unpack(expected)
+    for table in ("tests", "test_conflicts"):
+        extra = " AND status = 'checking'" if table == "test_conflicts" else ""
+        for tid, sig, other in w.execute(f"SELECT id, signature, expected FROM {table}"
+                                         f" WHERE function = ? AND args = ?{extra}",
+                                         (function, args)):
+            got = _unpack(other)
+            # Within the verifier's default tolerance two floats are one expectation.
+            if bytes(other) != bytes(expected) and not values_match(
+                    str(Signature.parse(sig).result), got, want, rel_tol=1e-5, abs_tol=1e-6):
+                return (f"contradicts test {tid}: args {_unpack(args)!r} expect {got!r}, this "
+                        f"test {want!r}")
+    return None
+
+
 def _function_of_metric(w: apsw.Connection, rec: WireMetric) -> str | None:
     row = w.execute("SELECT function FROM variants WHERE fingerprint = ?",
                     (rec.fingerprint,)).fetchone()
     return None if row is None else str(row[0])
 
 
-def _as_test(rec: WireTest) -> Any:
+def _as_test(rec: WireTest | WireResolution) -> Any:
     from node._records import TestCase
 
     return TestCase(rec.function, rec.signature, tuple(rec.args), rec.expected, rec.origin, rec.id)
@@ -424,7 +583,9 @@ def _entry(r: apsw.Connection, origin: str, seq: int, kind: str, key: str,
                               None if osig is None else bytes(osig), gen, ir, float(created))
     elif kind == "test":
         row = r.execute("SELECT id, function, signature, args, expected, origin FROM tests"
-                        " WHERE id = ?", (key,)).fetchone()
+                        " WHERE id = ?", (key,)).fetchone() or r.execute(
+            "SELECT id, function, signature, args, expected, origin FROM test_conflicts"
+            " WHERE id = ?", (key,)).fetchone()  # held here, relayed all the same
         if row is not None:
             tid, fn, sig, args, expected, torigin = row
             a, x = tuple(_unpack(args)), _unpack(expected)
@@ -432,6 +593,15 @@ def _entry(r: apsw.Connection, origin: str, seq: int, kind: str, key: str,
             # spellings cannot be checked by a peer, so it is not sent.
             if test_case_id(fn, sig, list(a), x) == tid:
                 rec = WireTest(fn, sig, a, x, torigin, tid)
+    elif kind == "resolution":
+        row = r.execute("SELECT id, function, signature, args, expected, origin, status"
+                        " FROM test_conflicts WHERE id = ? AND status IN ('accepted', 'rejected')",
+                        (key,)).fetchone()
+        if row is not None:
+            tid, fn, sig, args, expected, torigin, status = row
+            a, x = tuple(_unpack(args)), _unpack(expected)
+            if test_case_id(fn, sig, list(a), x) == tid:
+                rec = WireResolution(fn, sig, a, x, torigin, tid, status == "accepted")
     elif kind == "metric":
         node, _, fp = key.partition(" ")
         row = r.execute("SELECT calls, failures, total_ns FROM metrics WHERE node = ?"

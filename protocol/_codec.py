@@ -42,6 +42,7 @@ from protocol._messages import (
     WireFunction,
     WireMetric,
     WireRecord,
+    WireResolution,
     WireTest,
     WireVariant,
 )
@@ -66,7 +67,7 @@ def record_to_wire_dict(record: WireRecord) -> dict[str, Any]:
     out = record.fields()
     if isinstance(record, WireVariant):
         out["parents"] = list(record.parents)
-    elif isinstance(record, WireTest):
+    elif isinstance(record, (WireTest, WireResolution)):
         out["args"] = list(record.args)
     return out
 
@@ -260,6 +261,16 @@ def _record(kind: str, v: Any, where: str, limits: Limits) -> WireRecord:
                                              limits.short_chars),
                            _opt_str(m["ir"], f"{where}.ir", limits.ir_chars),
                            _time(m["created_at"], f"{where}.created_at"))
+    if kind == "resolution":
+        m = _map(v, where, ("function", "signature", "args", "expected", "origin", "id",
+                            "accept"))
+        if not isinstance(m["accept"], bool):
+            raise ProtocolError(f"{where}.accept: expected a boolean")
+        t = _record("test", {k: m[k] for k in ("function", "signature", "args", "expected",
+                                                 "origin", "id")}, where, limits)
+        assert isinstance(t, WireTest)
+        return WireResolution(t.function, t.signature, t.args, t.expected, t.origin, t.id,
+                              m["accept"])
     if kind == "test":
         m = _map(v, where, ("function", "signature", "args", "expected", "origin", "id"))
         function = _name(m["function"], f"{where}.function")

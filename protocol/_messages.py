@@ -70,7 +70,7 @@ SUMMARY_BYTES = 16  # Digest.summary: truncated sha256 of all heads
 BUCKET_HASH_BYTES = 8  # one digest bucket's truncated sha256
 MAX_SEQ = (1 << 63) - 1
 
-RecordKind = Literal["function", "variant", "test", "metric"]
+RecordKind = Literal["function", "variant", "test", "metric", "resolution"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,10 +176,44 @@ class WireMetric:
                           max(self.failures, other.failures), max(self.total_ns, other.total_ns))
 
 
-WireRecord = WireFunction | WireVariant | WireTest | WireMetric
+@dataclass(frozen=True)
+class WireResolution:
+    """A user's decision on a held test (kind ``resolution``, keyed by the test's ``id``).
 
-RECORD_KINDS: dict[str, type[WireFunction] | type[WireVariant] | type[WireTest] | type[WireMetric]]
-RECORD_KINDS = {c.KIND: c for c in (WireFunction, WireVariant, WireTest, WireMetric)}
+    A node holds a received test that contradicts the function's tests, or that every verified
+    variant fails, as a conflict; a user of some node accepts it (it joins the function's tests
+    everywhere) or rejects it (it stays recorded, never applied). The test travels with the
+    decision, so a node that never saw the test applies an accepted one all the same.
+    """
+
+    KIND: ClassVar[RecordKind] = "resolution"
+
+    function: str
+    signature: str
+    args: tuple[Any, ...]
+    expected: Any
+    origin: str
+    id: str
+    accept: bool
+
+    @property
+    def key(self) -> str:
+        return self.id
+
+    def fields(self) -> dict[str, Any]:
+        return _fields(self)
+
+    def test(self) -> WireTest:
+        return WireTest(self.function, self.signature, self.args, self.expected, self.origin,
+                        self.id)
+
+
+WireRecord = WireFunction | WireVariant | WireTest | WireMetric | WireResolution
+
+RECORD_KINDS: dict[str, type[WireFunction] | type[WireVariant] | type[WireTest] | type[WireMetric]
+                   | type[WireResolution]]
+RECORD_KINDS = {c.KIND: c for c in (WireFunction, WireVariant, WireTest, WireMetric,
+                                    WireResolution)}
 
 # node/_records.py class name -> wire class (record_to_wire duck-types on the name so that
 # protocol does not import node).
@@ -196,7 +230,7 @@ def record_to_wire(record: Any) -> WireRecord:
 
     Arrays (numpy) inside test values become lists of floats; tuples stay tuples.
     """
-    if isinstance(record, (WireFunction, WireVariant, WireTest, WireMetric)):
+    if isinstance(record, (WireFunction, WireVariant, WireTest, WireMetric, WireResolution)):
         return record
     cls = _NODE_NAMES.get(type(record).__name__)
     if cls is None or not dataclasses.is_dataclass(record):

@@ -20,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from node._config import NodeConfig, SandboxLimits, SynthLimits  # noqa: E402
 
 if TYPE_CHECKING:
-    from node._server import RunningNode
+    from colony import RunningNode
 
 
 def node_config(tmp_path: Path, **changes: Any) -> NodeConfig:
@@ -31,7 +31,7 @@ def node_config(tmp_path: Path, **changes: Any) -> NodeConfig:
 
 
 async def start_node(nursery: trio.Nursery, cfg: NodeConfig) -> RunningNode:
-    from node._server import serve_node
+    from colony import serve_node
 
     running: RunningNode = await nursery.start(serve_node, cfg)
     return running

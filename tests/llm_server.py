@@ -13,6 +13,11 @@ It speaks the wire formats a real server does, so the client is tested against t
 
 Replies are scripted per test: each chat request takes the next :class:`Reply` (text, or an HTTP
 status, or a delay). Every request is recorded in :attr:`ScriptedLlm.seen`.
+
+:data:`CORPUS` holds replies shaped like what real models send (fenced and unfenced code, prose
+around it, reasoning blocks with drafts inside, two code blocks, output cut off at the token
+limit, the wrong tier, commented JSON tests, pure junk); :meth:`ScriptedLlm.replay` scripts them
+by name, so extraction and the repair loop are tested on them.
 """
 
 from __future__ import annotations
@@ -65,6 +70,10 @@ class ScriptedLlm:
     def script(self, *replies: Reply | str) -> None:
         self.replies.extend(r if isinstance(r, Reply) else Reply(r) for r in replies)
 
+    def replay(self, *names: str) -> None:
+        """Script the :data:`CORPUS` replies with these names, in order."""
+        self.script(*(CORPUS[n].content for n in names))
+
     def chats(self) -> list[Seen]:
         """The chat requests (either API), in order."""
         return [s for s in self.seen if s.path in ("/api/chat", "/v1/chat/completions")]
@@ -73,6 +82,173 @@ class ScriptedLlm:
         if not self.replies:
             return Reply("the test scripted no reply for this request", status=500)
         return self.replies.popleft()
+
+
+@dataclass(frozen=True)
+class CorpusReply:
+    """A realistic model reply to one of the corpus tasks, and what a reader must make of it.
+
+    ``task``: ``add`` (``(i32, i32) -> i32`` with examples), ``add_noex`` (the same without
+    examples: the model must write tests) or ``axpy2`` (simd, ``2*a + b``). ``wat``: the module
+    extraction must put first (None: none). ``passes``: the synthesizer accepts it on the first
+    attempt. ``feedback``: else, words the repair message must contain.
+    """
+
+    task: str
+    content: str
+    wat: str | None
+    passes: bool
+    feedback: str = ""
+
+
+_ADD_OK = """(module
+  (func $add (export "add") (param $a i32) (param $b i32) (result i32)
+    local.get $a
+    local.get $b
+    i32.add)
+)"""
+_ADD_SUB = """(module
+  (func $add (export "add") (param $a i32) (param $b i32) (result i32)
+    (i32.sub (local.get $a) (local.get $b))))"""
+_ADD_COMMENTED = """(module
+  ;; add(a, b) returns (a + b   -- wraps on overflow like i32.add
+  (; block comment with ) and ( inside ;)
+  (func (export "add") (param i32 i32) (result i32)
+    (i32.add (local.get 0) (local.get 1))))"""
+_ADD_CUT = """(module
+  (func $add (export "add") (param $a i32) (param $b i32) (result i32)
+    (local $sum i32)
+    (local.set $sum (i32.add (local.get $a) (local.get $b)))
+    ;; now check for overflow: if the signs of a and b are equal and the sign of the sum"""
+
+CORPUS: dict[str, CorpusReply] = {
+    # qwen2.5-coder style: a fenced block, then a markdown explanation full of parentheses
+    "fenced_with_prose": CorpusReply("add", f"""Here's a WebAssembly Text (WAT) module that \
+defines the `add` function:
+
+```wat
+{_ADD_OK}
+```
+
+### Explanation:
+- **Function Definition**: `(func $add (export "add") (param $a i32) (param $b i32) \
+(result i32))` declares the function and exports it.
+- `local.get $a` and `local.get $b` push the parameters; `i32.add` adds them (the result \
+wraps around on overflow, as (module-level) i32 arithmetic does).
+
+You can assemble it with `wat2wasm add.wat -o add.wasm`.
+""", _ADD_OK, True),
+    # small models through llama.cpp: no fence at all
+    "unfenced": CorpusReply("add", f"""{_ADD_OK}
+
+This module exports a function add that returns the sum of its two parameters.""",
+                            _ADD_OK, True),
+    # gemma style: ```wasm label, comments with unbalanced parentheses inside the module
+    "wasm_label_comments": CorpusReply("add", f"""Sure! Here is the code:
+```wasm
+{_ADD_COMMENTED}
+```""", _ADD_COMMENTED, True),
+    # a fence with an info string after the label
+    "fence_info_string": CorpusReply("add", f"""```wat title="add.wat"
+{_ADD_OK}
+```""", _ADD_OK, True),
+    # deepseek-r1 / qwq style: a draft inside the reasoning, the answer after it
+    "think_with_draft": CorpusReply("add", f"""<think>
+Okay, the user wants a WAT function add. A first idea:
+
+```wat
+{_ADD_SUB}
+```
+
+Wait, that subtracts. The examples say 1, 2 -> 3, so it must be i32.add. Let me write it properly.
+</think>
+
+```wat
+{_ADD_OK}
+```""", _ADD_OK, True),
+    # the chat template opened the reasoning, so only the closing tag appears
+    "think_close_only": CorpusReply("add", f"""We need add. Draft: {_ADD_SUB} -- no, wrong sign.
+</think>
+
+The module:
+
+```wat
+{_ADD_OK}
+```""", _ADD_OK, True),
+    # cut off at max_tokens while still reasoning: nothing usable, and the draft is not it
+    "think_cut_off": CorpusReply("add", f"""<think>
+Let me think about how the stack machine works. Maybe:
+{_ADD_SUB}
+Hmm, but then for the example [10, -4] the result would be 14, not 6. So subtraction is wrong,
+and I need to consider""", None, False, "only reasoning"),
+    # a draft, then the corrected module: the later one is the answer
+    "draft_then_fix": CorpusReply("add", f"""First attempt:
+
+```wat
+{_ADD_SUB}
+```
+
+Actually, this subtracts. Corrected version:
+
+```wat
+{_ADD_OK}
+```""", _ADD_OK, True),
+    # the module, then a usage block in JavaScript (not tests)
+    "module_and_usage": CorpusReply("add", f"""```wat
+{_ADD_OK}
+```
+
+Usage from JavaScript:
+
+```javascript
+const {{ instance }} = await WebAssembly.instantiate(bytes);
+console.log(instance.exports.add(1, 2)); // 3
+```""", _ADD_OK, True),
+    # cut off at max_tokens in the middle of the module
+    "truncated": CorpusReply("add", f"""```wat
+{_ADD_CUT}""", _ADD_CUT, False, "cut off"),
+    # SmolLM2-135M style: no code at all, the same sentence over and over
+    "junk": CorpusReply("add", "The function add is a function that adds two integers. " * 40,
+                        None, False, "No code was found"),
+    # the same junk for a task without examples: the feedback is about code, not only tests
+    "junk_noex": CorpusReply("add_noex", "To add two numbers, you add them together. " * 30,
+                             None, False, "No code was found"),
+    # a module under another export name
+    "wrong_name": CorpusReply("add", """```wat
+(module (func (export "sum") (param i32 i32) (result i32)
+  (i32.add (local.get 0) (local.get 1))))
+```""", """(module (func (export "sum") (param i32 i32) (result i32)
+  (i32.add (local.get 0) (local.get 1))))""", False, "breaks the scalar tier ABI"),
+    # the wrong tier: a scalar f32 function where the simd tier's pointer ABI is needed
+    "wrong_tier": CorpusReply("axpy2", """Here is the function:
+```wat
+(module
+  (func (export "axpy2") (param $a f32) (param $b f32) (result f32)
+    (f32.add (f32.mul (f32.const 2) (local.get $a)) (local.get $b))))
+```""", """(module
+  (func (export "axpy2") (param $a f32) (param $b f32) (result f32)
+    (f32.add (f32.mul (f32.const 2) (local.get $a)) (local.get $b))))""", False,
+        "breaks the simd tier ABI"),
+    # tests asked for, written with comments and a trailing comma
+    "json_tests_commented": CorpusReply("add_noex", f"""```wat
+{_ADD_OK}
+```
+
+Test cases:
+
+```json
+[
+  {{"args": [1, 2], "result": 3}},   // simple
+  {{"args": [-5, 5], "result": 0}},  /* negatives cancel */
+  # a bigger pair
+  {{"args": [7, 8], "result": 15}},
+]
+```""", _ADD_OK, True),
+    # tests but no code
+    "tests_only": CorpusReply("add_noex", """```json
+[{"args": [1, 2], "result": 3}]
+```""", None, False, "no ```wat block"),
+}
 
 
 def _tokens(messages: Any) -> int:

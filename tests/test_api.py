@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from node._config import ApiLimits
-from node._server import RunningNode
+from colony import RunningNode
 from tests.conftest import node_config, start_node
 
 ADD = {
@@ -194,8 +194,10 @@ async def test_trap_is_422_naming_the_trap(client: httpx.AsyncClient) -> None:
 
 async def test_conflicting_examples_for_existing_function_409(client: httpx.AsyncClient) -> None:
     assert (await client.post("/v1/tasks", json=ADD)).status_code == 200
-    bad = {**ADD, "examples": [{"args": [2, 2], "result": 5}]}
-    assert_problem(await client.post("/v1/tasks", json=bad), 409, "your example says")
+    # the same args as a stored test with another result: a real contradiction, named
+    bad = {**ADD, "examples": [{"args": [1, 2], "result": 4}]}
+    doc = assert_problem(await client.post("/v1/tasks", json=bad), 409, "contradicts")
+    assert doc["test"]["args"] == [1, 2] and doc["test"]["expected"] == 3
     other_sig = {**ADD, "signature": "(i64, i64) -> i64"}
     assert_problem(await client.post("/v1/tasks", json=other_sig), 409, "exists with signature")
     r = await client.get("/v1/functions/add")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import trio
 
-from node._server import RunningNode
+from colony import RunningNode
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,11 +14,11 @@ import msgpack
 import pytest
 import trio
 
+from colony import RunningNode
 from colony._fitness import select
 from colony._peers import PeerTable
 from node._config import ColonySettings, NodeConfig
 from node._records import FunctionRecord, TestCase, VariantRecord, Verdict
-from node._server import RunningNode
 from node._store import Library
 from node._sync_store import SyncStore, VariantState
 from node._wat import wat_to_wasm
@@ -312,7 +312,19 @@ async def test_tampered_variants_are_quarantined_and_never_served(
                                                                forged.fingerprint}
 
 
-async def test_colony_test_that_local_variant_fails_stops_it_serving(
+async def resolve(url: str, name: str, test_id: str, action: str) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=30) as c:
+        return await c.post(f"{url}/v1/functions/{name}/conflicts/{test_id}",
+                            json={"action": action})
+
+
+def conflict(doc: dict[str, Any] | None, test_id: str) -> dict[str, Any] | None:
+    if doc is None:
+        return None
+    return next((c for c in doc.get("conflicts", []) if c["id"] == test_id), None)
+
+
+async def test_a_received_test_every_variant_fails_is_held_until_a_user_accepts_it(
         lone_member: tuple[RunningNode, bytes]) -> None:
     node, key = lone_member
     async with httpx.AsyncClient(timeout=30) as c:
@@ -322,22 +334,186 @@ async def test_colony_test_that_local_variant_fails_stops_it_serving(
         fake = FakeOrigin(key)
         await protocol_post(node.url, key, "sync", encode(fake.hello()))
         fake.add(WireFunction("add", "adds two integers", ADD_SIG, "scalar", time.time()))
-        bad = TestCase("add", ADD_SIG, (2, 2), 5)  # the colony now says 2 + 2 = 5
+        bad = TestCase("add", ADD_SIG, (2, 2), 5)  # a peer says 2 + 2 = 5
         fake.add(WireTest("add", ADD_SIG, (2, 2), 5, "user", bad.id))
         r = await protocol_post(node.url, key, "sync", fake.push())
         assert r.status_code == 200, r.text
+
+        async def held() -> bool:
+            c = conflict(await describe(node.url, "add"), bad.id)
+            return c is not None and c["status"] == "held"
+
+        await wait_for(held, 10)
+        doc = await describe(node.url, "add")
+        held_test = conflict(doc, bad.id)
+        assert held_test is not None and doc is not None
+        assert held_test["node"] == fake.id and "every verified variant" in held_test["reason"]
+        assert held_test["args"] == [2, 2] and held_test["expected"] == 5
+        assert bad.id not in {t["id"] for t in doc["tests"]}
+        # what served keeps serving
+        r = await c.post(f"{node.url}/v1/tasks", json={**ADD, "synthesize": False})
+        assert r.status_code == 200 and r.json()["result"] == 30
+
+        # bad input changes nothing
+        for body in ({"action": "maybe"}, {"action": "accept", "x": 1}, []):
+            r = await c.post(f"{node.url}/v1/functions/add/conflicts/{bad.id}", json=body)
+            assert r.status_code == 400, r.text
+        r = await resolve(node.url, "add", "sha256:" + "0" * 64, "accept")
+        assert r.status_code == 404, r.text
+        assert conflict(await describe(node.url, "add"), bad.id)["status"] == "held"  # type: ignore[index]
+
+        # a user accepts it: it joins the tests, the variant stops serving and is scheduled
+        r = await resolve(node.url, "add", bad.id, "accept")
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "accepted"
 
         async def stopped() -> bool:
             doc = await describe(node.url, "add")
             return doc is not None and doc["variants"][0]["status"] == "quarantined"
 
         await wait_for(stopped, 10)
+        doc = await describe(node.url, "add")
+        assert doc is not None and bad.id in {t["id"] for t in doc["tests"]}
         r = await c.post(f"{node.url}/v1/tasks", json={**ADD, "synthesize": False})
         assert r.status_code == 404, r.text
-        svc = node.node.colony
-        assert svc is not None
-        queue = svc.store.mutation_queue()  # type: ignore[attr-defined]
+        svc = node.colony
+        queue = svc.store.mutation_queue()
         assert [q["fingerprint"] for q in queue] == [fp]
+
+
+async def test_poisoned_tests_cannot_kill_a_function(nursery: trio.Nursery,
+                                                     tmp_path: Path) -> None:
+    nodes, key = await start_colony(nursery, tmp_path, 3, conflicts_to_distrust=2)
+    async with httpx.AsyncClient(timeout=30) as c:
+        r = await c.post(f"{nodes[0].url}/v1/tasks", json=MUL)
+        assert r.status_code == 200, r.text
+        fp = r.json()["function"]["fingerprint"]
+
+        async def everywhere() -> bool:
+            return all([serving(await describe(n.url, "mul"), fp) for n in nodes])
+
+        await wait_for(everywhere, 20)
+        # one colony-key holder pushes two contradicting tests, then a sound one
+        fake = FakeOrigin(key)
+        sig = MUL["signature"]
+        poison = [TestCase("mul", sig, (2, 3), 7), TestCase("mul", sig, (4, 5), 21)]
+        sound = TestCase("mul", sig, (6, 7), 42)
+        for t in [*poison, sound]:
+            fake.add(WireTest("mul", sig, t.args, t.expected, "user", t.id))
+        r = await protocol_post(nodes[0].url, key, "sync", fake.push())
+        assert r.status_code == 200, r.text
+
+        async def held_everywhere() -> bool:
+            for n in nodes:
+                doc = await describe(n.url, "mul")
+                if any((conflict(doc, t.id) or {}).get("status") != "held"
+                       for t in [*poison, sound]):
+                    return False
+            return True
+
+        await wait_for(held_everywhere, 20)
+        for n in nodes:
+            doc = await describe(n.url, "mul")
+            assert doc is not None
+            assert "contradicts" in conflict(doc, poison[0].id)["reason"]  # type: ignore[index]
+            # two conflicts make the origin distrusted: even its sound test is held
+            assert "distrusted" in conflict(doc, sound.id)["reason"]  # type: ignore[index]
+            assert not {t.id for t in [*poison, sound]} & {t["id"] for t in doc["tests"]}
+            r = await c.post(f"{n.url}/v1/tasks", json={**MUL, "args": [2, 3],
+                                                         "synthesize": False})
+            assert r.status_code == 200 and r.json()["result"] == 6, r.text
+            view = (await c.get(f"{n.url}/v1/colony")).json()
+            assert view["distrusted"] == {fake.id: 2}
+
+        # resolutions sync: node 2 rejects a poisoned test, node 3 accepts the sound one
+        assert (await resolve(nodes[1].url, "mul", poison[0].id, "reject")).status_code == 200
+        assert (await resolve(nodes[2].url, "mul", sound.id, "accept")).status_code == 200
+
+        async def resolved_everywhere() -> bool:
+            for n in nodes:
+                doc = await describe(n.url, "mul")
+                if (conflict(doc, poison[0].id) or {}).get("status") != "rejected" or \
+                        (conflict(doc, sound.id) or {}).get("status") != "accepted":
+                    return False
+                if doc is None or sound.id not in {t["id"] for t in doc["tests"]}:
+                    return False
+            return True
+
+        await wait_for(resolved_everywhere, 20)
+        for n in nodes:
+            doc = await describe(n.url, "mul")
+            assert doc is not None and poison[0].id not in {t["id"] for t in doc["tests"]}
+            r = await c.post(f"{n.url}/v1/tasks", json={**MUL, "args": [6, 7],
+                                                         "synthesize": False})
+            assert r.status_code == 200 and r.json()["result"] == 42, r.text
+
+
+async def test_a_frozen_peer_never_delays_a_task_reply(
+        lone_member: tuple[RunningNode, bytes], nursery: trio.Nursery) -> None:
+    node, _ = lone_member
+    svc = node.colony
+    # A peer that accepts connections and never answers (what a SIGSTOPped node does).
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    held: list[trio.SocketStream] = []
+
+    async def accept_and_freeze() -> None:
+        while True:
+            held.append(await listeners[0].accept())
+
+    nursery.start_soon(accept_and_freeze)
+    url = f"http://127.0.0.1:{port}"
+    peer = svc.peers.add(url, "seed", "f" * 32)
+    assert peer is not None
+    svc.settings = replace(svc.settings, peer_timeout_s=120.0)
+    if svc.transport is not None:
+        svc.transport.timeout_s = 120.0
+    svc.peers.ok(url, trio.current_time())
+    with trio.fail_after(60):  # a hang guard, far below the push's 120 s timeout
+        async with httpx.AsyncClient(timeout=60) as c:
+            r = await c.post(f"{node.url}/v1/tasks", json=ADD)
+    assert r.status_code == 200 and r.json()["source"] == "synthesized", r.text
+
+    async def pushing() -> bool:
+        return url in svc._pushing and bool(held)
+
+    # the reply came back while the push to the frozen peer is still waiting for an answer
+    await wait_for(pushing, 10)
+    for s in held:
+        await s.aclose()
+
+
+async def test_a_peer_challenger_that_differs_from_the_champion_is_quarantined(
+        lone_member: tuple[RunningNode, bytes]) -> None:
+    node, key = lone_member
+    async with httpx.AsyncClient(timeout=30) as c:
+        r = await c.post(f"{node.url}/v1/tasks", json=ADD)
+        assert r.json()["source"] == "synthesized"
+    fake = FakeOrigin(key)
+    await protocol_post(node.url, key, "sync", encode(fake.hello()))
+    # passes add's tests, returns 0 when a > 100
+    liar = fake.variant('(module (func (export "add") (param i32 i32) (result i32) '
+                        '(if (result i32) (i32.gt_s (local.get 0) (i32.const 100)) '
+                        '(then (i32.const 0)) (else (i32.add (local.get 0) (local.get 1))))))')
+    fake.add(WireFunction("add", "adds two integers", ADD_SIG, "scalar", time.time()))
+    fake.add(liar)
+    r = await protocol_post(node.url, key, "sync", fake.push())
+    assert r.status_code == 200, r.text
+
+    async def judged() -> bool:
+        doc = await describe(node.url, "add")
+        return doc is not None and any(v["fingerprint"] == liar.fingerprint and
+                                       v["status"] == "quarantined" for v in doc["variants"])
+
+    await wait_for(judged, 20)
+    doc = await describe(node.url, "add")
+    assert doc is not None
+    v = next(v for v in doc["variants"] if v["fingerprint"] == liar.fingerprint)
+    assert "disagrees with the champion" in v["status_reason"]
+    async with httpx.AsyncClient(timeout=30) as c:
+        r = await c.post(f"{node.url}/v1/tasks", json={**ADD, "args": [200, 5],
+                                                        "synthesize": False})
+    assert r.status_code == 200 and r.json()["result"] == 205
 
 
 # ------------------------------------------------------------------------ hostile requests

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import trio
 
-from node._server import RunningNode
+from colony import RunningNode
 from tests.test_events import ADD, start_pair
 
 CHROMIUM = Path("/usr/bin/chromium")

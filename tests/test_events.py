@@ -16,7 +16,7 @@ import trio
 
 from node._config import ColonySettings
 from node._events import KINDS, EventBus
-from node._server import RunningNode
+from colony import RunningNode
 from protocol import colony_key_to_text, generate_colony_key
 from tests.conftest import node_config, start_node
 

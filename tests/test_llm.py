@@ -24,11 +24,11 @@ from node._verify import Verifier
 from node._wat import wat_to_wasm
 from node.synth._api import Example, SynthesisRequest, Synthesized
 from node.synth._llm import LlmSynthesizer, system_prompt, task_prompt
-from node.synth._llm_client import detect_api
-from node.synth._llm_extract import parse_blocks, parse_tests
+from node.synth._llm_client import SynthesisTimeout, detect_api
+from node.synth._llm_extract import parse_blocks, parse_tests, strip_reasoning
 from node.synth._llm_gpu import gpu_module, wat_bytes
 from protocol import Signature
-from tests.llm_server import Reply, ScriptedLlm, serve_llm
+from tests.llm_server import CORPUS, Reply, ScriptedLlm, serve_llm
 
 ADD_SIG = Signature.parse("(i32, i32) -> i32")
 ADD = SynthesisRequest("add", "adds two integers", ADD_SIG, "scalar",
@@ -132,7 +132,7 @@ async def test_broken_wat_then_fix(nursery: trio.Nursery, runtime: Runtime,
     first, second = llm.chats()
     msgs = second.body["messages"]
     assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
-    assert msgs[2]["content"] == wat_reply(BROKEN)
+    assert msgs[2]["content"] == f"```wat\n{BROKEN}\n```"  # the code only, not the prose
     assert "does not assemble" in msgs[3]["content"]
     assert "i32.addd" in msgs[3]["content"]  # the assembler's own message, quoting the typo
     assert "GOOD" not in msgs[3]["content"] and first.body["messages"] == msgs[:2]
@@ -168,7 +168,9 @@ async def test_fails_every_time(nursery: trio.Nursery, runtime: Runtime,
         await run(make(llm, runtime, verifier), ADD)
     assert err.value.status == 422
     assert "after 3 attempt(s)" in err.value.detail and "expected 3, got -1" in err.value.detail
-    assert [len(c.body["messages"]) for c in llm.chats()] == [2, 4, 6]
+    # only the latest attempt goes back: the conversation does not grow with every repair
+    assert [len(c.body["messages"]) for c in llm.chats()] == [2, 4, 4]
+    assert "Earlier attempts failed too" in last_user(llm.chats()[2].body)
     assert len(llm.replies) == 1
 
 
@@ -178,7 +180,7 @@ async def test_no_reply_code_is_fed_back(nursery: trio.Nursery, runtime: Runtime
     llm.script("I cannot help with that.", GOOD)  # the fix comes unfenced: still accepted
     out = await run(make(llm, runtime, verifier), ADD)
     assert out.llm_calls == 2 and out.wat == GOOD
-    assert "no ```wat block" in last_user(llm.chats()[1].body)
+    assert "No code was found in your reply" in last_user(llm.chats()[1].body)
 
 
 # -- server trouble ------------------------------------------------------------------------------
@@ -192,7 +194,9 @@ async def test_timeout_is_a_quick_503(nursery: trio.Nursery, runtime: Runtime,
     with pytest.raises(SynthesisError) as err:
         await run(make(llm, runtime, verifier, request_timeout_s=0.5), ADD)
     assert time.monotonic() - t < 3
-    assert type(err.value) is SynthesisError and err.value.status == 503
+    assert type(err.value) is SynthesisTimeout and err.value.status == 503
+    assert err.value.problem()["type"].endswith("/synthesis-timeout")
+    assert err.value.problem()["title"] == "The LLM did not answer in time"
     assert "did not answer within 0.5 s" in err.value.detail
 
 
@@ -204,7 +208,7 @@ async def test_overall_timeout_bounds_a_request(nursery: trio.Nursery, runtime: 
     with pytest.raises(SynthesisError) as err:
         await run(make(llm, runtime, verifier, request_timeout_s=60), ADD, timeout_s=0.6)
     assert time.monotonic() - t < 3
-    assert type(err.value) is SynthesisError
+    assert type(err.value) is SynthesisTimeout
 
 
 async def test_cancel_abandons_the_request(nursery: trio.Nursery, runtime: Runtime,
@@ -225,7 +229,7 @@ async def test_server_error_is_503(nursery: trio.Nursery, runtime: Runtime,
     llm.script(Reply("model runner crashed", status=500))
     with pytest.raises(SynthesisError) as err:
         await run(make(llm, runtime, verifier), ADD)
-    assert type(err.value) is SynthesisError
+    assert type(err.value) is SynthesisError  # a server error is not a timeout
     assert "answered 500: model runner crashed" in err.value.detail
     assert err.value.problem()["upstream_status"] == 500
 
@@ -446,3 +450,106 @@ def test_task_prompt_shapes() -> None:
     assert "dot(in0_ptr, in1_ptr, n) -> f32" in p and "3 to 5 test cases" in p
     p = task_prompt(SynthesisRequest("dot", "dot product", red, "gpu"), want_tests=False)
     assert "bindings 2..2 = inputs 1..1" in p and "```wgsl" in p
+
+
+# -- what real models send: the corpus -------------------------------------------------------------
+
+AXPY_SIG = Signature.parse("(f32[], f32[]) -> f32[]")
+CORPUS_TASKS = {
+    "add": ADD,
+    "add_noex": SynthesisRequest("add", "adds two integers", ADD_SIG, "scalar"),
+    "axpy2": SynthesisRequest("axpy2", "2*a + b", AXPY_SIG, "simd",
+                              (Example(([1.0, 2.0], [1.0, 1.0]), [3.0, 5.0]),)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CORPUS))
+def test_corpus_extraction(name: str) -> None:
+    entry = CORPUS[name]
+    blocks = parse_blocks(entry.content, CORPUS_TASKS[entry.task].name)
+    assert blocks.wat == entry.wat
+    assert "i32.sub" not in (blocks.wat or "") or entry.wat is None
+
+
+@pytest.mark.parametrize("name", sorted(CORPUS))
+async def test_corpus_through_the_loop(nursery: trio.Nursery, runtime: Runtime,
+                                       verifier: Verifier, name: str) -> None:
+    entry = CORPUS[name]
+    req = CORPUS_TASKS[entry.task]
+    llm = await start(nursery, "openai")
+    llm.replay(name)
+    if entry.passes:
+        out = await run(make(llm, runtime, verifier, attempts=1), req)
+        assert out.llm_calls == 1 and out.wat == entry.wat
+        loaded = runtime.load(wat_to_wasm(out.wat), name=req.name, signature=req.signature,
+                              tier=req.tier)
+        assert runtime.call(loaded, (40, 2)) == 42
+        if entry.task == "add_noex":
+            assert {ex.args: ex.result for ex in out.tests} == {(1, 2): 3, (-5, 5): 0,
+                                                                  (7, 8): 15}
+        return
+    llm.replay("fenced_with_prose")  # the repair: must be asked for with the right feedback
+    if req.tier == "simd":
+        llm.replies.clear()
+        llm.script(wat_reply(_blocks(system_prompt("simd"), "wat")[0]))
+    out = await run(make(llm, runtime, verifier, attempts=2), req)
+    assert out.llm_calls == 2
+    second = llm.chats()[1].body["messages"]
+    assert entry.feedback in second[-1]["content"]
+    echoed = second[-2]["content"]
+    # what went back is the extracted code only: no prose, no reasoning, bounded
+    assert "<think>" not in echoed and "Explanation" not in echoed
+    assert len(echoed) <= 4100
+    assert echoed == (f"```wat\n{entry.wat}\n```" if entry.wat else "(a reply without code)") \
+        or entry.task == "add_noex"
+
+
+def test_reasoning_is_stripped() -> None:
+    assert strip_reasoning("<think>a (module)</think>b") == "b"
+    assert strip_reasoning("<THINKING>x</THINKING>y<think>cut off") == "y"
+    assert strip_reasoning("draft</think>answer") == "answer"
+    assert strip_reasoning("no reasoning") == "no reasoning"
+    blocks = parse_blocks(f"<think>\n```wat\n{WRONG}\n```\n</think>\nno code after all")
+    assert blocks.wat is None and blocks.empty and not blocks.reasoning_only
+    assert parse_blocks(f"<think>{WRONG}").reasoning_only
+
+
+def test_two_modules_prefer_the_requested_export() -> None:
+    other = GOOD.replace('"add"', '"helper"')
+    blocks = parse_blocks(f"```wat\n{GOOD}\n```\n```wat\n{other}\n```", "add")
+    assert blocks.wat_candidates == (GOOD, other)
+    assert parse_blocks(f"```wat\n{GOOD}\n```\n```wat\n{other}\n```").wat == other
+
+
+async def test_second_candidate_is_tried(nursery: trio.Nursery, runtime: Runtime,
+                                         verifier: Verifier) -> None:
+    # the model's later module is wrong, its earlier one right: both are checked
+    llm = await start(nursery, "ollama")
+    llm.script(f"```wat\n{GOOD}\n```\nOr shorter:\n```wat\n{WRONG}\n```")
+    out = await run(make(llm, runtime, verifier, attempts=1), ADD)
+    assert out.wat == GOOD and out.llm_calls == 1
+
+
+async def test_long_junk_is_not_resent(nursery: trio.Nursery, runtime: Runtime,
+                                       verifier: Verifier) -> None:
+    # a module that degenerates into repetition until max_tokens: only a bounded part goes back
+    junk = GOOD[:-2] + "\n" + "    (i32.add (local.get 0) (local.get 1))\n" * 500
+    llm = await start(nursery, "ollama")
+    llm.script(f"```wat\n{junk}", wat_reply(GOOD))
+    out = await run(make(llm, runtime, verifier), ADD)
+    assert out.llm_calls == 2
+    body = llm.chats()[1].body
+    assert len(junk) > 20_000
+    assert sum(len(m["content"]) for m in body["messages"]) < len(system_prompt("scalar")) + 6000
+    assert "more characters cut" in body["messages"][2]["content"]
+    assert "cut off" in last_user(body)
+
+
+async def test_timeout_on_a_repair_names_the_earlier_error(
+        nursery: trio.Nursery, runtime: Runtime, verifier: Verifier) -> None:
+    llm = await start(nursery, "openai")
+    llm.script(wat_reply(WRONG), Reply(wat_reply(GOOD), delay=30))
+    with pytest.raises(SynthesisTimeout) as err:
+        await run(make(llm, runtime, verifier, request_timeout_s=0.5), ADD)
+    assert "attempt 2/3" in err.value.detail and "expected 3, got -1" in err.value.detail
+    assert err.value.problem()["llm_calls"] == 2

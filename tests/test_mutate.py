@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from node._records import TestCase
-from node._server import RunningNode
+from colony import RunningNode
 from node.synth._ir import (
     ArrayProgram,
     Expr,

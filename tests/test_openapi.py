@@ -10,7 +10,7 @@ from openapi_spec_validator import validate
 from node._app import create_app
 from node._config import NodeConfig
 from node._openapi import openapi_document
-from node._server import RunningNode
+from colony import RunningNode
 
 
 def _routes() -> set[tuple[str, str]]:

@@ -37,6 +37,7 @@ from protocol import (
     Want,
     WireFunction,
     WireMetric,
+    WireResolution,
     WireTest,
     WireVariant,
     auth_header,
@@ -82,12 +83,14 @@ def records() -> list[Any]:
     gpu = WireVariant(fingerprint(gpu_wasm), "scale", "gpu", gpu_wasm, "(module)", "@compute fn",
                       (variant().fingerprint,), NID, bytes(64), "mutation", None, 0.0)
     return [WireFunction("add", "adds two integers", "(i32, i32) -> i32", "scalar", 1.5),
-            variant(), gpu, t, ta, WireMetric(NID, variant().fingerprint, 10, 1, 12345)]
+            variant(), gpu, t, ta, WireMetric(NID, variant().fingerprint, 10, 1, 12345),
+            WireResolution(*dataclasses.astuple(t), True),
+            WireResolution(*dataclasses.astuple(ta), False)]
 
 
 def messages() -> list[Any]:
     entries = tuple(Entry(NID, i + 1, r) for i, r in enumerate(records()))
-    span = Span(NID, 1, 8, entries)
+    span = Span(NID, 1, len(entries), entries)
     return [
         Hello(NID, "node-a", "http://127.0.0.1:8450", KEY.public_key, "qt45-colony 0.1", "abcd"),
         Digest(NID, bytes(16), 4, tuple(bytes([i]) * 8 for i in range(4))),

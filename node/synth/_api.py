@@ -27,6 +27,9 @@ class SynthesisRequest:
         signature: the parsed signature.
         tier: the tier to produce (scalar, simd or gpu).
         examples: input/output pairs; the offline synthesizer needs at least one.
+        on_ambiguity: what to do when the examples fit several plausible programs that disagree
+            on other inputs: ``ask`` (raise :class:`node._errors.AmbiguousError` with the
+            distinguishing inputs) or ``best`` (return the best-ranked one marked ``guess``).
     """
 
     name: str
@@ -34,6 +37,7 @@ class SynthesisRequest:
     signature: Signature
     tier: Tier
     examples: tuple[Example, ...] = ()
+    on_ambiguity: str = "ask"
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,12 @@ class Synthesized:
         stats: search statistics (programs enumerated, seconds, ...).
         tests: test cases the synthesizer wrote itself (LLM, when the task had no examples);
             they become the function's tests only after the candidate passes them.
+        disambiguated_on: how many distinguishing inputs the program was checked on and found
+            unique among the plausible candidates (0 = not checked, e.g. an LLM's program).
+        guess: True when plausible candidates disagree (``on_ambiguity="best"``): the program
+            is only the best-ranked of them and must be neither stored nor shared.
+        distinguishing: for a guess, up to 3 ``{"args": [...], "results": [<this program>,
+            <a competitor>, ...]}`` with JSON-plain values.
     """
 
     wat: str
@@ -58,6 +68,9 @@ class Synthesized:
     llm_calls: int = 0
     stats: dict[str, Any] = field(default_factory=dict)
     tests: tuple[Example, ...] = ()
+    disambiguated_on: int = 0
+    guess: bool = False
+    distinguishing: tuple[dict[str, Any], ...] = ()
 
 
 Progress = Callable[[str], None]

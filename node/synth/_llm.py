@@ -10,11 +10,13 @@ The loop (``LlmSettings.attempts`` requests at most, default 3):
    tests (``Verifier.verify``; for gpu the shader compiles on the device here, so WGSL errors
    surface as ``GpuError`` failures).
 3. Whatever failed — the assembler's message, the ABI error, the WGSL error, the failing cases
-   (args, expected, got) — goes back to the model as the next user message.
+   (args, expected, got) — goes back to the model as the next user message, after only the code
+   it sent (bounded; never its whole reply, reasoning or junk) and only for the latest attempt.
 
 Outcomes: a candidate that passed (``Synthesized``, generator ``llm:<model>``); ``SynthesisFailed``
 (422) after the last attempt, naming the last errors; ``SynthesisError`` (503) when the LLM
-cannot be reached, times out, answers 5xx, or the overall ``timeout_s`` runs out mid-request.
+cannot be reached or answers 5xx; ``SynthesisTimeout`` (503, type ``synthesis-timeout``) when a
+request or the overall ``timeout_s`` runs out (naming the earlier attempts' last error).
 The model's own tests are returned only when the task had none and the candidate passed them;
 a model test that contradicts a task example rejects the candidate.
 """
@@ -42,11 +44,12 @@ from node._runtime import Runtime
 from node._verify import Verifier, values_match
 from node._wat import wat_to_wasm
 from node.synth._api import Example, Progress, SynthesisRequest, Synthesized
-from node.synth._llm_client import ChatReply, LlmClient, Message
+from node.synth._llm_client import ChatReply, LlmClient, Message, SynthesisTimeout
 from node.synth._llm_extract import (
     WGSL_LEN_PLACEHOLDER,
     WGSL_PLACEHOLDER,
     Blocks,
+    complete_module,
     parse_blocks,
     parse_tests,
 )
@@ -167,11 +170,8 @@ def _args_key(args: Sequence[Any]) -> str:
                  else a for a in args])
 
 
-def _gpu_module(request: SynthesisRequest, blocks: Blocks) -> tuple[str, str]:
+def _gpu_module(request: SynthesisRequest, blocks: Blocks, wgsl: str) -> tuple[str, str | None]:
     """(wat, wgsl) for a gpu reply: the model's WAT with the WGSL put in, or our wrapper."""
-    wgsl = blocks.wgsl
-    if wgsl is None:
-        raise _Reject("no WGSL", "Your reply has no ```wgsl block. Reply with the whole shader.")
     if blocks.wat is not None and WGSL_PLACEHOLDER in blocks.wat:
         # A model that wrote its own wrapper: put the shader where it asked for it.
         lit = wat_bytes(wgsl.encode())
@@ -186,6 +186,74 @@ def _gpu_module(request: SynthesisRequest, blocks: Blocks) -> tuple[str, str]:
         problem = str(exc)
     raise _Reject(problem, f"The shader does not follow the required layout: {problem}. "
                            "Fix it and reply with the whole shader.")
+
+
+#: Characters of the model's code quoted back to it in a repair (a module cut off at the
+#: token limit can be thousands of characters of repetition).
+_ECHO_CHARS = 4000
+#: Characters of an earlier attempt's error summary repeated in a later feedback.
+_EARLIER_CHARS = 200
+
+
+def _bound(text: str, limit: int = _ECHO_CHARS) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"\n;; ... ({len(text) - limit} more characters cut)"
+
+
+def _echo(blocks: Blocks) -> str:
+    """What the model said, as far as the repair needs it: its code and tests, bounded."""
+    parts = []
+    if blocks.wat is not None:
+        parts.append(f"```wat\n{_bound(blocks.wat)}\n```")
+    if blocks.wgsl is not None:
+        parts.append(f"```wgsl\n{_bound(blocks.wgsl)}\n```")
+    if blocks.tests_json is not None:
+        parts.append(f"```json\n{_bound(blocks.tests_json, 1000)}\n```")
+    return "\n".join(parts) or "(a reply without code)"
+
+
+def _earlier(errors: list[str]) -> str:
+    """The errors of attempts before the last, so a repair does not repeat them."""
+    if len(errors) < 2:
+        return ""
+    lines = [f"- {e[:_EARLIER_CHARS]}" for e in errors[-3:-1]]
+    return "\nEarlier attempts failed too:\n" + "\n".join(lines)
+
+
+def _no_code(request: SynthesisRequest, blocks: Blocks, want_tests: bool) -> str:
+    lang = "WGSL" if request.tier == "gpu" else "WAT"
+    fence = f"```{lang.lower()}"
+    tests = " and 3 to 5 test cases in a ```json block" if want_tests else ""
+    if blocks.reasoning_only:
+        return (f"Your reply was only reasoning and ended before any code (it was probably cut "
+                f"off). Answer directly with the whole {lang} in a fenced {fence} block{tests}; "
+                "keep the reasoning short.")
+    what = "(module ...)" if lang == "WAT" else "shader"
+    return (f"No code was found in your reply: it has no {fence} block with a {what}"
+            + (" and no ```json test cases" if want_tests else "")
+            + f". Reply with the whole {lang} in a fenced {fence} block{tests}.")
+
+
+def _candidates(
+    request: SynthesisRequest, blocks: Blocks,
+) -> list[Callable[[], tuple[str, str | None]]]:
+    """Makers of (wat, wgsl) for each candidate in the reply, preferred first."""
+    if request.tier == "gpu":
+        if not blocks.wgsl_candidates:
+            def missing() -> tuple[str, str | None]:
+                raise _Reject("no WGSL",
+                              "Your reply has no ```wgsl block. Reply with the whole shader.")
+            return [missing]
+        return [functools.partial(_gpu_module, request, blocks, w)
+                for w in blocks.wgsl_candidates]
+    if not blocks.wat_candidates:
+        def no_wat() -> tuple[str, str | None]:
+            raise _Reject("no WAT module",
+                          "Your reply has no ```wat block with a (module ...). "
+                          "Reply with the whole module.")
+        return [no_wat]
+    return [functools.partial(lambda w: (w, None), w) for w in blocks.wat_candidates]
 
 
 class LlmSynthesizer:
@@ -231,10 +299,11 @@ class LlmSynthesizer:
         started = time.monotonic()
         deadline = started + timeout_s
         attempts = max(1, self.settings.attempts)
-        messages: list[Message] = [
+        head: list[Message] = [
             {"role": "system", "content": system_prompt(request.tier)},
             {"role": "user", "content": first},
         ]
+        messages = list(head)
         stats: dict[str, Any] = {"model": self.model, "attempts": 0, "prompt_tokens": 0,
                                  "completion_tokens": 0, "seconds": 0.0, "llm_seconds": 0.0}
         errors: list[str] = []
@@ -245,23 +314,34 @@ class LlmSynthesizer:
                 raise SynthesisError("LLM synthesis was cancelled")
             if time.monotonic() >= deadline:
                 if not errors:
-                    raise SynthesisError(f"{self.name} had no time left ({timeout_s:g} s)")
-                raise SynthesisFailed(
+                    raise SynthesisTimeout(f"{self.name} had no time left ({timeout_s:g} s)")
+                raise SynthesisTimeout(
                     f"{self.name} ran out of time ({timeout_s:g} s) after {attempt - 1} "
                     f"attempt(s); last error: {errors[-1]}",
-                    attempts=attempt - 1)
+                    attempts=attempt - 1, llm_calls=attempt - 1)
             if progress is not None:
                 progress(f"asking {self.model} (attempt {attempt}/{attempts})")
-            reply = self.client.chat(messages, deadline=deadline, cancelled=cancelled)
-            self._count(stats, reply, started)
-            messages.append({"role": "assistant", "content": reply.content})
             try:
-                wat, wgsl, tests = self._check(request, reply.content, want_tests, memo)
+                reply = self.client.chat(messages, deadline=deadline, cancelled=cancelled)
+            except SynthesisTimeout as exc:
+                if not errors:
+                    raise
+                raise SynthesisTimeout(
+                    f"{exc.detail} (attempt {attempt}/{attempts}); the earlier attempt(s) "
+                    f"failed: {errors[-1]}", attempts=attempt, llm_calls=attempt) from None
+            self._count(stats, reply, started)
+            blocks = parse_blocks(reply.content, request.name)
+            try:
+                wat, wgsl, tests = self._check(request, blocks, want_tests, memo)
             except _Reject as rej:
                 errors.append(rej.summary)
                 if progress is not None:
                     progress(f"attempt {attempt} rejected: {rej.summary}")
-                messages.append({"role": "user", "content": rej.feedback})
+                # Only the code goes back, bounded, and only the latest attempt: a whole reply
+                # (reasoning, prose, up to max_tokens of junk) re-sent per repair makes every
+                # attempt slower than the last on a CPU-only server.
+                messages = [*head, {"role": "assistant", "content": _echo(blocks)},
+                            {"role": "user", "content": rej.feedback + _earlier(errors)}]
                 continue
             stats["seconds"] = round(time.monotonic() - started, 3)
             return Synthesized(wat=wat, wgsl=wgsl, generator=self.name, llm_calls=attempt,
@@ -280,21 +360,31 @@ class LlmSynthesizer:
 
     # -- checking one reply -------------------------------------------------------------------
     def _check(
-        self, request: SynthesisRequest, content: str, want_tests: bool,
+        self, request: SynthesisRequest, blocks: Blocks, want_tests: bool,
         memo: list[tuple[Example, ...]],
     ) -> tuple[str, str | None, tuple[Example, ...]]:
-        blocks = parse_blocks(content)
+        if blocks.empty:
+            raise _Reject("no code in the reply", _no_code(request, blocks, want_tests))
         own = self._own_tests(request, blocks, want_tests, memo[0])
         memo[0] = own
-        wgsl: str | None = None
-        if request.tier == "gpu":
-            wat, wgsl = _gpu_module(request, blocks)
-        elif blocks.wat is None:
-            raise _Reject("no WAT module",
-                          "Your reply has no ```wat block with a (module ...). "
-                          "Reply with the whole module.")
-        else:
-            wat = blocks.wat
+        first: _Reject | None = None
+        for make in _candidates(request, blocks):
+            try:
+                wat, wgsl = make()
+                return self._check_one(request, wat, wgsl, own)
+            except _Reject as rej:  # try the next candidate; report on the preferred one
+                first = first or rej
+        assert first is not None  # _candidates yields at least one maker
+        raise first
+
+    def _check_one(
+        self, request: SynthesisRequest, wat: str, wgsl: str | None, own: tuple[Example, ...],
+    ) -> tuple[str, str | None, tuple[Example, ...]]:
+        if request.tier != "gpu" and not complete_module(wat):
+            raise _Reject("the module is cut off (unbalanced parentheses)",
+                          "Your reply was cut off before the module was complete (its "
+                          "parentheses never close). Reply with only the whole module in a "
+                          "```wat block, no explanation.")
         try:
             wasm = wat_to_wasm(wat)
         except CompileError as exc:

@@ -11,8 +11,10 @@ Wire formats (what is sent and read):
 
 Every request has a timeout, and a request in flight is abandoned at once when the caller is
 cancelled or its overall deadline passes (the request runs in a helper thread while the caller
-polls; the helper's socket is closed, so it ends promptly too). Timeouts, connection errors,
-5xx replies and malformed bodies all become :class:`SynthesisError` (503) with the reason.
+polls; the helper's socket is closed, so it ends promptly too). Connection errors, 5xx replies
+and malformed bodies become :class:`SynthesisError` (503) with the reason; a request that runs
+out of time becomes :class:`SynthesisTimeout` (503, its own problem type), so a slow server is
+not mistaken for a missing one.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import httpx
 from node._config import LlmSettings
 from node._errors import SynthesisError
 
-__all__ = ["ChatReply", "LlmClient", "Message", "detect_api"]
+__all__ = ["ChatReply", "LlmClient", "Message", "SynthesisTimeout", "detect_api"]
 
 Message = dict[str, str]
 
@@ -40,6 +42,17 @@ _POLL_S = 0.05
 _PROBE_S = 3.0
 #: Ollama's well-known port.
 OLLAMA_PORT = 11434
+
+
+class SynthesisTimeout(SynthesisError):
+    """The LLM did not answer within the request's or the synthesis's time limit.
+
+    Still a 503 (try again later, or give the server more time: ``llm_settings``), but with its
+    own type and title: the synthesizer exists and was asked, it was too slow.
+    """
+
+    slug = "synthesis-timeout"
+    title = "The LLM did not answer in time"
 
 
 @dataclass(frozen=True)
@@ -137,7 +150,7 @@ class LlmClient:
         api, url, body, headers = self.api, self.endpoint(), self._body(messages), self._headers()
         budget = min(self.settings.request_timeout_s, deadline - time.monotonic())
         if budget <= 0:
-            raise SynthesisError(f"LLM synthesis ran out of time before asking {self.model}")
+            raise SynthesisTimeout(f"LLM synthesis ran out of time before asking {self.model}")
         started = time.monotonic()
         client = httpx.Client(timeout=httpx.Timeout(budget, connect=min(budget, 10.0)))
         box: dict[str, Any] = {}
@@ -160,7 +173,7 @@ class LlmClient:
         except _Cancelled:
             raise SynthesisError(f"LLM request to {url} was cancelled") from None
         except httpx.TimeoutException:
-            raise SynthesisError(
+            raise SynthesisTimeout(
                 f"the LLM at {url} did not answer within {budget:.1f} s") from None
         finally:
             client.close()  # also aborts a request still in flight
@@ -168,7 +181,7 @@ class LlmClient:
         if "error" in box:
             exc = box["error"]
             if isinstance(exc, httpx.TimeoutException):
-                raise SynthesisError(
+                raise SynthesisTimeout(
                     f"the LLM at {url} did not answer within {budget:.1f} s") from None
             if isinstance(exc, httpx.HTTPError):
                 raise SynthesisError(

@@ -1,4 +1,9 @@
-"""Running a node: open it, serve its HTTP API on hypercorn (trio worker), stop cleanly."""
+"""The composition root: builds a node, its colony service and the HTTP app, serves them.
+
+This is the only place the two layers meet. ``node`` knows nothing of ``colony``: the node is
+built with a factory for its :class:`node.ColonyHooks`, which receives the node as a
+:class:`node.NodePort`; the colony's ``/protocol/v1/`` routes join the node's app here.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +20,9 @@ import trio
 from hypercorn.config import Config as HyperConfig
 from hypercorn.trio import serve
 
-from node._app import create_app
-from node._config import NodeConfig
-from node._node import Node
+from colony._http import register_routes
+from colony._service import ColonyService, load_colony_key
+from node import Node, NodeConfig, NodePort, create_app
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -46,7 +51,10 @@ def setup_logging(level: str = "warning") -> None:
 
 @dataclass
 class RunningNode:
+    """A node being served: its :class:`node.Node`, its colony service and its URL."""
+
     node: Node
+    colony: ColonyService
     url: str
     cancel_scope: trio.CancelScope
 
@@ -56,16 +64,19 @@ class RunningNode:
 
 async def serve_node(config: NodeConfig, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     """Serve one node until cancelled. ``task_status.started`` receives a :class:`RunningNode`."""
-    node = await trio.to_thread.run_sync(Node.open, config)
+    colony_key = load_colony_key(config.colony.key_file)
+    services: list[ColonyService] = []
+
+    def build_colony(port: NodePort) -> ColonyService:
+        service = ColonyService(port, config.colony, colony_key=colony_key)
+        services.append(service)
+        return service
+
+    node = await trio.to_thread.run_sync(lambda: Node.open(config, colony=build_colony))
+    colony = services[0]
     try:
         app = create_app(node)
-        # Issue 6: the colony layer (it runs alone without a colony key); its /protocol/v1/
-        # routes are registered before the server starts.
-        from colony._http import register_routes
-        from colony._service import ColonyService, load_colony_key
-
-        colony = ColonyService(node, config.colony,
-                               colony_key=load_colony_key(config.colony.key_file))
+        # the colony layer runs alone without a colony key; its routes exist either way
         register_routes(app, colony)
         hyper = HyperConfig()
         hyper.bind = [f"{config.host}:{config.port}"]
@@ -79,16 +90,16 @@ async def serve_node(config: NodeConfig, *, task_status: Any = trio.TASK_STATUS_
                 binds: list[str] = await nursery.start(serve, app, hyper)
                 url = binds[0].replace("0.0.0.0", "127.0.0.1")
                 node.config = _with_port(node.config, url)
-                colony.api_url = _advertised(url, config)  # issue 6
+                colony.api_url = _advertised(url, config)
                 await nursery.start(colony.run)
-                task_status.started(RunningNode(node, url, scope))
+                task_status.started(RunningNode(node, colony, url, scope))
     finally:
         await node.aclose()
 
 
 def _advertised(url: str, config: NodeConfig) -> str:
-    """The URL peers reach this node at (issue 6): the first mDNS interface when serving on
-    every address."""
+    """The URL peers reach this node at: the first mDNS interface when serving on every
+    address."""
     if config.host in ("0.0.0.0", "") and config.colony.interfaces:
         return f"http://{config.colony.interfaces[0]}:{url.rsplit(':', 1)[1]}"
     return url
@@ -152,7 +163,7 @@ def run_node_forever(config: NodeConfig) -> None:
     started = time.time()
     try:
         trio.run(main)
-    except* KeyboardInterrupt:  # trio wraps Ctrl-C in an exception group (clean stop, issue 6)
+    except* KeyboardInterrupt:  # trio wraps Ctrl-C in an exception group (a clean stop)
         pass
     print(f"stopped after {time.time() - started:.0f}s", file=sys.stderr)
     # Everything that matters is closed by now (library, metrics flushed, peers told). Exit at

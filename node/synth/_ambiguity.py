@@ -1,0 +1,366 @@
+"""Do the examples pin the function down? Plausible candidates compared off the examples.
+
+The search returns every program it met that fits the examples, ranked. The best one is only
+trustworthy when no other *plausible* candidate (ranked within ``margin`` of it) computes
+something else on inputs the examples did not cover. Those inputs come from a deterministic
+*distinguishing pool* per signature: edge values per type (0, ±1, 2, small primes, powers of two,
+round numbers, larger magnitudes), the neighbours of the examples' own inputs (x±1, 2x, x rounded
+to 10/100/1000), seeded random values over several magnitudes, and for arrays lengths 1, 2, odd
+and long.
+
+Only the pool's *core* (integers within ±10^6, floats within ±10^4) decides ambiguity: near a
+type's extremes nearly every arithmetic formula overflows differently, and no user can say what
+``abs(a - b)`` "should" return when ``a - b`` does not fit in 32 bits. ``distinguishing_inputs``
+(the large set a challenger must agree with the champion on) does include the extremes.
+
+Floats are compared with a looser tolerance than the verifier's (1e-3 relative and absolute):
+two formulas that are equal in exact arithmetic differ by rounding, and that is not ambiguity.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from node.synth._ir import (
+    DTYPES,
+    INT_MAX,
+    INT_MIN,
+    INT_TYPES,
+    ArrayProgram,
+    Program,
+    ScalarProgram,
+    Unevaluable,
+    run_array,
+    run_scalar,
+)
+from protocol import Signature
+
+__all__ = ["Comparison", "compare", "distinguishing_inputs", "pool"]
+
+#: Edge values of the integer types, simplest first (the order is the order inputs are shown).
+EDGE_INT = (0, 1, -1, 2, 3, 5, 7, 10, 4, 8, 16, -2, 100, 6, 9, 11, 12, 13, 15, 17, 20, 25, 31,
+            32, 50, 64, 97, 99, 101, 127, 128, 255, 256, 1000, 1024, -3, -5, -7, -8, -10, -16,
+            -100, -128, -1000, 1900, 2000, 2024, 4096, 10000, 12345, 65535, 65536, 100000,
+            999999, 1000000, -12345, -1000000)
+EDGE_FLOAT = (0.0, 1.0, -1.0, 0.5, 2.0, -0.5, 3.0, -2.0, 0.25, 10.0, 0.1, -0.3, 0.75, 1.5, 4.0,
+              -10.0, 100.0, 7.25, -7.5, 0.9, 37.0, 1000.0, 1e-3, -100.0, 1e4, -1e4)
+#: Beyond the core: only in ``distinguishing_inputs``, never deciding ambiguity.
+EXTREME_FLOAT = (1e6, -1e6, 1e12, -1e12, 1e30, -1e30, 1e-30)
+CORE_INT, CORE_FLOAT = 10**6, 1e4
+ARRAY_LENGTHS = (1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 33, 64)
+TOL = 1e-3
+
+
+def _extreme_int(ty: str) -> tuple[int, ...]:
+    hi, lo = INT_MAX[ty], INT_MIN[ty]
+    return (hi, lo, hi - 1, lo + 1, 2**30, -(2**30), 2**31 - 1 if ty == "i64" else 2**29,
+            *((10**12, -(10**12), 2**62) if ty == "i64" else ()))
+
+
+def _rand_value(ty: str, rng: random.Random, core: bool) -> Any:
+    r = rng.random()
+    if ty in INT_TYPES:
+        if r < 0.35:
+            return rng.choice(EDGE_INT)
+        if r < 0.55:
+            return rng.randint(-20, 20)
+        if r < 0.75:
+            return rng.randint(-1000, 1000)
+        if r < 0.9 or core:
+            return rng.randint(-CORE_INT, CORE_INT)
+        return rng.choice(_extreme_int(ty)) if r < 0.95 else rng.randint(INT_MIN[ty], INT_MAX[ty])
+    if r < 0.35:
+        return rng.choice(EDGE_FLOAT)
+    if r < 0.6:
+        return round(rng.uniform(-10, 10), 2)
+    if r < 0.8:
+        return round(rng.uniform(0, 1), 3)
+    if r < 0.95 or core:
+        return round(rng.uniform(-1000, 1000), 1)
+    return rng.choice(EXTREME_FLOAT)
+
+
+def _rand_array(n: int, rng: random.Random, special: int) -> list[float]:
+    if special == 0:
+        return [0.0] * n
+    if special == 1:
+        return [1.0] * n
+    if special == 2:
+        return [-abs(round(rng.uniform(0.1, 10), 2)) for _ in range(n)]
+    if special == 3:
+        return [abs(round(rng.uniform(0.1, 10), 2)) for _ in range(n)]
+    return [float(rng.choice(EDGE_FLOAT[:16])) if rng.random() < 0.3
+            else round(rng.uniform(-10, 10), 2) for _ in range(n)]
+
+
+def _plain(ty: str, v: Any) -> Any:
+    if ty in INT_TYPES:
+        return int(v)
+    return float(np.float32(v)) if ty == "f32" else float(v)
+
+
+def distinguishing_inputs(signature: Signature | str, n: int = 1000, seed: int = 0,
+                          *, core: bool = False) -> list[tuple[Any, ...]]:
+    """``n`` deterministic inputs for ``signature``: edge values first (for several parameters:
+    their small combinations), then seeded random values over several magnitudes, the type's
+    extremes included unless ``core``; arrays of lengths 1, 2, odd and long. JSON-plain values
+    (ints, floats, lists of floats), no duplicates."""
+    sig = Signature.parse(signature) if isinstance(signature, str) else signature
+    rng = random.Random(seed * 7919 + 17)
+    out: list[tuple[Any, ...]] = []
+    seen: set[str] = set()
+
+    def put(args: tuple[Any, ...]) -> None:
+        key = repr(args)
+        if key not in seen and len(out) < n:
+            seen.add(key)
+            out.append(args)
+
+    params = list(sig.params)
+    if sig.kind != "scalar":
+        k = len(params)
+        for length in ARRAY_LENGTHS:
+            for special in range(6):
+                put(tuple(_rand_array(length, rng, special if j == 0 else 4) for j in range(k)))
+        for _ in range(20 * n):
+            if len(out) >= n:
+                break
+            length = rng.choice(ARRAY_LENGTHS)
+            put(tuple(_rand_array(length, rng, 4 if rng.random() < 0.8 else rng.randrange(4))
+                      for _ in range(k)))
+        return out
+    edges = [EDGE_INT if t in INT_TYPES else EDGE_FLOAT for t in params]
+    small = {1: 40, 2: 12, 3: 6, 4: 4}.get(len(params), 3)
+    idx = [0] * len(params)
+    while True:  # the small combinations, simplest first
+        put(tuple(_plain(t, edges[j][idx[j]]) for j, t in enumerate(params)))
+        j = 0
+        while j < len(params):
+            idx[j] += 1
+            if idx[j] < small:
+                break
+            idx[j] = 0
+            j += 1
+        if j == len(params):
+            break
+    if len(params) == 1:
+        for v in edges[0]:
+            put((_plain(params[0], v),))
+    if not core:
+        for t_i, t in enumerate(params):
+            extremes = _extreme_int(t) if t in INT_TYPES else EXTREME_FLOAT
+            for v in extremes:
+                base = [_plain(p, 1 if p in INT_TYPES else 1.0) for p in params]
+                base[t_i] = _plain(t, v)
+                put(tuple(base))
+    for _ in range(20 * n):
+        if len(out) >= n:
+            break
+        put(tuple(_plain(t, _rand_value(t, rng, core)) for t in params))
+    return out
+
+
+def _neighbours(ty: str, v: Any) -> list[Any]:
+    if ty in INT_TYPES:
+        x = int(v)
+        cand = [x - 1, x + 1, x - 2, x + 2, 2 * x, x // 2, -x, x * 10,
+                *(round(x, -d) for d in (1, 2, 3) if abs(x) >= 10 ** d // 2)]
+        return [c for c in cand if abs(c) <= CORE_INT]
+    f = float(v)
+    return [f + 1.0, f - 1.0, f + 0.5, 2.0 * f, -f, f / 2.0, round(f), f + 0.1]
+
+
+def pool(signature: Signature, examples: Sequence[tuple[Any, ...]], n: int = 400
+         ) -> list[tuple[Any, ...]]:
+    """The inputs that decide ambiguity: the core distinguishing inputs and the examples'
+    neighbours (a function learnt from years near 2000 is asked about 1900 and 2000)."""
+    base = distinguishing_inputs(signature, n, seed=1, core=True)
+    if signature.kind != "scalar":
+        return base
+    seen = {repr(a) for a in base}
+    given = {repr(tuple(a)) for a in examples}
+    extra: list[tuple[Any, ...]] = []
+    params = list(signature.params)
+    for ex in examples:
+        for j, t in enumerate(params):
+            for v in _neighbours(t, ex[j]):
+                args = list(ex)
+                args[j] = v
+                a = tuple(_plain(p, x) for p, x in zip(params, args, strict=True))
+                key = repr(a)
+                if key not in seen and key not in given:
+                    seen.add(key)
+                    extra.append(a)
+    rest = [a for a in base if repr(a) not in given]
+    return extra + rest
+
+
+# ------------------------------------------------------------------------------- comparing
+
+@dataclass
+class Outputs:
+    """One program's results on the pool: values, and which lanes are usable."""
+
+    values: list[Any]
+    valid: np.ndarray  # evaluable (a loop within the evaluator's limits)
+    trap: np.ndarray
+
+
+@dataclass
+class Comparison:
+    """Winner vs the plausible competitors on a pool."""
+
+    checked: int  # pool inputs the winner was evaluated on
+    rivals: list[int]  # indices of competitors that differ from the winner somewhere
+    distinguishing: list[dict[str, Any]]
+
+
+def _magnitude(args: tuple[Any, ...]) -> float:
+    m = 0.0
+    for a in args:
+        if isinstance(a, list):
+            m = max([m, *(abs(x) for x in a)], default=m)
+        else:
+            m = max(m, abs(float(a)))
+    return m
+
+
+def _scalar_outputs(program: ScalarProgram, inputs: list[tuple[Any, ...]]) -> Outputs:
+    params = list(program.params)
+    n = len(inputs)
+    cols = [np.asarray([a[j] for a in inputs], dtype=DTYPES[t]) for j, t in enumerate(params)]
+    valid = np.ones(n, bool)
+    try:
+        vals, trap = run_scalar(program, cols)
+    except Unevaluable:
+        # A loop bounded by a large input: use the inputs the evaluator can run.
+        mag = np.asarray([_magnitude(a) for a in inputs])
+        vals = trap = None
+        for limit in (1000.0, 100.0, 20.0):
+            sel = np.flatnonzero(mag <= limit)
+            try:
+                v, t = run_scalar(program, [c[sel] for c in cols])
+            except Unevaluable:
+                continue
+            full = np.zeros(n, dtype=DTYPES[program.result])
+            full[sel] = v
+            ft = np.zeros(n, bool)
+            if t is not None:
+                ft[sel] = t
+            valid = np.zeros(n, bool)
+            valid[sel] = True
+            vals, trap = full, ft
+            break
+        if vals is None:
+            return Outputs([None] * n, np.zeros(n, bool), np.zeros(n, bool))
+    tr = np.zeros(n, bool) if trap is None else np.broadcast_to(trap, (n,)).copy()
+    v = np.broadcast_to(vals, (n,))
+    return Outputs([_plain(program.result, x) for x in v], valid, tr)
+
+
+def _array_outputs(program: ArrayProgram, inputs: list[tuple[Any, ...]]) -> Outputs:
+    vals: list[Any] = []
+    with np.errstate(all="ignore"):
+        for a in inputs:
+            got = run_array(program, [np.asarray(x, dtype=np.float32) for x in a])
+            vals.append([float(x) for x in got] if program.kind == "map" else float(got))
+    n = len(inputs)
+    return Outputs(vals, np.ones(n, bool), np.zeros(n, bool))
+
+
+def outputs(program: Program, inputs: list[tuple[Any, ...]]) -> Outputs:
+    if isinstance(program, ScalarProgram):
+        with np.errstate(all="ignore"):
+            return _scalar_outputs(program, inputs)
+    return _array_outputs(program, inputs)
+
+
+def _same_float(a: float, b: float) -> bool:
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    if math.isinf(a) or math.isinf(b):
+        return a == b
+    return abs(a - b) <= TOL * (1.0 + max(abs(a), abs(b)))
+
+
+def same(a: Any, b: Any, ty: str) -> bool:
+    """Whether two results agree for ambiguity's purposes (floats: rounding forgiven)."""
+    if isinstance(a, list) or isinstance(b, list):
+        if not isinstance(a, list) or not isinstance(b, list) or len(a) != len(b):
+            return False
+        return all(_same_float(x, y) for x, y in zip(a, b, strict=True))
+    if ty in INT_TYPES:
+        return bool(a == b)
+    return _same_float(float(a), float(b))
+
+
+def compare(programs: Sequence[Program], inputs: list[tuple[Any, ...]], result_ty: str,
+            most: int = 3) -> Comparison:
+    """Evaluate ``programs[0]`` (the winner) and the others on ``inputs``; the competitors that
+    differ somewhere, and up to ``most`` inputs that separate the winner from them (greedy:
+    each input separates as many remaining competitors as it can; simpler inputs first)."""
+    outs = [outputs(p, inputs) for p in programs]
+    win = outs[0]
+    n = len(inputs)
+    differs: list[np.ndarray] = []
+    rivals: list[int] = []
+    for i, o in enumerate(outs[1:], start=1):
+        d = np.zeros(n, bool)
+        both = win.valid & o.valid
+        for j in np.flatnonzero(both):
+            j = int(j)
+            if win.trap[j] != o.trap[j]:
+                d[j] = True
+            elif not win.trap[j] and not same(win.values[j], o.values[j], result_ty):
+                d[j] = True
+        if d.any():
+            rivals.append(i)
+            differs.append(d)
+    checked = int(win.valid.sum())
+    dist: list[dict[str, Any]] = []
+    if rivals:
+        left = list(range(len(rivals)))
+        mags = [_magnitude(a) for a in inputs]
+        while left and len(dist) < most:
+            score = np.zeros(n)
+            for r in left:
+                score += differs[r]
+            # prefer inputs where nobody traps and that are simple to answer
+            best_j, best_key = -1, (0.0, 0.0, 0.0)
+            for j in np.flatnonzero(score > 0):
+                j = int(j)
+                traps = any(outs[x].trap[j] for x in (0, *(rivals[r] for r in left)))
+                key = (float(score[j]) - (0.5 if traps else 0.0), -math.log10(1.0 + mags[j]),
+                       -float(j))
+                if best_j < 0 or key > best_key:
+                    best_j, best_key = j, key
+            if best_j < 0:
+                break
+            results: list[Any] = [None if win.trap[best_j] else win.values[best_j]]
+            for r in left:
+                o = outs[rivals[r]]
+                if differs[r][best_j]:
+                    v = None if o.trap[best_j] else o.values[best_j]
+                    if not any(_eq_result(v, x, result_ty) for x in results):
+                        results.append(v)
+            dist.append({"args": [_json(a) for a in inputs[best_j]], "results": results[:4]})
+            left = [r for r in left if not differs[r][best_j]]
+    return Comparison(checked, rivals, dist)
+
+
+def _eq_result(a: Any, b: Any, ty: str) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return same(a, b, ty)
+
+
+def _json(a: Any) -> Any:
+    if isinstance(a, list):
+        return [float(x) for x in a]
+    return a
