@@ -7,6 +7,7 @@ Suites report ratios against a baseline measured in the same run, never absolute
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import platform
 import re
@@ -19,13 +20,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 SUITES = {"runtime": "runtime_bench", "gpu": "gpu_bench", "http": "http_bench",
           "search": "search_bench", "colony": "colony_bench", "eval": "eval_bench",
-          "generalization": "generalization_bench"}
+          "generalization": "generalization_bench", "sygus": "sygus_bench",
+          "scale": "scale_bench", "learning": "learning_bench"}
 TITLES = {"runtime": "Runtime: scalar call overhead and SIMD kernels",
           "gpu": "GPU tier", "http": "Cached task over HTTP",
           "search": "Retrieval: search latency and paraphrase hit rate",
           "colony": "Colony: propagation of a new variant",
           "eval": "Synthesis evaluation suite",
-          "generalization": "Generalization: right, refused or wrong from K examples"}
+          "generalization": "Generalization: right, refused or wrong from K examples",
+          "sygus": "SyGuS PBE_BV: offline synthesizer and cvc5 side by side",
+          "scale": "Scale: a node over a large library, and a fresh peer joining it",
+          "learning": "Learning curve: synthesis per task over a replayed 200-task stream"}
 
 
 def _load(module: str) -> ModuleType:
@@ -62,15 +67,23 @@ def write_section(path: Path, suite: str, body: str, command: str) -> None:
     path.write_text(text)
 
 
-def run_suites(which: str, *, quick: bool, write: bool) -> None:
+def run_suites(which: str, *, quick: bool, write: bool,
+               options: dict[str, Any] | None = None) -> None:
+    """Run ``which`` (or all); ``options`` (suite keyword arguments such as ``limit`` and
+    ``timeout``, None ones left out) go to the suites whose ``run_all`` takes them."""
+    given = {k: v for k, v in (options or {}).items() if v is not None}
     names = [n for n in SUITES if (ROOT / "bench" / f"{SUITES[n]}.py").exists()] \
         if which == "all" else [which]
     for suite in names:
         print(f"== {suite} ==", file=sys.stderr, flush=True)
         mod = _load(SUITES[suite])
-        result = mod.run_all(quick)
+        accepted = inspect.signature(mod.run_all).parameters
+        kwargs = {k: v for k, v in given.items() if k in accepted}
+        result = mod.run_all(quick, **kwargs)
         body = _markdown(mod, result)
         print(body, flush=True)
         if write:
-            cmd = f"colony bench --suite {suite}" + (" --quick" if quick else "")
+            cmd = f"colony bench --suite {suite}" + (" --quick" if quick else "") + "".join(
+                f" --{k} {v:g}" if isinstance(v, float) else f" --{k} {v}"
+                for k, v in kwargs.items())
             write_section(ROOT / "BENCHMARKS.md", suite, body, cmd)

@@ -14,6 +14,8 @@ Routes:
   function, that variant and the function's tests (the task flow's colony step).
 - ``POST /protocol/v1/keys``: ``{"v": 1, "ids": [node id, ...]}`` → ``{"v": 1, "keys": {id:
   public key}}``: the public keys of origins this node has met (each checks against its id).
+- ``POST /protocol/v1/peers``: ``{"v": 1}`` → ``{"v": 1, "peers": [{"url", "node"}, ...]}``:
+  the peers this node reaches now (membership: a node learns peers from its peers).
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ from __future__ import annotations
 import contextlib
 import re
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import msgpack
 from quart import Response, request
 
-from node._app import problem, read_body, reply
+from node._app import problem, read_body, reply, requires_api_token
 from node._errors import ColonyError, PeerError, RequestError
 from protocol import (
     AUTH_HEADER,
@@ -140,7 +143,9 @@ def register_routes(app: QuartTrio, service: ColonyService) -> None:
             return _problem(422, "refused", "Refused", str(exc))
         except ColonyError as exc:
             return _error(exc)
-        return Response(encode(reply), status=200, content_type=MSGPACK)
+        out = encode(reply)
+        service.count_bytes(len(out), len(data))
+        return Response(out, status=200, content_type=MSGPACK)
 
     @app.post(f"{PREFIX}/find")
     async def protocol_find() -> Response:
@@ -177,7 +182,20 @@ def register_routes(app: QuartTrio, service: ColonyService) -> None:
         return Response(msgpack.packb({"v": PROTOCOL_VERSION, "keys": keys}, use_bin_type=True),
                         content_type=MSGPACK)
 
+    @app.post(f"{PREFIX}/peers")
+    async def protocol_peers() -> Response:
+        data = await _authed_body(service, _MAX_SMALL_BODY)
+        if isinstance(data, Response):
+            return data
+        try:
+            _small_map(data, {})
+        except ColonyError as exc:
+            return _error(exc)
+        return Response(msgpack.packb({"v": PROTOCOL_VERSION, "peers": service.peer_list()},
+                                      use_bin_type=True), content_type=MSGPACK)
+
     @app.post("/v1/functions/<name>/conflicts/<test_id>")
+    @requires_api_token
     async def resolve_test_conflict(name: str, test_id: str) -> Response:
         """Accept or reject a received test held as a conflict (``{"action": "accept" |
         "reject"}``); the decision syncs to the colony."""
@@ -185,7 +203,6 @@ def register_routes(app: QuartTrio, service: ColonyService) -> None:
             # The body is read before anything is refused: a reply sent with the body unread
             # can stall the next request on a keep-alive connection.
             body = await read_body()
-            # TODO(api token): check the node's API token here once node/_app.py has a helper.
             if not _NAME.fullmatch(name):
                 raise RequestError(f"{name!r} is not a function name")
             if not is_fingerprint(test_id):
@@ -206,10 +223,12 @@ def register_routes(app: QuartTrio, service: ColonyService) -> None:
 class HttpTransport:
     """``colony._transport.Transport`` over HTTP: msgpack POSTs with the colony key's MAC."""
 
-    def __init__(self, client: httpx.AsyncClient, colony_key: bytes, timeout_s: float) -> None:
+    def __init__(self, client: httpx.AsyncClient, colony_key: bytes, timeout_s: float,
+                 on_bytes: Callable[[int, int], None] | None = None) -> None:
         self.client = client
         self.colony_key = colony_key
         self.timeout_s = timeout_s
+        self.on_bytes = on_bytes  # (sent, received) of each request: the node's metrics
         self.sent = 0
         self.received = 0
 
@@ -225,6 +244,8 @@ class HttpTransport:
             raise PeerError(f"{url} did not answer: {type(exc).__name__}: {exc}") from None
         self.sent += len(body)
         self.received += len(resp.content)
+        if self.on_bytes is not None:
+            self.on_bytes(len(body), len(resp.content))
         if resp.status_code != 200:
             detail: Any = resp.content[:300]
             with contextlib.suppress(Exception):  # not a problem document: show the raw start
@@ -262,6 +283,21 @@ def check_needs(raw: Any) -> list[tuple[str, int]]:
                 and not isinstance(item[1], bool) and 0 < item[1] < 1 << 63):
             raise PeerError("find reply: each need is [node id, seq]")
         out.append((item[0], item[1]))
+    return out
+
+
+def check_peers(raw: Any) -> list[tuple[str, str]]:
+    """Validate a peers reply: at most 256 ``{"url": http(s) URL, "node": node id}``."""
+    if not isinstance(raw, list) or len(raw) > 256:
+        raise PeerError("peers reply: peers must be a list of at most 256 entries")
+    out = []
+    for item in raw:
+        if not (isinstance(item, dict) and set(item) == {"url", "node"}
+                and isinstance(item["url"], str) and len(item["url"]) <= 2048
+                and item["url"].startswith(("http://", "https://"))
+                and isinstance(item["node"], str) and _ID.fullmatch(item["node"])):
+            raise PeerError("peers reply: each peer is {url, node}")
+        out.append((item["url"], item["node"]))
     return out
 
 

@@ -2,7 +2,9 @@
 
 A peer is keyed by its base URL (what mDNS or ``--peer`` gave) until its Hello names its node id.
 A peer that fails a request is marked down and retried after ``backoff_s * 2**(failures-1)``
-seconds (capped at ``backoff_max_s``); one success marks it up again. Time is passed in (trio's
+seconds (capped at ``backoff_max_s``); one success marks it up again. A peer that was learned
+(mDNS, its Hello, another peer's list) is forgotten after ``forget_after`` failures in a row;
+seeds (``--peer``) are kept. Time is passed in (trio's
 clock in the service, anything in tests), so the table is pure and easy to test.
 """
 
@@ -16,7 +18,7 @@ from typing import Any
 @dataclass
 class Peer:
     url: str
-    source: str  # "seed" (--peer), "mdns", "hello" (it contacted us)
+    source: str  # "seed" (--peer), "mdns", "hello" (it contacted us), "gossip" (a peer's peer)
     node_id: str = ""
     name: str = ""
     public_key: bytes = b""
@@ -46,6 +48,8 @@ class PeerTable:
     backoff_max_s: float = 60.0
     self_id: str = ""
     self_url: str = ""
+    #: Failures in a row after which a peer that is not a seed is forgotten (0: never).
+    forget_after: int = 5
     peers: dict[str, Peer] = field(default_factory=dict)
     rng: random.Random = field(default_factory=random.Random)
 
@@ -85,6 +89,10 @@ class PeerTable:
             p.failures += 1
             p.last_error = error[:300]
             p.next_try = now + min(self.backoff_max_s, self.backoff_s * 2 ** (p.failures - 1))
+            if self.forget_after and p.failures >= self.forget_after and p.source != "seed":
+                # learned (mDNS, a Hello, a peer's list) and silent: it left; it comes back by
+                # the same ways if it returns
+                del self.peers[url]
 
     def up(self) -> list[Peer]:
         return [p for p in self.peers.values() if p.up]

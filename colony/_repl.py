@@ -23,10 +23,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from colony._ask import evidence_line, submit_until_settled
 from colony.cli import (
     Client,
     CliError,
     _parse_example,
+    _problem_text,
     cmd_bench,
     cmd_delete,
     cmd_info,
@@ -49,10 +51,12 @@ def _namespace(node: str, **kw: Any) -> argparse.Namespace:
 
 
 class Repl:
-    def __init__(self, node: str, out: Callable[[str], None] = print) -> None:
+    def __init__(self, node: str, out: Callable[[str], None] = print,
+                 ask: Callable[[str], str] = input) -> None:
         self.node = node
         self.client = Client(node)
         self.out = out
+        self.ask = ask  # answers the distinguishing inputs of an ambiguous task
 
     def handle(self, line: str) -> bool:
         """Run one line; False means quit."""
@@ -119,10 +123,15 @@ class Repl:
                 body["args"] = json.loads(f"[{m.group('args')}]")
             except json.JSONDecodeError as exc:
                 raise CliError(f"'on' arguments are not valid JSON: {exc}") from None
-        out = self.client.json("POST", "/v1/tasks", json=body)
+        resp = submit_until_settled(lambda task: self.client.post("/v1/tasks", task), body,
+                                    ask=self.ask, say=self.out)
+        if resp.status_code >= 400:
+            raise CliError(_problem_text(resp))
+        out = resp.json()
         fn = out["function"]
         self.out(f"{json.dumps(out['result'])}    ({fn['name']} {fn['signature']} [{fn['tier']}],"
                  f" {out['source']}, {out['elapsed_ms']} ms)")
+        self.out(f"    {evidence_line(out.get('evidence'))}")
 
 
 def run_repl(node: str) -> None:

@@ -36,7 +36,7 @@ import trio
 
 from colony._discovery import Discovery, Found
 from colony._fitness import select
-from colony._http import HttpTransport, check_needs
+from colony._http import HttpTransport, check_needs, check_peers
 from colony._peers import Peer, PeerTable
 from colony._transport import run_exchange
 from node._errors import ColonyError, NotFoundError, PeerError, StoreError
@@ -46,6 +46,7 @@ from protocol import (
     PROTOCOL_VERSION,
     Batch,
     Entry,
+    Exchange,
     Hello,
     IdentityError,
     Message,
@@ -75,6 +76,7 @@ SOFTWARE = "qt45-colony/0.1"
 #: A mutation hook: ``await mutator(function, fingerprint, reason)`` (synthesizer issue).
 Mutator = Callable[[str, str, str], Awaitable[None]]
 _FIND_REQUESTS = 16  # pulls one find may make
+_BUSY_ROUNDS = 100  # back-to-back rounds while catching up, before a normal pause
 
 
 def load_colony_key(path: str) -> bytes | None:
@@ -104,8 +106,9 @@ class ColonyService:
         self.key = node.identity.node_key
         self.store = SyncStore(node.library)
         self.limits = LIMITS
-        self.peers = PeerTable(settings.backoff_s, settings.backoff_max_s, self.node_id)
-        self.state = SyncState(self.node_id, on_adopt=self._on_adopt)
+        self.peers = PeerTable(settings.backoff_s, settings.backoff_max_s, self.node_id,
+                               forget_after=settings.forget_after_failures)
+        self.state = SyncState(self.node_id, on_adopt=self._on_adopt, load=self.store.bodies)
         self.keys: dict[str, bytes] = {self.node_id: self.key.public_key}
         self.stats: Counter[str] = Counter()
         # the default hook: the node's mutate tool (node/synth/_mutate.py), see _run_mutations
@@ -120,8 +123,13 @@ class ColonyService:
         self._pushed_head = 0  # own entries up to this seq were pushed (or existed at start)
         self._local_lock = trio.Lock()
         self._persist_lock = trio.Lock()
-        self._check_lock = trio.Lock()
+        # The immune check: functions to check, in order of demand (each queued once), worked
+        # off by a bounded pool; one check per function at a time.
         self._checks_send, self._checks_recv = trio.open_memory_channel[str](math.inf)
+        self._queued: set[str] = set()
+        self._function_locks: dict[str, trio.Lock] = {}
+        self._view_dirty = trio.Event()
+        self._selection_stamp: tuple[Any, ...] | None = None
         self._view_cache: dict[str, Any] = {"fitness": {}, "quarantined": [],
                                             "mutation_queue": [], "conflicts": [],
                                             "distrusted": {}}
@@ -147,8 +155,11 @@ class ColonyService:
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled: restore, then gossip, discover, check and select."""
-        entries, heads = await trio.to_thread.run_sync(self.store.load)
-        self.state = SyncState.restore(self.node_id, entries, heads, on_adopt=self._on_adopt)
+        # Only the log's metadata stays in memory; bodies are read from the library when a
+        # peer pulls them.
+        metas, pending, heads = await trio.to_thread.run_sync(self.store.load_meta)
+        self.state = SyncState.restore(self.node_id, pending, heads, metas=metas,
+                                       on_adopt=self._on_adopt, load=self.store.bodies)
         self._pushed_head = self.state.head(self.node_id)
         for nid, (pk, _name, _url) in (await trio.to_thread.run_sync(self.store.keys)).items():
             self.keys[nid] = pk
@@ -158,10 +169,14 @@ class ColonyService:
                     trio.open_nursery() as nursery:
                 if self.colony_key is not None:
                     self.transport = HttpTransport(client, self.colony_key,
-                                                   self.settings.peer_timeout_s)
+                                                   self.settings.peer_timeout_s,
+                                                   on_bytes=self.count_bytes)
                 self._nursery = nursery
                 self._last_mutation = trio.current_time()  # the first one waits an interval too
-                nursery.start_soon(self._immune_worker)
+                for _ in range(max(1, self.settings.immune_workers)):
+                    nursery.start_soon(self._immune_worker)
+                nursery.start_soon(self._view_loop)
+                self._view_dirty.set()
                 nursery.start_soon(self._push_loop)
                 nursery.start_soon(self._selection_loop)
                 await self._refresh_local()
@@ -201,6 +216,11 @@ class ColonyService:
     async def _refresh_local(self) -> list[Entry]:
         """Sign new local variants and move new local log rows into the SyncState."""
         async with self._local_lock:
+            # Every protocol request lands here: when the library numbered nothing new, that
+            # is one indexed read, not a look for unsigned variants.
+            if await trio.to_thread.run_sync(self.store.local_head) <= \
+                    self.state.head(self.node_id):
+                return []
             await trio.to_thread.run_sync(self.store.sign_unsigned, self.key)
             before = self.state.head(self.node_id)
             entries, head = await trio.to_thread.run_sync(self.store.local_after, before)
@@ -248,8 +268,8 @@ class ColonyService:
                 self.stats["tests_held"] += 1
                 self.node.events.emit("test.conflict", function=fn,
                                       reason="a received test contradicts the function's tests")
-            for fn in res.functions:
-                self._checks_send.send_nowait(fn)
+            for fn in sorted(res.functions):
+                self._queue_check(fn)
             return res
 
     async def _fetch_keys(self, url: str, ids: set[str]) -> None:
@@ -310,36 +330,83 @@ class ColonyService:
     # ------------------------------------------------------------------ gossip
 
     async def _gossip_loop(self) -> None:
+        busy_rounds = 0
         while True:
+            busy = False
             try:
-                await self.gossip_round()
+                busy = await self.gossip_round()
             except ColonyError as exc:
                 log.warning("gossip round failed: %s", exc.detail)
-            await trio.sleep(self.settings.gossip_interval_s)
+            # A round that stopped at its request limit while still moving entries (a fresh
+            # peer catching up) goes on at once; an idle colony waits the interval.
+            busy_rounds = busy_rounds + 1 if busy else 0
+            if busy and busy_rounds < _BUSY_ROUNDS:
+                await trio.sleep(0)
+            else:
+                busy_rounds = 0
+                await trio.sleep(self.settings.gossip_interval_s)
 
-    async def gossip_round(self) -> None:
+    async def gossip_round(self) -> bool:
+        """One round: an exchange with ``fanout`` up peers (and every due down one), and the
+        peer list of one of them (membership). True when an exchange hit its request limit
+        while entries still moved (there is more to move)."""
         await self._refresh_local()
         self.stats["rounds"] += 1
         partners = self.peers.pick(self.settings.fanout, trio.current_time())
+        busy: list[bool] = []
         async with trio.open_nursery() as nursery:
             for peer in partners:
-                nursery.start_soon(self._sync_with, peer)
+                nursery.start_soon(self._sync_with, peer, busy)
+            up = [p for p in partners if p.up]
+            if up:
+                nursery.start_soon(self._learn_peers, self._rng.choice(up))
         self._peer_events()
+        return any(busy)
 
-    async def _sync_with(self, peer: Peer) -> None:
+    async def _sync_with(self, peer: Peer, busy: list[bool] | None = None) -> None:
         assert self.transport is not None
         try:
             if not peer.up or not peer.node_id:
                 await self._say_hello(peer)
                 if self.peers.get(peer.url) is None:
                     return
-            pulled, pushed = await self._exchange(peer.url)
+            ex = await self._exchange(peer.url)
             peer.rounds += 1
-            peer.pulled += pulled
-            peer.pushed += pushed
+            peer.pulled += ex.pulled
+            peer.pushed += ex.pushed
             self.peers.ok(peer.url, trio.current_time())
+            self.node.metrics.sync_rounds.labels("idle" if ex.idle else "ok").inc()
+            if busy is not None and ex.requests >= self.state.limits.exchange_requests and \
+                    (ex.pulled or ex.pushed):
+                busy.append(True)
         except PeerError as exc:
+            self.node.metrics.sync_rounds.labels("failed").inc()
             self.peers.failed(peer.url, trio.current_time(), exc.detail)
+
+    async def _learn_peers(self, peer: Peer) -> None:
+        """Membership: add the peers ``peer`` reaches that this node does not know yet (each is
+        met with a Hello before anything else, which checks its colony id)."""
+        assert self.transport is not None
+        try:
+            out = await self.transport.call(peer.url, "peers", {})
+            learned = check_peers(out.get("peers"))
+        except PeerError as exc:
+            log.info("could not learn peers from %s: %s", peer.url, exc.detail)
+            return
+        for url, node_id in learned:
+            if self.peers.get(url) is None and self.peers.by_node(node_id) is None:
+                found = self.peers.add(url, "gossip", node_id)
+                if found is not None:
+                    found.node_id = ""  # known only by hearsay until its own Hello says so
+                    self.stats["peers_learned"] += 1
+
+    def peer_list(self) -> list[dict[str, str]]:
+        """The peers this node reaches now (what ``/protocol/v1/peers`` answers)."""
+        return [{"url": p.url, "node": p.node_id} for p in self.peers.up() if p.node_id][:256]
+
+    def count_bytes(self, sent: int, received: int) -> None:
+        self.node.metrics.sync_bytes.labels("sent").inc(sent)
+        self.node.metrics.sync_bytes.labels("received").inc(received)
 
     async def _say_hello(self, peer: Peer) -> None:
         assert self.transport is not None
@@ -360,13 +427,12 @@ class ColonyService:
         peer.node_id, peer.name, peer.public_key = reply.node_id, reply.name, reply.public_key
         self.peers.ok(peer.url, trio.current_time())
 
-    async def _exchange(self, url: str) -> tuple[int, int]:
+    async def _exchange(self, url: str) -> Exchange:
         """One anti-entropy round with a peer (the simulation's ``run_exchange``), storing what
         each reply brought before the next request."""
         assert self.transport is not None
-        ex = await run_exchange(self.transport, url, self.state,
-                                after_reply=lambda: self._persist(url))
-        return ex.pulled, ex.pushed
+        return await run_exchange(self.transport, url, self.state,
+                                  after_reply=lambda: self._persist(url))
 
     # ------------------------------------------------------------------ ColonyHooks
 
@@ -395,8 +461,9 @@ class ColonyService:
                 continue
             # Whatever was numbered since the last push (another task may have moved it into
             # the SyncState already, e.g. a digest handler's refresh): push it all, in order.
-            fresh = [e for e in self.state.entries(self.node_id) if e.seq > self._pushed_head]
+            seqs = self.state.live_seqs(self.node_id, self._pushed_head)
             self._pushed_head = self.state.head(self.node_id)
+            fresh = await trio.to_thread.run_sync(self.store.bodies, self.node_id, seqs)
             if fresh and self.transport is not None:
                 self.push_fresh(fresh)
 
@@ -431,6 +498,9 @@ class ColonyService:
 
     def _peer_events(self) -> None:
         """Publish peer.up / peer.down for peers whose state changed since the last look."""
+        up = sum(1 for p in self.peers.peers.values() if p.up)
+        self.node.metrics.peers.labels("up").set(up)
+        self.node.metrics.peers.labels("down").set(len(self.peers.peers) - up)
         for p in self.peers.peers.values():
             if p.up != self._peer_up.get(p.url, False):
                 self.node.events.emit("peer.up" if p.up else "peer.down", url=p.url,
@@ -439,26 +509,40 @@ class ColonyService:
 
     async def find_for_task(self, req: TaskRequest) -> str | None:
         """Ask up peers for a verified variant (by name + signature + tier, else by the peer's
-        own search of the description), pull it, check it; return the function's name."""
+        own search of the description), pull it, check it; return the function's name.
+
+        The peers are asked at once (a slow or frozen one costs at most one request timeout,
+        not one per peer); the answers that found something are tried in turn."""
         if self.transport is None:
             return None
         up = self.peers.up()
         self._rng.shuffle(up)
-        for peer in up[: max(1, self.settings.fanout)]:
+        answers: list[tuple[Peer, str, list[tuple[str, int]]]] = []
+
+        async def ask(peer: Peer) -> None:
+            assert self.transport is not None
             try:
                 out = await self.transport.call(peer.url, "find", {
                     "name": req.name, "signature": str(req.signature), "tier": req.tier,
                     "description": req.description})
                 if out.get("found") is not True:
-                    continue
+                    return
                 name = out.get("name", req.name)
                 if not isinstance(name, str) or not _FUNCTION_NAME.fullmatch(name):
                     raise PeerError(f"{peer.url} answered find with a bad name {name!r}")
-                needs = check_needs(out.get("needs"))
-                await self._pull_needs(peer.url, needs)
+                answers.append((peer, name, check_needs(out.get("needs"))))
             except PeerError as exc:
                 # The gossip rounds judge a peer's health; here it is just not a source.
                 log.info("find %s at %s failed: %s", req.name, peer.url, exc.detail)
+
+        async with trio.open_nursery() as nursery:
+            for peer in up[: max(1, self.settings.fanout)]:
+                nursery.start_soon(ask, peer)
+        for peer, name, needs in answers:
+            try:
+                await self._pull_needs(peer.url, needs)
+            except PeerError as exc:
+                log.info("pulling %s from %s failed: %s", name, peer.url, exc.detail)
                 continue
             await self.check_function(name)
             found = await trio.to_thread.run_sync(self.node.library.serving_variant, name,
@@ -513,39 +597,51 @@ class ColonyService:
         states = await trio.to_thread.run_sync(self.store.variant_states, None)
         for fn in sorted({s.function for s in states if s.status == "active" and
                           (s.passed is None or s.reason is not None)}):
-            self._checks_send.send_nowait(fn)
+            self._queue_check(fn)
+
+    def _queue_check(self, name: str) -> None:
+        if name not in self._queued:
+            self._queued.add(name)
+            self._checks_send.send_nowait(name)
 
     async def _immune_worker(self) -> None:
-        while True:
-            names = {await self._checks_recv.receive()}
-            while True:
-                try:
-                    names.add(self._checks_recv.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            for name in sorted(names):
-                try:
-                    await self.check_function(name)
-                except ColonyError as exc:
-                    log.warning("immune check of %s failed: %s", name, exc.detail)
-                except Exception:  # a bug in one check must not stop the node's immune system
-                    log.exception("immune check of %s failed", name)
+        """One of ``immune_workers``: checks queued functions, oldest demand first; waits (idle)
+        when there is nothing to check."""
+        async for name in self._checks_recv:
+            self._queued.discard(name)
+            try:
+                await self.check_function(name)
+            except ColonyError as exc:
+                log.warning("immune check of %s failed: %s", name, exc.detail)
+            except Exception:  # a bug in one check must not stop the node's immune system
+                log.exception("immune check of %s failed", name)
 
     async def check_function(self, name: str) -> None:
         """Bring every active variant of ``name`` to an up-to-date local verdict, and decide the
         received tests that wait for it (applied, or held as conflicts)."""
         lib = self.node.library
-        async with self._check_lock:
-            fn = await trio.to_thread.run_sync(lib.get_function, name)
-            if fn is None:
-                return
-            changed = await self._judge_all(fn)
-            checking = await trio.to_thread.run_sync(self.store.checking_tests, name)
-            if checking and await self._check_tests(fn, checking):
-                changed |= await self._judge_all(fn)  # the new tests apply to every variant
-            if changed:
-                self.node.invalidate(name)
-        await self._refresh_view()
+        lock = self._function_locks.setdefault(name, trio.Lock())
+        try:
+            async with lock:
+                fn = await trio.to_thread.run_sync(lib.get_function, name)
+                if fn is None:
+                    return
+                changed = False
+                checking = await trio.to_thread.run_sync(self.store.checking_tests, name)
+                if checking:
+                    states = await trio.to_thread.run_sync(self.store.variant_states, name)
+                    if any(s.status == "active" and s.passed for s in states):
+                        # variants first, so that a correcting variant that came with its
+                        # test counts among the verified ones
+                        changed = await self._judge_all(fn)
+                    await self._check_tests(fn, checking)
+                changed |= await self._judge_all(fn)
+                if changed:
+                    self.node.invalidate(name)
+                    self._view_dirty.set()
+        finally:
+            if not lock.locked() and not lock.statistics().tasks_waiting:
+                self._function_locks.pop(name, None)
 
     async def _judge_all(self, fn: Any) -> bool:
         tests = await trio.to_thread.run_sync(self.node.library.tests, fn.name)
@@ -614,8 +710,7 @@ class ColonyService:
         self.stats[f"tests_{status}"] += 1
         if accept:
             await self.check_function(function)
-        else:
-            await self._refresh_view()
+        self._view_dirty.set()
         self._want_push()
         return {"function": function, "test": test_id, "status": status}
 
@@ -708,9 +803,14 @@ class ColonyService:
                 log.warning("selection failed: %s", exc.detail)
 
     async def select_once(self) -> None:
-        """One selection pass over every function (champions, retirement, mutation schedule)."""
-        lib = self.node.library
+        """One selection pass over every function (champions, retirement, mutation schedule);
+        skipped when nothing it reads changed since the last pass (an idle node stays idle)."""
+        stamp = await trio.to_thread.run_sync(self.store.selection_stamp)
+        if stamp == self._selection_stamp:
+            await self._run_mutations()
+            return
         states = await trio.to_thread.run_sync(self.store.variant_states, None)
+        counts = await trio.to_thread.run_sync(self.store.test_counts)
         groups: dict[tuple[str, str], list[VariantState]] = defaultdict(list)
         use: Counter[str] = Counter()
         for s in states:
@@ -718,8 +818,8 @@ class ColonyService:
             use[s.function] += s.calls
         hottest = use.most_common(1)[0][0] if use and use.most_common(1)[0][1] else None
         for (fn, tier), group in sorted(groups.items()):
-            tests = await trio.to_thread.run_sync(lib.tests, fn)
-            d = select(fn, tier, group, len(tests), self.settings.min_calls, fn == hottest)
+            d = select(fn, tier, group, counts.get(fn, 0), self.settings.min_calls,
+                       fn == hottest)
             changed = False
             if d.champion is not None:
                 changed |= await trio.to_thread.run_sync(
@@ -735,8 +835,9 @@ class ColonyService:
             if changed:
                 self.node.invalidate(fn)
         await self._run_mutations()
-        await self._queue_unchecked()
         await self._refresh_view()
+        # What this pass wrote (champions, retirements) is part of the next stamp: read it now.
+        self._selection_stamp = await trio.to_thread.run_sync(self.store.selection_stamp)
 
     async def _run_mutations(self) -> None:
         """Start the oldest scheduled mutation in the background: one at a time, at most one per
@@ -776,16 +877,27 @@ class ColonyService:
         log.info("mutated %s (%s, scheduled %s): %s", function, instruction, fingerprint[:19],
                  fp[:19])
 
+    async def _view_loop(self) -> None:
+        """Rebuild the cached ``GET /v1/colony`` view when checks changed something, at most
+        once a second (the view reads the whole library; a check never does)."""
+        while True:
+            await self._view_dirty.wait()
+            self._view_dirty = trio.Event()
+            try:
+                await self._refresh_view()
+            except ColonyError as exc:
+                log.warning("colony view refresh failed: %s", exc.detail)
+            await trio.sleep(1.0)
+
     async def _refresh_view(self) -> None:
-        lib = self.node.library
         states = await trio.to_thread.run_sync(self.store.variant_states, None)
+        counts = await trio.to_thread.run_sync(self.store.test_counts)
         fitness: dict[str, dict[str, Any]] = {}
         groups: dict[tuple[str, str], list[VariantState]] = defaultdict(list)
         for s in states:
             groups[(s.function, s.tier)].append(s)
         for (fn, tier), group in sorted(groups.items()):
-            n_tests = len(await trio.to_thread.run_sync(lib.tests, fn))
-            d = select(fn, tier, group, n_tests, self.settings.min_calls)
+            d = select(fn, tier, group, counts.get(fn, 0), self.settings.min_calls)
             champ = next((s.fingerprint for s in group if s.champion), None)
             fitness.setdefault(fn, {})[tier] = {
                 "champion": champ,
@@ -851,7 +963,7 @@ class ColonyService:
             "peers": self.peers.view(now),
             "sync": {
                 "origins": len(self.state.heads()), "heads": self.state.heads(),
-                "entries": sum(1 for _ in self.state.entries()),
+                "entries": self.state.size(),
                 "buffered": self.state.buffered,
                 "bytes_sent": self.transport.sent if self.transport else 0,
                 "bytes_received": self.transport.received if self.transport else 0,

@@ -14,10 +14,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
 import httpx
+
+from colony._ask import evidence_line, submit_until_settled
 
 DEFAULT_NODE = "http://127.0.0.1:8450"
 
@@ -28,9 +31,10 @@ class CliError(Exception):
 
 # ----------------------------------------------------------------------------- HTTP client
 class Client:
-    def __init__(self, base: str, timeout: float = 120.0) -> None:
+    def __init__(self, base: str, timeout: float = 120.0, token: str | None = None) -> None:
         self.base = base.rstrip("/")
-        self.http = httpx.Client(base_url=self.base, timeout=timeout)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=self.base, timeout=timeout, headers=headers)
 
     def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
         try:
@@ -46,6 +50,36 @@ class Client:
 
     def json(self, method: str, path: str, **kw: Any) -> Any:
         return self.request(method, path, **kw).json()
+
+    def post(self, path: str, body: Any) -> httpx.Response:
+        """POST a JSON body and return the reply as it is, errors included."""
+        try:
+            return self.http.post(path, json=body)
+        except httpx.ConnectError:
+            raise CliError(f"cannot reach a node at {self.base}: is one running? "
+                           "(start one with `colony node` or `make run`)") from None
+        except httpx.TimeoutException:
+            raise CliError(f"the node at {self.base} did not answer in time") from None
+
+
+DEFAULT_TOKEN_FILE = Path(".colony") / "api.token"  # the one `colony up` writes
+
+
+def api_token(args: argparse.Namespace) -> str | None:
+    """The node's API token for writes: ``--token-file``, else ``$COLONY_API_TOKEN``, else the
+    token file `colony up` writes (``.colony/api.token``) when it exists."""
+    path = getattr(args, "token_file", None)
+    if not path:
+        env = os.environ.get("COLONY_API_TOKEN")
+        if env:
+            return env.strip()
+        path = DEFAULT_TOKEN_FILE if DEFAULT_TOKEN_FILE.is_file() else None
+    if not path:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8").strip() or None
+    except OSError as exc:
+        raise CliError(f"cannot read the API token file {path}: {exc}") from None
 
 
 def _problem_text(resp: httpx.Response) -> str:
@@ -86,8 +120,8 @@ class Ticker:
 
 # ----------------------------------------------------------------------------- commands
 def cmd_node(args: argparse.Namespace) -> None:
-    from node._config import NodeConfig
     from colony._root import run_node_forever
+    from node._config import NodeConfig
 
     name = args.name or "node"
     data = Path(args.data) if args.data else Path(".colony") / name
@@ -102,6 +136,12 @@ def cmd_node(args: argparse.Namespace) -> None:
     col = replace(col, key_file=args.colony_key_file or col.key_file,
                   mdns=col.mdns and not args.no_mdns,
                   interfaces=tuple(args.interface or col.interfaces))
+    if args.api_token_file:
+        if not Path(args.api_token_file).is_file():
+            raise CliError(f"API token file {args.api_token_file} not found (`colony up` writes "
+                           "one; or: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+                           " > FILE)")
+        cfg = replace(cfg, api=replace(cfg.api, token_file=args.api_token_file))
     if col.key_file and not Path(col.key_file).is_file():
         raise CliError(f"colony key file {col.key_file} not found (`colony up` writes one; "
                        "or: python -c 'import protocol as p; "
@@ -124,12 +164,19 @@ def cmd_up(args: argparse.Namespace) -> None:
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(colony_key_to_text(generate_colony_key()) + "\n")
+    token_file = base / "api.token"
+    if not token_file.exists():  # like the key: one API token per colony, kept across restarts
+        import secrets
+
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32) + "\n")
     for i in range(args.n):
         name = f"node{i + 1}"
         port = args.base_port + i
         cmd = [sys.executable, "-m", "colony", "node", "--host", args.host, "--port", str(port),
                "--data", str(base / name), "--name", name, "--colony-key-file", str(key_file),
-               "--interface", args.host]
+               "--interface", args.host, "--api-token-file", str(token_file)]
         if args.log_level:
             cmd += ["--log-level", args.log_level]
         procs.append(subprocess.Popen(cmd, start_new_session=True))
@@ -141,6 +188,8 @@ def cmd_up(args: argparse.Namespace) -> None:
             print(f"node  {name_url}")
         print(f"dashboard  {urls[0]}/")
         print(f"colony key  {key_file}")
+        print(f"api token  {token_file}  (writes need it: colony delete --token-file "
+              f"{token_file}, or Authorization: Bearer <its content>)")
         print("Ctrl-C stops the colony", flush=True)
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
@@ -225,9 +274,19 @@ def cmd_submit(args: argparse.Namespace) -> None:
         body["examples"] = examples
     if args.no_synthesize:
         body["synthesize"] = False
+    if args.on_ambiguity:
+        body["on_ambiguity"] = args.on_ambiguity
     client = Client(args.node)
-    with Ticker("working…"):
-        out = client.json("POST", "/v1/tasks", json=body)
+    ask = input if sys.stdin.isatty() and not args.no_ask else (lambda _prompt: "")
+
+    def post(task: dict[str, Any]) -> httpx.Response:
+        with Ticker("working…"):
+            return client.post("/v1/tasks", task)
+
+    resp = submit_until_settled(post, body, ask=ask, say=lambda m: print(m, file=sys.stderr))
+    if resp.status_code >= 400:
+        raise CliError(_problem_text(resp))
+    out = resp.json()
     if args.json:
         print(json.dumps(out, indent=2))
         return
@@ -237,20 +296,44 @@ def cmd_submit(args: argparse.Namespace) -> None:
           f"{'verified' if fn['verified'] else 'UNVERIFIED'}")
     print(f"source: {out['source']}  llm_calls: {out['llm_calls']}  node: {out['node'][:12]}  "
           f"{out['elapsed_ms']} ms")
+    print(evidence_line(out.get("evidence")))
+
+
+def list_pages(client: Client, limit: int | None = None,
+               page_size: int = 500) -> Iterator[list[dict[str, Any]]]:
+    """The library's functions page by page (``GET /v1/functions`` with its ``next_cursor``),
+    at most ``limit`` in all (None: every function)."""
+    cursor: str | None = None
+    seen = 0
+    while limit is None or seen < limit:
+        size = page_size if limit is None else min(page_size, limit - seen)
+        params: dict[str, Any] = {"limit": size}
+        if cursor:
+            params["cursor"] = cursor
+        doc = client.json("GET", "/v1/functions", params=params)
+        rows: list[dict[str, Any]] = doc["functions"]
+        seen += len(rows)
+        if rows:
+            yield rows
+        cursor = doc.get("next_cursor")
+        if not cursor:
+            return
 
 
 def cmd_list(args: argparse.Namespace) -> None:
-    rows = Client(args.node).json("GET", "/v1/functions")["functions"]
+    pages = list_pages(Client(args.node), getattr(args, "limit", None))
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([r for page in pages for r in page], indent=2))
         return
-    if not rows:
+    shown = 0
+    for rows in pages:  # printed as they come: a 100k library starts printing at once
+        width = max(len(r["name"]) for r in rows)
+        for r in rows:
+            print(f"{r['name']:<{width}}  {r['signature']:<28} {r['verified_variants']} "
+                  f"verified  {r['description']}")
+        shown += len(rows)
+    if not shown:
         print("the library is empty: submit a task (colony submit --help)")
-        return
-    width = max(len(r["name"]) for r in rows)
-    for r in rows:
-        print(f"{r['name']:<{width}}  {r['signature']:<28} {r['verified_variants']} verified  "
-              f"{r['description']}")
 
 
 def _describe(args: argparse.Namespace, source: bool = False) -> dict[str, Any]:
@@ -349,7 +432,7 @@ def cmd_status(args: argparse.Namespace) -> None:
 
 
 def cmd_delete(args: argparse.Namespace) -> None:
-    Client(args.node).request("DELETE", f"/v1/functions/{args.name}")
+    Client(args.node, token=api_token(args)).request("DELETE", f"/v1/functions/{args.name}")
     print(f"deleted {args.name}")
 
 
@@ -357,7 +440,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.suite:
         from colony._bench import run_suites
 
-        run_suites(args.suite, quick=args.quick, write=args.write)
+        run_suites(args.suite, quick=args.quick, write=args.write,
+                   options={"limit": args.limit, "timeout": args.timeout})
         return
     if not args.name:
         raise CliError("usage: colony bench NAME N  (or colony bench --suite runtime|http|all)")
@@ -405,6 +489,34 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(json.dumps(res, indent=2) if args.json else to_markdown(res))
 
 
+def cmd_mcp(args: argparse.Namespace) -> None:
+    """MCP tools on stdin/stdout, proxied to a node (docs/mcp.md)."""
+    from colony._mcp import run_stdio_blocking
+
+    run_stdio_blocking(args.node, token=api_token(args))
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    """The curriculum export (NDJSON) of a node, or of a library file, to stdout or a file."""
+    import contextlib
+
+    from node import ColonyError, export_library, fetch_export
+
+    target = (open(args.output, "w", encoding="utf-8") if args.output  # noqa: SIM115
+              else contextlib.nullcontext(sys.stdout))
+    try:
+        with target as out:
+            if args.library:
+                n = export_library(args.library, out, format=args.format, since=args.since,
+                                   limit=args.limit)
+            else:
+                n = fetch_export(args.node, out, format=args.format, since=args.since,
+                                 limit=args.limit)
+    except ColonyError as exc:
+        raise CliError(exc.detail) from None
+    print(f"exported {n} line(s)", file=sys.stderr)
+
+
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -435,6 +547,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--interface", action="append",
                     help="IPv4 address mDNS may use (repeatable; default: the --host address)")
     sp.add_argument("--no-mdns", action="store_true", help="no mDNS (use --peer seeds)")
+    sp.add_argument("--api-token-file",
+                    help="file with the API token the tool API's writes need (create, mutate, "
+                         "delete, conflict resolution); without one they are open")
     sp.set_defaults(func=cmd_node)
 
     sp = sub.add_parser("up", help="run N local nodes")
@@ -456,18 +571,28 @@ def build_parser() -> argparse.ArgumentParser:
                     "--example=-1,2=1)")
     sp.add_argument("--examples", help="examples as JSON [{\"args\": [...], \"result\": ...}]")
     sp.add_argument("--no-synthesize", action="store_true", help="reuse only, never synthesize")
+    sp.add_argument("--on-ambiguity", choices=["ask", "best"],
+                    help="when the examples fit several functions: ask (default: show "
+                    "distinguishing inputs and ask for their results) or best (a guess, never "
+                    "stored)")
+    sp.add_argument("--no-ask", action="store_true",
+                    help="never prompt: an ambiguous task ends with its distinguishing inputs")
     sp.set_defaults(func=cmd_submit)
 
     sp = with_node(sub.add_parser("status", help="the node: peers, tasks, synthesis, GPU"))
     sp.add_argument("--gpu", action="store_true", help="start the GPU tier to show its adapter")
     sp.set_defaults(func=cmd_status)
     sp = with_node(sub.add_parser("list", help="list the library's functions"))
+    sp.add_argument("--limit", type=int, help="show at most this many (default: all, paged)")
     sp.set_defaults(func=cmd_list)
     for name, func, helptext in (("info", cmd_info, "describe a function"),
                                  ("tests", cmd_tests, "show a function's tests"),
                                  ("delete", cmd_delete, "delete a function")):
         sp = with_node(sub.add_parser(name, help=helptext))
         sp.add_argument("name")
+        if func is cmd_delete:
+            sp.add_argument("--token-file", help="file with the node's API token (default "
+                            f"$COLONY_API_TOKEN, then {DEFAULT_TOKEN_FILE} if it exists)")
         sp.set_defaults(func=func)
     sp = with_node(sub.add_parser("source", help="print a variant's WAT"))
     sp.add_argument("name")
@@ -483,8 +608,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--size", type=int, default=1024, help="array length for array functions")
     sp.add_argument("--tier", choices=["scalar", "simd", "gpu"])
     sp.add_argument("--suite", choices=["runtime", "http", "gpu", "search", "colony", "eval",
-                                                   "generalization", "all"],
+                                                   "generalization", "sygus", "scale", "learning",
+                                                   "all"],
                     help="run a project benchmark suite instead")
+    sp.add_argument("--limit", type=int,
+                    help="suite option: how many problems to sample (sygus)")
+    sp.add_argument("--timeout", type=float,
+                    help="suite option: seconds per problem and solver (sygus)")
     sp.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
     sp.add_argument("--write", action="store_true", help="write the results into BENCHMARKS.md")
     sp.set_defaults(func=cmd_bench)
@@ -493,6 +623,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_demo)
     sp = with_node(sub.add_parser("repl", help="interactive prompt against a node"))
     sp.set_defaults(func=cmd_repl)
+
+    sp = sub.add_parser("mcp", help="serve the tool API as MCP tools on stdio (for agents)")
+    sp.add_argument("--node", default=node_default, help=f"node URL (default {node_default})")
+    sp.add_argument("--token-file", help="file with the node's API token for writes (default "
+                    "$COLONY_API_TOKEN, else .colony/api.token when it exists)")
+    sp.set_defaults(func=cmd_mcp)
+
+    sp = with_node(sub.add_parser("export", help="export verified functions as training data"))
+    sp.add_argument("--format", choices=["jsonl", "worldmodel"], default="jsonl")
+    sp.add_argument("--since", type=int, default=0, metavar="SEQ",
+                    help="resume after this sequence number (the last line's seq)")
+    sp.add_argument("--limit", type=int, help="at most this many functions")
+    sp.add_argument("--library", help="read this library.db file instead of asking a node")
+    sp.add_argument("-o", "--output", help="write to this file (default stdout)")
+    sp.set_defaults(func=cmd_export)
 
     sp = sub.add_parser("eval", help="evaluate the synthesizers on the public task set")
     sp.add_argument("--tier", choices=["scalar", "simd", "gpu"])

@@ -328,13 +328,30 @@ async function getJson(url) {
   return r.json();
 }
 
+// GET /v1/functions is paged (limit, next_cursor): the table holds at most MAX_FUNCTIONS rows.
+const FUNCTIONS_PAGE = 200;
+const MAX_FUNCTIONS = 1000;
+
+async function getFunctions() {
+  let rows = [];
+  let cursor = null;
+  do {
+    const q = cursor ? `&cursor=${encodeURIComponent(cursor)}` : '';
+    const page = await getJson(`/v1/functions?limit=${FUNCTIONS_PAGE}${q}`);
+    rows = rows.concat(page.functions || []);
+    cursor = page.next_cursor || null;
+  } while (cursor && rows.length < MAX_FUNCTIONS);
+  return {functions: rows, more: cursor !== null};
+}
+
 async function refresh(force) {
   if (!force && document.hidden) return;  // a background tab does not poll
   S.lastRefresh = Date.now();
   try {
-    const [colony, fns] = await Promise.all([getJson('/v1/colony'), getJson('/v1/functions')]);
+    const [colony, fns] = await Promise.all([getJson('/v1/colony'), getFunctions()]);
     S.colony = colony;
-    S.functions = fns.functions || [];
+    S.functions = fns.functions;
+    S.functionsMore = fns.more;
     renderNodes();
     relabelFeeds();
     renderFunctions();
@@ -384,7 +401,7 @@ function renderNodes() {
 
 function renderFunctions() {
   const fitness = (S.colony && S.colony.fitness) || {};
-  setKpi('kpi-functions', S.functions.length);
+  setKpi('kpi-functions', S.functionsMore ? `${S.functions.length}+` : S.functions.length);
   const body = $('functions').tBodies[0];
   if (!S.functions.length) {
     body.replaceChildren(h('tr', {}, h('td', {colspan: 5, class: 'empty'},

@@ -18,6 +18,7 @@ from node._errors import BudgetExceeded as BudgetExceeded
 from node._errors import ColonyError as ColonyError
 from node._errors import CompileError as CompileError
 from node._errors import ConflictError as ConflictError
+from node._errors import ExamplesError as ExamplesError
 from node._errors import GpuError as GpuError
 from node._errors import NotFoundError as NotFoundError
 from node._errors import PeerError as PeerError
@@ -32,9 +33,16 @@ from node._errors import UnauthorizedError as UnauthorizedError
 from node._errors import UnsupportedError as UnsupportedError
 from node._errors import VerificationError as VerificationError
 from node._events import EventBus as EventBus
+from node._export import EXPORT_FORMATS as EXPORT_FORMATS
+from node._export import export_library as export_library
+from node._export import export_lines as export_lines
+from node._export import export_records as export_records
+from node._export import fetch_export as fetch_export
+from node._export import register_export_routes as register_export_routes
 from node._identity import NodeIdentity as NodeIdentity
 from node._identity import load_or_create_identity as load_or_create_identity
 from node._node import Node as Node
+from node._openapi import openapi_document as openapi_document
 from node._ports import ColonyFactory as ColonyFactory
 from node._ports import ColonyHooks as ColonyHooks
 from node._ports import NodePort as NodePort
@@ -61,6 +69,7 @@ from node._wat import wat_to_wasm as wat_to_wasm
 
 __all__ = [
     "ALL_ERRORS",
+    "EXPORT_FORMATS",
     "AmbiguousError",
     "ApiLimits",
     "BudgetExceeded",
@@ -71,6 +80,7 @@ __all__ = [
     "CompileError",
     "ConflictError",
     "EventBus",
+    "ExamplesError",
     "FunctionRecord",
     "FunctionView",
     "GpuError",
@@ -110,8 +120,14 @@ __all__ = [
     "VerificationError",
     "Verifier",
     "create_app",
+    "export_library",
+    "export_lines",
+    "export_records",
+    "fetch_export",
     "load_or_create_identity",
+    "openapi_document",
     "parse_task",
+    "register_export_routes",
     "values_match",
     "wat_to_wasm",
 ]

@@ -268,6 +268,8 @@ class Layout:
     memory_max: int | None = None
     tables: int = 0
     mutable_globals: int = 0
+    #: A data count section: the code may use ``memory.init`` / ``data.drop`` (segment state).
+    data_count: bool = False
 
     @property
     def stateless(self) -> bool:
@@ -369,6 +371,7 @@ def _layout(wasm: bytes) -> Layout:
     r = _Reader(wasm, 8)
     functions = memories = tables = mutable = 0
     mem_min, mem_max = 0, None
+    data_count = False
     while r.pos < len(wasm):
         sid = r.byte()
         size = r.uleb()
@@ -424,11 +427,13 @@ def _layout(wasm: bytes) -> Layout:
                 _valtype(r)
                 mutable += r.byte() != 0
                 _const_expr(r)
+        elif sid == 12:
+            data_count = True
         if r.pos > end:
             raise ValueError("section overrun")
         r.pos = end
     return Layout(
         parsed=True, functions=functions, memories=memories, memory_min=mem_min * PAGE,
         memory_max=None if mem_max is None else mem_max * PAGE, tables=tables,
-        mutable_globals=mutable,
+        mutable_globals=mutable, data_count=data_count,
     )

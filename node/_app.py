@@ -7,15 +7,21 @@ fails when a route is missing there.
 
 from __future__ import annotations
 
+import base64
+import functools
+import hmac
 import json
 import logging
 import math
+import secrets
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import msgpack
+import numpy as np
 import trio
-from quart import Response, request
+from quart import Response, current_app, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -24,17 +30,108 @@ from node._errors import (
     NotFoundError,
     RequestError,
     TooLargeError,
+    UnauthorizedError,
     UnsupportedError,
+    short_repr,
 )
 from node._node import Node
 from node._records import FunctionView, TestCase, VariantRecord, Verdict
-from node._task import check_name, parse_task
+from node._task import NAME_RE, check_name, parse_task
 from protocol import is_fingerprint
 
 log = logging.getLogger("colony.http")
 
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
 DASHBOARD = Path(__file__).resolve().parent.parent / "dashboards" / "index.html"
+#: Deepest nesting a request body may have. Real bodies nest 4 deep (examples[i].args[j][k]);
+#: deeper ones are refused before anything recursive (repr, hashing, validation) sees them.
+MAX_DEPTH = 32
+#: Longest ``detail`` a problem document carries: input echoed back stays bounded.
+MAX_DETAIL = 1000
+#: Seconds an unread request body is drained after the reply, so the connection can be reused.
+DRAIN_S = 5.0
+#: Keys in the app's config: the API token, and whether calls (tasks, run, bench) need it too.
+API_TOKEN = "COLONY_API_TOKEN"
+API_TOKEN_FOR_CALLS = "COLONY_API_TOKEN_FOR_CALLS"
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def bounded_detail(text: str, limit: int = MAX_DETAIL) -> str:
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text) - limit} more characters)"
+
+
+def load_api_token(path: str) -> str | None:
+    """The API token in ``path`` (text; surrounding whitespace ignored); None without a path."""
+    if not path:
+        return None
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ColonyError(f"cannot read the API token file {path}: {exc}") from None
+    if len(token) < 16:
+        raise ColonyError(f"the API token in {path} is shorter than 16 characters")
+    return token
+
+
+def check_api_token() -> None:
+    """Raise :class:`UnauthorizedError` unless the request carries the app's API token
+    (``Authorization: Bearer <token>``). A node without a token lets everything through."""
+    token: str | None = current_app.config.get(API_TOKEN)
+    if not token:
+        return
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
+                                                             token.encode()):
+        raise UnauthorizedError(
+            "this node needs its API token for this request: send 'Authorization: Bearer "
+            "<token>' (`colony up` prints where the token file is)")
+
+
+def requires_api_token(fn: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R]]:
+    """Route decorator (below ``@app.post(...)``): the route needs the API token when the node
+    has one. Checked before the body is read."""
+    @functools.wraps(fn)
+    async def guarded(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        check_api_token()
+        return await fn(*args, **kwargs)
+    return guarded
+
+
+def requires_api_token_for_calls(fn: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R]]:
+    """Like :func:`requires_api_token`, but only when the node's ``api.token_for_calls`` is on
+    (tasks, runs and benches are open by default)."""
+    @functools.wraps(fn)
+    async def guarded(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        if current_app.config.get(API_TOKEN_FOR_CALLS):
+            check_api_token()
+        return await fn(*args, **kwargs)
+    return guarded
+
+
+def check_depth(obj: Any, limit: int = MAX_DEPTH) -> None:
+    """Refuse bodies nested deeper than ``limit`` (iteratively: the check itself cannot
+    recurse). Flat lists of numbers are scanned in C (``map(type, ...)``)."""
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            raise RequestError(f"the body is nested more than {limit} levels deep")
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            kinds = set(map(type, item))
+            if list not in kinds and dict not in kinds:
+                continue
+            children = item
+        else:
+            continue
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (list, dict)))
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise RequestError(f"msgpack extension types are not accepted (got type {code})")
 
 
 def _jsonable(value: Any) -> Any:
@@ -45,9 +142,42 @@ def _jsonable(value: Any) -> Any:
         return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return _jsonable(value.item())
     if isinstance(value, bytes):
         return value.hex()
     return value
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _msgpack_default(value: Any) -> Any:
+    # f32[] travels as raw little-endian float32 (msgpack bin): one copy, no per-element floats
+    if isinstance(value, np.ndarray):
+        return np.ascontiguousarray(value, dtype="<f4").tobytes()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not msgpack serialisable")
+
+
+def wire_result(doc: dict[str, Any]) -> dict[str, Any]:
+    """A task or run reply ready for the wire: with msgpack, an ``f32[]`` result is always raw
+    little-endian float32 bytes (from a numpy result without a Python loop; a list, once, in
+    C); with JSON, a list of numbers."""
+    result = doc.get("result")
+    sig = str((doc.get("function") or {}).get("signature", ""))
+    if _wants_msgpack() and sig.replace(" ", "").endswith("->f32[]") and \
+            isinstance(result, (list, tuple)):
+        doc = {**doc, "result": np.asarray(result, dtype="<f4")}
+    return doc
 
 
 def _wants_msgpack() -> bool:
@@ -57,13 +187,11 @@ def _wants_msgpack() -> bool:
 
 def reply(body: Any, status: int = 200, content_type: str | None = None) -> Response:
     if _wants_msgpack():
-        data = msgpack.packb(body, use_bin_type=True)
+        data = msgpack.packb(body, use_bin_type=True, default=_msgpack_default)
         return Response(data, status=status, content_type=content_type or "application/msgpack")
     try:
-        text = json.dumps(body, allow_nan=False, separators=(",", ":"))
-    except ValueError:
-        text = json.dumps(_jsonable(body), separators=(",", ":"))
-    except TypeError:
+        text = json.dumps(body, allow_nan=False, separators=(",", ":"), default=_json_default)
+    except (ValueError, TypeError):
         text = json.dumps(_jsonable(body), separators=(",", ":"))
     ctype = content_type or "application/json"
     return Response(text, status=status, content_type=ctype)
@@ -81,16 +209,97 @@ async def read_body() -> Any:
     ctype = request.headers.get("Content-Type", "application/json").split(";")[0].strip().lower()
     if ctype in MSGPACK_TYPES:
         try:
-            return msgpack.unpackb(data, raw=False, strict_map_key=True)
+            body = msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_refuse_ext)
+        except RequestError:
+            raise
+        except msgpack.StackError:
+            raise RequestError("body is not valid msgpack: nested too deeply") from None
         except Exception as exc:  # msgpack raises several unrelated classes
-            raise RequestError(f"body is not valid msgpack: {exc}") from None
-    if ctype not in ("application/json", "text/json", ""):
-        raise RequestError(f"unsupported Content-Type {ctype!r}; use application/json or "
-                           "application/msgpack")
+            raise RequestError(bounded_detail(
+                f"body is not valid msgpack: {type(exc).__name__}: {exc}", 200)) from None
+    elif ctype not in ("application/json", "text/json", ""):
+        raise RequestError(f"unsupported Content-Type {short_repr(ctype)}; use "
+                           "application/json or application/msgpack")
+    else:
+        try:
+            body = json.loads(data)
+        except RecursionError:
+            raise RequestError(f"body is not valid JSON: nested more than {MAX_DEPTH} "
+                               "levels deep") from None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RequestError(bounded_detail(f"body is not valid JSON: {exc}", 200)) from None
+    check_depth(body)
+    return body
+
+
+async def finish_request_body(response: Response) -> Response:
+    """Read what is left of the request body before the reply goes out.
+
+    A reply sent while the client is still sending its body (a 400 for a bad name in the URL,
+    a 401, an early 413) left hypercorn's HTTP/1.1 connection half-way: the app task that
+    recycles the connection is cancelled as the body reader ends, so the connection is neither
+    closed nor reused and the client's next request on it hangs. A fully read body takes the
+    normal keep-alive path. Bodies too large to read, or too slow, get ``Connection: close``.
+    """
+    body = getattr(request, "body", None)
+    complete = getattr(getattr(body, "_complete", None), "is_set", None)
+    if body is None or complete is None:
+        return response
+    length = request.content_length
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if not length and not chunked:
+        return response
+    too_large = getattr(body, "_must_raise", None) is not None
+    if complete() and not too_large:
+        return response
+    with trio.move_on_after(DRAIN_S):
+        if too_large:
+            # quart discards the rest as it arrives; wait for its end so that closing the
+            # connection does not reset it before the client has read the reply
+            await body._complete.wait()
+        else:
+            try:
+                await request.get_data(cache=False)
+            except HTTPException:
+                too_large = True
+    if too_large or not complete():
+        response.headers["Connection"] = "close"
+    return response
+
+
+def encode_cursor(name: str) -> str:
+    """An opaque page cursor: the last name of a page (clients must not build their own)."""
+    return base64.urlsafe_b64encode(b"n:" + name.encode()).decode().rstrip("=")
+
+
+def decode_cursor(text: str | None) -> str | None:
+    if text is None or text == "":
+        return None
     try:
-        return json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestError(f"body is not valid JSON: {exc}") from None
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raw = ""
+    if not raw.startswith("n:") or not NAME_RE.fullmatch(raw[2:]):
+        raise RequestError(f"cursor {short_repr(text)} is not one this node gave out "
+                           "(use next_cursor of the previous page)")
+    return raw[2:]
+
+
+def page_limit(text: str | None, default: int, most: int) -> int:
+    """The page size asked for: ``default`` when absent, at most ``most`` (larger asks are
+    served ``most``: a client need not know the node's setting)."""
+    if text is None or text == "":
+        return min(default, most)
+    if not text.isdigit() or int(text) < 1:
+        raise RequestError(f"limit must be a positive integer, not {short_repr(text)}")
+    return min(int(text[:12]), most)
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for e in group.exceptions:
+        out.extend(_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
+    return out
 
 
 def variant_json(v: VariantRecord, verdict: Verdict | None, *, source: bool) -> dict[str, Any]:
@@ -143,13 +352,24 @@ def create_app(node: Node) -> QuartTrio:
     app = QuartTrio("qt45-colony")
     app.config["MAX_CONTENT_LENGTH"] = node.config.api.body_bytes
     app.config["JSON_SORT_KEYS"] = False
+    app.config[API_TOKEN] = load_api_token(node.config.api.token_file)
+    app.config[API_TOKEN_FOR_CALLS] = node.config.api.token_for_calls
+    app.after_request(finish_request_body)
 
-    @app.errorhandler(ColonyError)
-    async def on_colony_error(exc: ColonyError) -> Response:
+    def colony_problem(exc: ColonyError) -> Response:
         node.metrics.task_errors.labels(exc.slug).inc()
         if exc.status >= 500:
             log.warning("request failed: %s", exc.detail)
-        return problem(exc.problem())
+        doc = exc.problem()
+        doc["detail"] = bounded_detail(str(doc["detail"]))
+        resp = problem(doc)
+        if isinstance(exc, UnauthorizedError):
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="qt45-colony"'
+        return resp
+
+    @app.errorhandler(ColonyError)
+    async def on_colony_error(exc: ColonyError) -> Response:
+        return colony_problem(exc)
 
     @app.errorhandler(HTTPException)
     async def on_http_error(exc: HTTPException) -> Response:
@@ -157,33 +377,54 @@ def create_app(node: Node) -> QuartTrio:
         if status == 413:
             return problem(TooLargeError(
                 f"body larger than {node.config.api.body_bytes} bytes").problem())
-        return problem({"type": "about:blank", "title": exc.name, "status": status,
+        resp = problem({"type": "about:blank", "title": exc.name, "status": status,
                         "detail": exc.description or exc.name})
+        for key, value in exc.get_headers():
+            if key.lower() == "allow":  # 405: the methods the resource has (RFC 9110 15.5.6)
+                resp.headers["Allow"] = value
+        return resp
 
     @app.errorhandler(Exception)
     async def on_unexpected(exc: Exception) -> Response:
-        if isinstance(exc, trio.Cancelled):
-            raise exc
-        log.exception("unexpected error")
-        return problem({"type": "about:blank", "title": "Internal error", "status": 500,
-                        "detail": f"{type(exc).__name__}: {exc}"})
+        # An error from inside a nursery arrives wrapped: answer the colony error it holds.
+        if isinstance(exc, BaseExceptionGroup):
+            rest = exc.subgroup(lambda e: not isinstance(e, (trio.Cancelled, BaseExceptionGroup)))
+            leaves = _leaves(rest) if rest is not None else []
+            if len(leaves) == 1 and isinstance(leaves[0], ColonyError):
+                return colony_problem(leaves[0])
+        # Anything else is a bug: logged with its traceback, answered without internals.
+        incident = secrets.token_hex(6)
+        log.error("unexpected error %s on %s %s", incident, request.method, request.path,
+                  exc_info=exc)
+        node.metrics.task_errors.labels("internal").inc()
+        return problem({"type": "about:blank", "title": "Internal Server Error", "status": 500,
+                        "detail": f"the node failed to handle this request (incident "
+                                  f"{incident}, in its log)"})
 
     @app.post("/v1/tasks")
+    @requires_api_token_for_calls
     async def post_task() -> Response:
         req = parse_task(await read_body(), node.config.api)
         with node.events.failures("task", name=req.name, signature=str(req.signature),
                                   tier=req.tier):  # issue 7: failed tasks reach the dashboard
-            return reply(await node.submit(req))
+            return reply(wire_result(await node.submit(req)))
 
     @app.get("/v1/functions")
     async def list_functions() -> Response:
-        rows = await trio.to_thread.run_sync(node.library.list_functions)
+        limit = page_limit(request.args.get("limit"), node.config.api.page_size,
+                           node.config.api.max_page_size)
+        after = decode_cursor(request.args.get("cursor"))
+        rows = await trio.to_thread.run_sync(node.library.list_functions_page, after, limit + 1)
+        page = rows[:limit]
+        more = len(rows) > limit
         return reply({"functions": [
             {"name": f.name, "description": f.description, "signature": f.signature,
              "tier_family": f.tier_family, "verified_variants": n, "created_at": f.created_at}
-            for f, n in rows]})
+            for f, n in page],
+            "next_cursor": encode_cursor(page[-1][0].name) if more and page else None})
 
     @app.post("/v1/functions")
+    @requires_api_token
     async def create_function() -> Response:
         body = await read_body()
         if not isinstance(body, dict):
@@ -220,9 +461,13 @@ def create_app(node: Node) -> QuartTrio:
         if view is None:
             raise NotFoundError(f"no function named {name!r}")
         source = request.args.get("source", "0") not in ("0", "false", "")
-        return reply(view_json(view, source=source))
+        doc = view_json(view, source=source)
+        if node.colony is not None:  # the colony's view: status, fitness, conflicts
+            doc = await node.colony.annotate_function(doc)
+        return reply(doc)
 
     @app.delete("/v1/functions/<name>")
+    @requires_api_token
     async def delete_function(name: str) -> Response:
         check_name(name)
         if not await node.delete_function(name):
@@ -230,6 +475,7 @@ def create_app(node: Node) -> QuartTrio:
         return Response("", status=204)
 
     @app.post("/v1/functions/<name>/run")
+    @requires_api_token_for_calls
     async def run_function(name: str) -> Response:
         check_name(name)
         body = await read_body()
@@ -238,9 +484,10 @@ def create_app(node: Node) -> QuartTrio:
         tier = body.get("tier")
         if tier is not None and not isinstance(tier, str):
             raise RequestError("'tier' must be a string")
-        return reply(await node.run_function(name, tier, body["args"]))
+        return reply(wire_result(await node.run_function(name, tier, body["args"])))
 
     @app.post("/v1/functions/<name>/mutate")
+    @requires_api_token
     async def mutate_function(name: str) -> Response:
         check_name(name)
         body = await read_body()
@@ -261,6 +508,7 @@ def create_app(node: Node) -> QuartTrio:
         return reply(doc, status=201)
 
     @app.post("/v1/functions/<name>/bench")
+    @requires_api_token_for_calls
     async def bench_function(name: str) -> Response:
         check_name(name)
         body = await read_body()

@@ -31,6 +31,9 @@ class SandboxLimits:
     #: memory (or table) holds its instance's memory limit against it; calls beyond it wait (up
     #: to ``timeout_s``) and are then refused. 0 = no budget.
     memory_budget_mb: int = 4096
+    #: Linear memory, in MiB, that idle simd instances may keep (reset to their initial state
+    #: before reuse) so repeated array calls skip page faults; past it they are dropped.
+    idle_memory_mb: int = 256
     #: Most functions a module may define; larger ones are refused before they are compiled
     #: (compiling costs time in proportion: 40,000 functions take seconds).
     max_functions: int = 1000
@@ -64,6 +67,18 @@ class SynthLimits:
     max_size: int = 9
     #: Cap on distinct programs kept per type in the bottom-up bank.
     max_bank: int = 200_000
+    #: Programs one search may enumerate: the budget that ends a search, so that two nodes
+    #: given the same examples find the same program on a fast or a loaded machine
+    #: (``timeout_s`` is only a safety net).
+    max_programs: int = 8_000_000
+    #: Programs enumerated after the first fit, looking for better-ranked programs and for
+    #: plausible competitors (ambiguity).
+    after_fit_programs: int = 2_000_000
+    #: Rank margin within which a competitor that fits every example but computes something
+    #: else elsewhere makes the examples ambiguous (ranks: about one unit per IR node).
+    ambiguity_margin: float = 2.0
+    #: Distinguishing inputs the winner is compared with its competitors on.
+    ambiguity_pool: int = 400
 
 
 @dataclass(frozen=True)
@@ -96,6 +111,15 @@ class ApiLimits:
     examples: int = 256
     #: Longest description, in characters.
     description_chars: int = 4000
+    #: File holding the API token (text); when set, the tool API's writes (create, mutate,
+    #: delete, resolving a test conflict) need ``Authorization: Bearer <token>``. Empty = open.
+    token_file: str = ""
+    #: With a token, tasks, runs and benches need it too (by default they stay open).
+    token_for_calls: bool = False
+    #: Functions per page of ``GET /v1/functions`` when the client asks for no ``limit``.
+    page_size: int = 100
+    #: Most functions in one page of ``GET /v1/functions`` (a larger ``limit`` gets this many).
+    max_page_size: int = 1000
 
 
 @dataclass(frozen=True)
@@ -129,6 +153,11 @@ class ColonySettings:
     #: failed by every verified variant) after which that origin is distrusted: its further
     #: tests are held as conflicts too, its resolutions ignored.
     conflicts_to_distrust: int = 3
+    #: Immune checks (received variants and tests) run at once, oldest demand first.
+    immune_workers: int = 2
+    #: Failures in a row after which a learned peer (mDNS, its Hello, another peer's list) is
+    #: forgotten; seeds are kept. 0 = never.
+    forget_after_failures: int = 5
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@
     ColonyError                      base; every error a user can see is one of these
     ├── RequestError (400)           the caller sent something malformed
     │   ├── UnsupportedError (422)   a type, tier, arity or value the contract does not support
+    │   │   └── ExamplesError        examples synthesis cannot learn from (empty, too long)
     │   └── TooLargeError (413)      a body, array or source over the configured limits
     ├── NotFoundError (404)          no such function / variant
     ├── UnauthorizedError (401)      a write of the tool API without the node's API token
@@ -27,7 +28,18 @@ Every class carries the problem-document fields (RFC 9457) the HTTP API answers 
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any, ClassVar
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 60
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 6
+_SHORT.maxlevel = 3
+
+
+def short_repr(value: Any) -> str:
+    """A bounded ``repr`` (in length and in work) for echoing a caller's input in a message."""
+    return _SHORT.repr(value)
 
 
 class ColonyError(Exception):
@@ -62,6 +74,14 @@ class UnsupportedError(RequestError):
     status = 422
     slug = "unsupported"
     title = "Unsupported type, tier or arity"
+
+
+class ExamplesError(UnsupportedError):
+    """The examples cannot be learnt from (empty arrays, too many elements, wrong arity): the
+    caller's to fix, so a 422, never a 503."""
+
+    slug = "unusable-examples"
+    title = "The examples cannot be used for synthesis"
 
 
 class TooLargeError(RequestError):
@@ -170,9 +190,8 @@ class StoreError(ColonyError):
 
 
 ALL_ERRORS: tuple[type[ColonyError], ...] = (
-    ColonyError, RequestError, UnsupportedError, TooLargeError, NotFoundError, UnauthorizedError,
-    ConflictError, AmbiguousError,
-    SynthesisError,
-    SynthesisFailed, SandboxError, CompileError, TrapError, BudgetExceeded, GpuError,
-    VerificationError, PeerError, StoreError,
+    ColonyError, RequestError, UnsupportedError, ExamplesError, TooLargeError, NotFoundError,
+    UnauthorizedError, ConflictError, AmbiguousError, SynthesisError, SynthesisFailed,
+    SandboxError, CompileError, TrapError, BudgetExceeded, GpuError, VerificationError,
+    PeerError, StoreError,
 )

@@ -41,10 +41,11 @@ log = logging.getLogger("colony.events")
 KINDS = (
     "task", "task.failed",
     "synthesis.started", "synthesis.finished", "synthesis.failed", "synthesis.ambiguous",
-    "synthesis.guess", "function.corrected",
+    "synthesis.guess", "function.corrected", "function.aliased",
     "variant.stored", "variant.adopted", "variant.quarantined", "variant.retired",
     "variant.failed",
     "peer.up", "peer.down",
+    "test.conflict", "test.resolved",
 )
 BUCKET_S = 10.0
 TIMELINE_BUCKETS = 360  # one hour of 10-second buckets

@@ -13,6 +13,7 @@ query names one of that group, is vetoed; sharing an operation counts as lexical
 
 from __future__ import annotations
 
+import itertools
 import re
 from functools import lru_cache
 
@@ -25,6 +26,8 @@ _STOPWORDS_TEXT = (
     "floats real reals array arrays list lists element elements item items input inputs "
     "output returns return returned compute computes computed calculate calculates get gets "
     "find finds function func n x y a b i j k result results together "
+    # verbs of asking: "check whether", "convert ... to ..." (the units carry the meaning)
+    "check checks determine determines tell convert converts converted "
 )
 STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
 
@@ -32,7 +35,7 @@ STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
 _OPERATIONS: dict[str, str] = {
     # arithmetic and integer operations (one group: naming two of them is a contradiction)
     "add": "add adds added adding addition plus sum sums summed summing total totals",
-    "sub": "sub subtract subtracts subtracted subtracting subtraction minus difference "
+    "sub": "sub diff subtract subtracts subtracted subtracting subtraction minus difference "
            "differences",
     "mul": "mul multiply multiplies multiplied multiplying multiplication product products "
            "times",
@@ -47,7 +50,8 @@ _OPERATIONS: dict[str, str] = {
     "sqrt": "sqrt root roots",
     "square": "square squared squares squaring",
     "cube": "cube cubed cubes cubing",
-    "double": "double doubles doubled doubling twice",
+    # not "doubles": "two doubles" names a type
+    "double": "double doubled doubling twice",
     "max": "max maximum larger largest bigger biggest greater greatest higher highest",
     "min": "min minimum smaller smallest lesser least lower lowest",
     "even": "even",
@@ -59,11 +63,28 @@ _OPERATIONS: dict[str, str] = {
     "inc": "increment increments incremented decrement decrements",
     "xor": "xor",
     "popcount": "popcount bits",
+    "bit_and": "",  # "bitwise and", "logical and": see _QUALIFIED
+    "bit_or": "",
+    "bit_not": "",
+    "eq": "equal equals equality",
+    "median": "median medians",
+    "exp": "exp exponential exponentials",
+    "log": "log logarithm logarithms",
+    "reciprocal": "reciprocal reciprocals",
+    "round": "round rounds rounded rounding floor ceil ceiling truncate truncates",
+    "relu": "relu rectified rectifier",
+    "sigmoid": "sigmoid logistic",
+    "tanh": "tanh",
+    "softsign": "softsign",
+    # kinds of mean
+    "arithmetic": "arithmetic",
+    "geometric": "geometric",
+    "harmonic": "harmonic",
     # geometry: what is measured
     "area": "area areas",
     "perimeter": "perimeter circumference circumferences",
     "volume": "volume volumes",
-    "distance": "distance distances",
+    "distance": "distance distances length lengths",
     # shapes
     "circle": "circle circles circular",
     "square_shape": "square squares",
@@ -80,8 +101,10 @@ GROUPS: dict[str, frozenset[str]] = {
     "operation": frozenset({
         "add", "sub", "mul", "div", "pow", "mod", "gcd", "lcm", "mean", "neg", "abs", "sqrt",
         "square", "cube", "double", "max", "min", "even", "odd", "factorial", "fibonacci",
-        "prime", "std", "inc", "xor", "popcount",
+        "prime", "std", "inc", "xor", "popcount", "bit_and", "bit_or", "bit_not", "eq",
+        "median", "exp", "log", "reciprocal", "round", "relu", "sigmoid", "tanh", "softsign",
     }),
+    "mean_kind": frozenset({"arithmetic", "geometric", "harmonic"}),
     "measure": frozenset({"area", "perimeter", "volume", "distance"}),
     "shape": frozenset({"circle", "square_shape", "triangle", "sphere"}),
 }
@@ -93,19 +116,26 @@ for _op, _words in _OPERATIONS.items():
     for _w in _words.split():
         CONCEPTS[_w] = CONCEPTS.get(_w, frozenset()) | {_op}
 
-_WORD = re.compile(r"[a-z0-9]+")
+# Letters and digits apart: "sum_squares2" names squares, "add64" adds.
+_WORD = re.compile(r"[a-z]+|[0-9]+")
 # Operator symbols name operations too ("a + b", "n!", "x ^ 2"); a minus needs spaces around it
 # so "element-wise" and "n-th" stay words.
 _SYMBOLS = {"+": "add", " - ": "sub", "*": "mul", "/": "div", "^": "pow", "%": "mod",
             "!": "factorial"}
 _SYMBOL = re.compile(r"\*\*|(?<=[\w\s)])[+*/^%](?=[\s\w(])| - |(?<=\w)!(?!=)")
-# After these words comes the target of a conversion ("celsius to fahrenheit").
+_ABS_BARS = re.compile(r"\|[^|]+\|")  # |a - b|
+_JUXTAPOSED = re.compile(r"(?<![\w.])\d+[a-z](?![a-z0-9])")  # 2a, 3x
+# After these words comes the target of a conversion ("celsius to fahrenheit"); before "from"
+# too ("celsius from fahrenheit").
 _TOWARDS = frozenset({"to", "into", "in"})
+# "and", "or", "not" are stopwords, except right after these ("bitwise and").
+_QUALIFIERS = frozenset({"bitwise", "logical", "boolean", "binary"})
+_QUALIFIED = {"and": "bit_and", "or": "bit_or", "not": "bit_not"}
 _FILLER = frozenset({"degrees", "degree", "the", "a", "an", "units", "unit"})
 
 
 def words(text: str) -> list[str]:
-    """Lower-case alphanumeric tokens (``_`` and punctuation separate words)."""
+    """Lower-case tokens: runs of letters or of digits (``_`` and punctuation separate words)."""
     return _WORD.findall(text.lower())
 
 
@@ -122,10 +152,17 @@ def content_words(text: str) -> list[str]:
 def concepts(text: str) -> frozenset[str]:
     """The operations a text names."""
     out: set[str] = set()
-    for w in words(text):
+    ws = words(text)
+    for i, w in enumerate(ws):
         out |= CONCEPTS.get(w, frozenset())
+        if w in _QUALIFIED and i and ws[i - 1] in _QUALIFIERS:
+            out.add(_QUALIFIED[w])
     for sym in _SYMBOL.findall(text):
         out.add("pow" if sym == "**" else _SYMBOLS[sym])
+    if _ABS_BARS.search(text):
+        out.add("abs")
+    if _JUXTAPOSED.search(text.lower()):
+        out.add("mul")
     return frozenset(out)
 
 
@@ -141,22 +178,55 @@ def targets(text: str) -> frozenset[str]:
                 j += 1
             if j < len(ws):
                 out |= CONCEPTS.get(ws[j], frozenset())
+        elif w == "from":
+            j = i - 1
+            while j >= 0 and ws[j] in _FILLER:
+                j -= 1
+            if j >= 0:
+                out |= CONCEPTS.get(ws[j], frozenset())
     return frozenset(out & _CONVERTIBLE)
 
 
 def relation(query: str, candidate: str) -> int:
     """-1: in some group both texts name operations but none in common, or both convert into
-    different units (veto); +1: no such contradiction and they share an operation; 0: no
-    evidence either way."""
+    different units or from different units (veto); +1: no such contradiction and they share
+    an operation; 0: no evidence either way."""
     qt, ct = targets(query), targets(candidate)
     if qt and ct and not qt & ct:
         return -1
-    return _relation(concepts(query), concepts(candidate))
+    qc, cc = concepts(query), concepts(candidate)
+    if qt and ct:
+        qs, cs = (qc & _CONVERTIBLE) - qt, (cc & _CONVERTIBLE) - ct
+        if qs and cs and not qs & cs:
+            return -1
+    return _relation(qc, cc)
+
+
+_PREDICATE_START = re.compile(r"^\s*(is|are|does|do|check|test|whether|true if|1 if)\b")
+_PREDICATE_ANY = re.compile(r"\b(whether|true if|1 if|returns 1 if|1 when)\b")
+
+
+@lru_cache(maxsize=65536)
+def is_predicate(text: str) -> bool:
+    """Whether a text asks a yes/no question ("is x even", "1 if ... else 0", ``is_prime``)."""
+    name, sep, desc = text.partition(": ")
+    low = text.lower()
+    if sep and re.fullmatch(r"(is|has)_\w+", name.strip().lower()):
+        return True
+    return bool(_PREDICATE_START.search(desc.lower() if sep else low)
+                or _PREDICATE_ANY.search(low))
+
+
+def predicate_mismatch(query: str, candidate: str) -> bool:
+    """One text asks a yes/no question and the other computes a value."""
+    return is_predicate(query) != is_predicate(candidate)
+
 
 
 _NUMBER = re.compile(r"(?<![a-z])\d+(?:\.\d+)?")
-_NUMBER_WORDS = {w: str(i) for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve".split())}
+_NUMBER_WORDS = {w: str(i) for i, w in enumerate((
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+    "eleven", "twelve"))}
 # 0 and 1 are mostly booleans and identities ("1 if even, else 0"), not parameters.
 _TRIVIAL_NUMBERS = frozenset({"0", "1"})
 
@@ -196,7 +266,7 @@ def coverage(query: str, candidate: str) -> float:
     if not qws:
         return 1.0
     cws = words(candidate)
-    joined = {a + b for a, b in zip(cws, cws[1:], strict=False)}
+    joined = {a + b for a, b in itertools.pairwise(cws)}
     cops = concepts(candidate)
     hit = 0
     for w in qws:
@@ -205,15 +275,32 @@ def coverage(query: str, candidate: str) -> float:
     return hit / len(qws)
 
 
-def extra_operations(query: str, candidate: str) -> frozenset[str]:
-    """Operations the candidate names beyond the query's, when the query names some of the same
-    group: "sum of squares" does more than the "sum" a query asked for."""
+def substituted(query: str, candidate: str) -> bool:
+    """In some group, the query and the candidate share an operation but each also names one
+    the other lacks: "difference of squares" vs "sum of squares", "highest 8 bits" vs
+    "lowest 8 bits"."""
     q, c = concepts(query), concepts(candidate)
-    out: set[str] = set()
     for members in GROUPS.values():
         qg, cg = q & members, c & members
-        if qg and qg & cg:
-            out |= cg - qg
+        if qg - cg and cg - qg:
+            return True
+    return False
+
+
+def extra_operations(query: str, candidate: str) -> frozenset[str]:
+    """Operations the candidate's name (or, if its name names none, its description) names
+    beyond the query's, when the query names some of the same group: ``sum_squares`` does more
+    than the "sum" a query asked for. The name, because a description often defines the named
+    operation by another ("square: multiplies an integer by itself")."""
+    name, sep, desc = candidate.partition(": ")
+    q, every = concepts(query), concepts(candidate)
+    basis = concepts(name) if sep else frozenset()
+    if not basis:
+        basis = concepts(desc if sep else candidate)
+    out: set[str] = set()
+    for members in GROUPS.values():
+        if q & every & members:
+            out |= (basis & members) - q
     return frozenset(out)
 
 
@@ -225,5 +312,20 @@ def _relation(query: frozenset[str], candidate: frozenset[str]) -> int:
     return 1 if query & candidate else 0
 
 
-__all__ = ["CONCEPTS", "GROUPS", "STOPWORDS", "concepts", "content_words", "coverage",
-           "extra_operations", "numbers", "numbers_conflict", "relation", "targets", "words"]
+__all__ = [
+    "CONCEPTS",
+    "GROUPS",
+    "STOPWORDS",
+    "concepts",
+    "content_words",
+    "coverage",
+    "extra_operations",
+    "is_predicate",
+    "numbers",
+    "numbers_conflict",
+    "predicate_mismatch",
+    "relation",
+    "substituted",
+    "targets",
+    "words",
+]

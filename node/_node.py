@@ -18,7 +18,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -110,6 +110,7 @@ class Node:
                                  abs_tol=config.float_abs_tol, node_id=self.node_id)
         self.serving = ServingCache(SERVING_CACHE_SIZE)
         self._inflight: dict[Key, trio.Event] = {}
+        self._background: trio.Nursery | None = None
         self._metrics: dict[str, list[int]] = {}
         self._metrics_lock = threading.Lock()
         self.stats = _Stats()
@@ -157,15 +158,34 @@ class Node:
         return node
 
     async def run_background(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Periodic work (metrics flush); runs until cancelled, flushing once more on the way out."""
-        task_status.started()
+        """Periodic work (metrics flush) and the work :meth:`spawn` hands it; runs until
+        cancelled, flushing once more on the way out."""
         try:
-            while True:
-                await trio.sleep(self.config.metrics_flush_s)
-                await self.flush_metrics()
+            async with trio.open_nursery() as nursery:
+                self._background = nursery
+                task_status.started()
+                while True:
+                    await trio.sleep(self.config.metrics_flush_s)
+                    await self.flush_metrics()
         finally:
+            self._background = None
             with trio.CancelScope(shield=True):
                 await self.flush_metrics()
+
+    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> bool:
+        """Run ``fn(*args)`` in the background (never delaying a reply); its errors are
+        logged, never raised. False when the node is not running its background work."""
+        if self._background is None:
+            return False
+
+        async def guarded() -> None:
+            try:
+                await fn(*args)
+            except ColonyError as exc:
+                log.warning("background %s failed: %s", getattr(fn, "__name__", fn), exc.detail)
+
+        self._background.start_soon(guarded)
+        return True
 
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):
@@ -306,8 +326,11 @@ class Node:
         return reply
 
     async def _settle_name(self, req: TaskRequest) -> TaskRequest:
-        """A name taken by a function of another signature: 409 when the caller chose it,
-        otherwise the next free name."""
+        """An alias means its function. A name taken by a function of another signature: 409
+        when the caller chose it, otherwise the next free name."""
+        canonical = await trio.to_thread.run_sync(self.library.canonical_name, req.name)
+        if canonical != req.name:
+            req = replace(req, name=canonical)
         existing = await trio.to_thread.run_sync(self.library.get_function, req.name)
         if existing is None or existing.signature == str(req.signature):
             return req
@@ -357,6 +380,8 @@ class Node:
         if fresh:
             await self.write(self.library.add_tests, fresh)
             serving.test_ids.update(t.id for t in fresh)
+            # the function's other variants (other tiers, older ones) must pass them too
+            self.spawn(self.reverify, serving.function.name)
             if self.colony is not None:
                 await self.colony.tests_added(serving.function.name, fresh)
 
@@ -405,8 +430,8 @@ class Node:
         tests = list(view.tests)
         for variant in view.variants:
             old = view.verdicts.get(variant.fingerprint)
-            if old is None or not old.passed:
-                continue
+            if old is None or not old.passed or old.tests_run >= len(tests):
+                continue  # not serving, or its verdict already covers every test
             loaded = await trio.to_thread.run_sync(self.load, variant.wasm, name,
                                                    view.function.sig, variant.tier)
             verdict = await trio.to_thread.run_sync(self.verify, loaded, tests)
@@ -436,6 +461,10 @@ class Node:
             if serving is None:
                 raise SynthesisFailed(f"{ctx.req.name!r} behaves like {dup.name!r}, which "
                                       "serves no variant here") from None
+            if ctx.req.name_given and await self.write(self.library.add_alias, ctx.req.name,
+                                                       dup.name):
+                log.info("%s is now an alias of %s", ctx.req.name, dup.name)
+                self.events.emit("function.aliased", function=dup.name, alias=ctx.req.name)
             return Resolution(serving, "search", examples_checked=True)
         finally:
             del self._inflight[key]
@@ -525,13 +554,25 @@ class Node:
         return Serving(fn, loaded.fingerprint, loaded, req.tier,
                        {t.id for t in tests_for(req.name, req)}, guess=True)
 
-    def _behaviour(self, wasm: bytes, req: TaskRequest) -> str | None:
-        """Behavioural fingerprint on the CPU tiers (a GPU variant's twin SIMD variant has the
-        same behaviour); None when probing is not possible."""
-        if req.tier == "gpu":
-            return None
+    def _behaviour(self, wasm: bytes, req: TaskRequest, program: str | None) -> str | None:
+        """Behavioural fingerprint on the CPU tiers. A GPU variant is probed through its SIMD
+        twin (the same program lowered for SIMD), so the tiers of one behaviour are one
+        function; None when probing is not possible."""
+        tier = req.tier
+        if tier == "gpu":
+            from node.synth import lower
+            from node.synth._irjson import decode_program
+
+            ir = decode_program(program)
+            if ir is None:
+                return None
+            try:
+                wasm = wat_to_wasm(lower(ir, req.name, "simd")[0])
+            except ColonyError:
+                return None
+            tier = "simd"
         loaded = self.probe_runtime.load(wasm, name=req.name, signature=req.signature,
-                                         tier=req.tier)
+                                         tier=tier)
         return behaviour_fingerprint(lambda a: self.probe_runtime.call(loaded, a), req.signature)
 
     def _synth_timeout(self, synth: Synthesizer) -> float:
@@ -574,7 +615,7 @@ class Node:
             champion = await self.lookup((req.name, str(req.signature), req.tier))
             if champion is not None:  # it behaves like the champion: the same evidence backs it
                 disambiguated_on = max(disambiguated_on, champion.disambiguated_on)
-        behaviour = await trio.to_thread.run_sync(self._behaviour, wasm, req)
+        behaviour = await trio.to_thread.run_sync(self._behaviour, wasm, req, cand.program)
         if behaviour is not None and not parents:
             existing = await trio.to_thread.run_sync(self.library.get_function, req.name)
             same = await trio.to_thread.run_sync(

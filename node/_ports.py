@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from node._config import NodeConfig
     from node._events import EventBus
     from node._identity import NodeIdentity
+    from node._metrics import NodeMetrics
     from node._records import FunctionRecord, TestCase, VariantRecord, Verdict
     from node._runtime import Loaded
     from node._search import Hit
@@ -40,6 +41,9 @@ class NodePort(Protocol):
 
     @property
     def events(self) -> EventBus: ...
+
+    @property
+    def metrics(self) -> NodeMetrics: ...
 
     def load(self, wasm: bytes, name: str, signature: Signature, tier: str) -> Loaded:
         """Blocking: compile (cached by fingerprint) a variant in the node's sandbox."""

@@ -99,6 +99,8 @@ class TestFailure:
     expected: Any
     got: Any
     error: str | None = None
+    #: The trap or budget the call hit (``"integer divide by zero"``, ``"budget:fuel"``), if any.
+    trap: str | None = None
 
 
 @dataclass(frozen=True)

@@ -12,16 +12,27 @@ Design (the why):
     the common scalar case and costs nothing extra.
   * *fresh* -- mutable globals only: each call instantiates the template anew (about 1.5 us) in
     a Store that is reused for ``_STORE_REUSE`` instances and then dropped.
-  * *isolated* -- a memory or a table (every simd module): each call gets its own Store and
-    instance, dropped right after the call, so linear memory goes back to the OS at once. Such
-    a call holds its instance's memory limit against the node-wide budget
-    (``SandboxLimits.memory_budget_mb``) while it runs; calls beyond the budget wait, bounded.
+  * *reset* -- a simd module whose only state is its exported memory (no mutable global, no
+    table, no passive data): an idle instance is reused after the host puts its memory back as
+    a fresh one has it (the module's initial image below the floor, zeros above, then the
+    inputs), and only if its memory is no larger than a fresh one would be for this call. An
+    instance whose memory the module grew itself is dropped; idle instances keep at most
+    ``SandboxLimits.idle_memory_mb`` node-wide. Repeated array calls so skip the page faults
+    of fresh memory.
+  * *isolated* -- anything else with a memory or a table: each call gets its own Store and
+    instance, dropped right after the call, so linear memory goes back to the OS at once.
+
+  A running reset or isolated call holds its instance's memory limit against the node-wide
+  budget (``SandboxLimits.memory_budget_mb``); calls beyond it wait (bounded), then 503.
 
   A call pops a slot, so two threads never share a Store; a slot that trapped or ran out of
   budget is dropped, never reused.
 - The hot path calls ``wasmtime_func_call_unchecked`` straight through ctypes (prebuilt addresses,
   one ``struct.pack_into`` for the arguments) instead of wasmtime-py's checked ``Func.__call__``;
-  stores and instances are made with the C API directly too.
+  stores and instances are made with the C API directly too. ``acall`` runs a pooled scalar
+  function on the event loop itself under a small fuel cap (``INLINE_FUEL``: microseconds),
+  since the thread hop costs far more than such a call; one that needs more is re-run (it keeps
+  no state, so that is safe) in a worker thread, and goes there from then on.
 - Budgets: fuel is reset before every call (``SandboxLimits.fuel``); linear memory is capped by the
   store limiter (``memory_bytes``). Time and cancellation use epochs: every store has an epoch
   callback that, when the engine epoch moves, checks *its own* call's deadline and cancel flag and
@@ -86,8 +97,12 @@ _STORE_REUSE = 64
 _TABLE_ELEMENTS = 1 << 16
 #: Seconds between looks at the cancel flag while a call waits for the memory budget.
 _BUDGET_POLL_S = 0.05
+#: Fuel of a call ``acall`` runs on the event loop itself (a few microseconds of WASM at most).
+#: A pooled function that needs more is re-run in a worker thread -- safe, as it keeps no state
+#: -- and from then on always goes to a thread.
+INLINE_FUEL = 20_000
 
-_POOLED, _FRESH, _ISOLATED = "pooled", "fresh", "isolated"
+_POOLED, _FRESH, _ISOLATED, _RESET = "pooled", "fresh", "isolated", "reset"
 
 _monotonic = time.monotonic
 
@@ -163,8 +178,9 @@ class _Slot:
     gives its memory reservation back; it runs at most once."""
 
     __slots__ = (
-        "__weakref__", "buf", "bufp", "ctl", "ctx", "deadline", "fext", "func", "inst", "instp",
-        "fextp", "key", "memory", "mext", "mextp", "nvals", "reserved", "rt", "store", "trap", "trapp", "uses",
+        "__weakref__", "buf", "bufp", "ctl", "ctx", "deadline", "fext", "fextp", "func", "idle",
+        "inst", "instp", "key", "memory", "mext", "mextp", "nvals", "reserved", "rt", "store",
+        "trap", "trapp", "uses",
     )
 
     def __init__(self, rt: Runtime, key: int, nvals: int, limit: int, reserved: int) -> None:
@@ -172,6 +188,7 @@ class _Slot:
         self.key = key
         self.reserved = reserved
         self.uses = 0
+        self.idle = 0  # bytes of linear memory counted as idle while this slot waits in a pool
         self.store = 0
         store = _store_new(rt._engine_p, _NULL, _NULL)
         if not store:
@@ -206,6 +223,9 @@ class _Slot:
         reserved, self.reserved = self.reserved, 0
         if reserved:
             self.rt._unreserve(reserved)
+        idle, self.idle = self.idle, 0
+        if idle:
+            self.rt._idle_add(-idle)
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # interpreter shutdown
@@ -229,6 +249,9 @@ class Loaded:
     """
 
     call: Callable[[tuple], Any]
+    #: Whether ``Runtime.acall`` runs this function on the event loop (pooled scalar functions
+    #: until one call needs more than ``INLINE_FUEL``).
+    inline_ok: bool = False
 
     def __init__(
         self, rt: Runtime, module: wasmtime.Module, fp: str, name: str, signature: Signature,
@@ -248,8 +271,14 @@ class Loaded:
             self.mode = _POOLED
         elif tier == "scalar" and lay.parsed and not lay.memories and not lay.tables:
             self.mode = _FRESH
+        elif (tier == "simd" and lay.parsed and lay.memories == 1 and not lay.tables
+              and not lay.mutable_globals and not lay.data_count):
+            # Its only state is the exported memory, which the host can put back itself.
+            self.mode = _RESET
         else:
             self.mode = _ISOLATED
+        #: The first ``memory_min`` bytes of a fresh instance (reset mode restores them).
+        self._image: bytes | None = None
         # The store limit for linear memory, and what an isolated call holds against the budget.
         limit = rt.limits.memory_bytes
         if lay.parsed and lay.memory_max is not None:
@@ -273,6 +302,8 @@ class Loaded:
             self._nvals = codec.slots
             if self.mode == _POOLED:
                 self.call = self._scalar_call()
+                self._inline = self._scalar_call(min(INLINE_FUEL, rt.limits.fuel))
+                self.inline_ok = True
             elif self.mode == _FRESH:
                 self.call = self._fresh_scalar_call()
             else:
@@ -299,15 +330,18 @@ class Loaded:
     def _isolated_call(self, args: tuple) -> Any:
         return self._scalar_fresh(args, None)
 
-    def _scalar_call(self) -> Callable[[tuple], Any]:
+    def _scalar_call(self, fuel_cap: int | None = None) -> Callable[[tuple], Any]:
         """Build the pooled scalar hot path as a closure: free variables are cheaper than
-        attributes, and every microsecond here is per call."""
+        attributes, and every microsecond here is per call. ``fuel_cap``: a smaller fuel
+        budget than the runtime's (the inline variant)."""
         idle = self._idle
         pop, append = idle.pop, idle.append
         pack, unpack, normalise = self._pack, self._unpack, self._codec.normalise
         rt = self._rt
         inflight = rt._inflight
         fuel, timeout = rt._fuel, rt._timeout
+        if fuel_cap is not None:
+            fuel = ctypes.c_uint64(fuel_cap)
         spawn, failure = self._spawn, self._failure
         set_fuel, call_unchecked, monotonic = _set_fuel, _call_unchecked, _monotonic
 
@@ -454,6 +488,13 @@ class Loaded:
         _export_get(slot.ctx, slot.instp, self._namep, self._namelen, slot.fextp)
         if self.tier != "scalar":
             _export_get(slot.ctx, slot.instp, _MEMORY_NAMEP, _MEMORY_LEN, slot.mextp)
+            if self.mode == _RESET and self._image is None:
+                if slot.mem_len() != self.layout.memory_min:
+                    # Its start function grew the memory: too unusual to reset by hand.
+                    self.mode = _ISOLATED
+                else:
+                    # Instances are deterministic (no imports, no clock): one image fits all.
+                    self._image = ctypes.string_at(slot.mem_addr(), self.layout.memory_min)
 
     def _run(self, slot: _Slot, ctl: _Control | None) -> None:
         """Enter WASM on ``slot`` under the budgets; on failure drop the slot and raise."""
@@ -489,11 +530,17 @@ class Loaded:
                 f"over the limit of {limit}", budget="memory",
             )
         offsets = [base + i * stride for i in range(self._nptr)]
-        slot = self._acquire(ctl)
+        # The size a fresh instance has once the host has grown it for these arrays.
+        target = max(base, -(-need // PAGE) * PAGE)
+        slot, fresh = self._acquire_arrays(ctl, target)
         try:
-            self._instantiate(slot, ctl)
+            if fresh:
+                self._instantiate(slot, ctl)
             self._grow(slot, need)
-            view = f32_view(slot.mem_addr(), need)
+            addr = slot.mem_addr()
+            if not fresh:
+                self._reset(addr, offsets[:k], 4 * n, target)
+            view = f32_view(addr, need)
             for off, a in zip(offsets, arrays, strict=False):  # the map output has no input
                 np.copyto(view[off // 4: off // 4 + n], a)
             self._pack(slot.buf, 0, *offsets, n)
@@ -504,7 +551,61 @@ class Loaded:
                 return f32_view(slot.mem_addr(), need)[out: out + n].copy()
             return float(self._unpack(slot.buf)[0])
         finally:
-            self._release(slot)
+            self._park(slot, target)
+
+    def _acquire_arrays(self, ctl: _Control | None, target: int) -> tuple[_Slot, bool]:
+        """A slot for an array call, and whether its instance still has to be made. Reset mode
+        reuses an idle instance no larger than ``target`` (a larger one would let the module
+        see more memory than a fresh instance has)."""
+        if self.mode == _RESET:
+            rt = self._rt
+            while self._idle:
+                try:
+                    slot = self._idle.pop()
+                except IndexError:  # pragma: no cover - raced with another call
+                    break
+                idle, slot.idle = slot.idle, 0
+                rt._idle_add(-idle)
+                if not slot.store or slot.mem_len() > target:
+                    slot.close()
+                    continue
+                try:
+                    slot.reserved = rt._reserve(self._reserve_bytes, ctl, self.name)
+                except BaseException:
+                    slot.close()
+                    raise
+                return slot, False
+        return self._new_slot(ctl), True
+
+    def _reset(self, addr: int, inputs: list[int], nbytes: int, target: int) -> None:
+        """Put a used instance's memory back to what a fresh one holds at this point: its own
+        image below the floor, zeros above it except where the inputs are about to be copied."""
+        image = self._image
+        assert image is not None
+        ctypes.memmove(addr, image, len(image))
+        pos = self._floor
+        for off in inputs:
+            if off > pos:
+                ctypes.memset(addr + pos, 0, off - pos)
+            pos = off + nbytes
+        if target > pos:
+            ctypes.memset(addr + pos, 0, target - pos)
+
+    def _park(self, slot: _Slot, target: int) -> None:
+        """After an array call: keep a reset-mode instance whose memory is still the size the
+        host gave it (within the node's idle allowance); drop every other."""
+        if not slot.store:
+            return
+        rt = self._rt
+        size = slot.mem_len() if self.mode == _RESET else 0
+        if (self.mode == _RESET and not rt._closed and size == target
+                and len(self._idle) < _POOL_MAX and rt._idle_add(size, bounded=True)):
+            slot.idle = size
+            reserved, slot.reserved = slot.reserved, 0
+            rt._unreserve(reserved)
+            self._idle.append(slot)
+        else:
+            slot.close()
 
     def _grow(self, slot: _Slot, need: int) -> None:
         have = slot.mem_len()
@@ -534,6 +635,9 @@ class Loaded:
     def _release(self, slot: _Slot) -> None:
         """After a call that did not fail: keep the slot if its mode allows, else drop it."""
         if not slot.store:
+            return
+        if self.mode == _RESET:
+            self._park(slot, self._floor)
             return
         spent = self.mode == _FRESH and slot.uses >= _STORE_REUSE
         if self.mode == _ISOLATED or self._rt._closed or spent:
@@ -610,7 +714,9 @@ class Runtime:
         self._engine_p = ctypes.c_void_p(ctypes.cast(self.engine.ptr(), ctypes.c_void_p).value)
         self._budget = max(0, int(self.limits.memory_budget_mb)) << 20
         self._reserved = 0
-        self._budget_cond = threading.Condition()
+        self._budget_cond = threading.Condition(threading.RLock())
+        self._idle_cap = max(0, int(self.limits.idle_memory_mb)) << 20
+        self._idle_bytes = 0
 
     def attach_gpu(self, gpu: GpuBackend) -> None:
         """Set the gpu tier's runner (it is built from :attr:`engine`, so after the Runtime)."""
@@ -726,7 +832,19 @@ class Runtime:
 
     async def acall(self, loaded: Loaded, args: tuple) -> Any:
         """Run the call in a worker thread. If the trio task is cancelled, the WASM is stopped
-        (epoch interrupt), the worker is awaited, and ``trio.Cancelled`` propagates as usual."""
+        (epoch interrupt), the worker is awaited, and ``trio.Cancelled`` propagates as usual.
+
+        A pooled scalar function runs on the event loop itself under ``INLINE_FUEL`` (the thread
+        hop would cost many times the call); one that needs more fuel is re-run in a thread.
+        """
+        if loaded.inline_ok:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            try:
+                return loaded._inline(args)
+            except BudgetExceeded as exc:
+                if exc.budget != "fuel":
+                    raise
+                loaded.inline_ok = False
         if loaded.tier == "gpu":
             return await trio.to_thread.run_sync(loaded.call, args)
         ctl = _Control()
@@ -786,7 +904,7 @@ class Runtime:
         if self._closed:
             raise SandboxError("the runtime is closed")
         held = 0
-        if loaded.mode == _ISOLATED:
+        if loaded.mode in (_ISOLATED, _RESET):
             held = self._reserve(loaded._reserve_bytes, ctl, loaded.name)
         with self._lock:
             key = self._next_key
@@ -826,6 +944,21 @@ class Runtime:
                 self._budget_cond.wait(min(left, _BUDGET_POLL_S))
             self._reserved += nbytes
         return nbytes
+
+    def _idle_add(self, nbytes: int, bounded: bool = False) -> bool:
+        """Count linear memory kept in idle instances; with ``bounded``, only within the
+        node's allowance (``SandboxLimits.idle_memory_mb``)."""
+        # The budget's (reentrant) lock, not ``_lock``: a slot's ``__del__`` may run this from a
+        # garbage collection that happens while the same thread holds ``_lock``.
+        with self._budget_cond:
+            if bounded and self._idle_bytes + nbytes > self._idle_cap:
+                return False
+            self._idle_bytes += nbytes
+            return True
+
+    def idle_memory(self) -> int:
+        """Bytes of linear memory idle instances keep for reuse."""
+        return self._idle_bytes
 
     def _unreserve(self, nbytes: int) -> None:
         if nbytes:

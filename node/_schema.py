@@ -309,8 +309,19 @@ CREATE INDEX test_conflicts_by_function ON test_conflicts(function);
 CREATE INDEX test_conflicts_by_node ON test_conflicts(node, status);
 """
 
+# One function, one name: a name a user gave to a function that behaves exactly like an
+# existing one becomes an alias of it (looked up like the function's own name).
+_V6 = """
+CREATE TABLE aliases (
+    alias    TEXT PRIMARY KEY,
+    function TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+    at       REAL NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE INDEX aliases_by_function ON aliases(function);
+"""
+
 #: The ordered migrations; ``MIGRATIONS[i]`` goes from version ``i`` to ``i + 1``.
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5)
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 
 #: The schema version this code writes.
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -62,7 +62,9 @@ from node._lexicon import (
     coverage,
     extra_operations,
     numbers_conflict,
+    predicate_mismatch,
     relation,
+    substituted,
     words,
 )
 from node._records import TestCase
@@ -82,7 +84,7 @@ class Thresholds:
     #: cosine a hit needs when a keyword or a named operation supports it
     min_lexical: float = 0.15
     #: calibrated score from which a hit is confident (answers a task without examples)
-    confident: float = 0.5
+    confident: float = 0.65
     #: reciprocal rank fusion constant
     rrf_k: int = 60
     #: candidates taken from each list before fusion
@@ -262,11 +264,18 @@ class _VectorIndex:
 
 
 class SearchIndex:
-    """Hybrid search over one library. Thread-safe; every method blocks (use worker threads).
+    """Hybrid search over one library. Thread-safe; every method blocks (use worker threads)
+    except :meth:`wait_ready` (async, trio).
 
     ``embedder`` may be None or not ready: search then runs keyword-only. Call :meth:`start`
     once: it warms the embedder in the background and backfills missing vectors when the
     model is ready. Call :meth:`backfill` after saving functions to embed them.
+
+    Readiness: :attr:`mode` is ``"keyword-only"`` until the model is loaded and every function
+    has its vector (the first complete :meth:`backfill` with a ready model), then
+    ``"semantic"``. :meth:`status` adds the model's state; ``await index.wait_ready()`` returns
+    once the mode is final (semantic, or keyword-only for good: no embedder, or the model failed
+    to load).
     """
 
     def __init__(self, library: Library, embedder: Embedder | None = None,
@@ -278,16 +287,93 @@ class SearchIndex:
         self._lock = threading.Lock()
         self._backfill_lock = threading.Lock()
         self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._state_lock = threading.Lock()
+        self._started = False
+        self._semantic = False
+        self._settled = embedder is None  # the mode is final
+        self._waiters: list[Callable[[], None]] = []
 
     def start(self) -> None:
-        """Warm the embedder in the background; backfill vectors once it is ready."""
+        """Warm the embedder in the background; backfill vectors once it is ready (idempotent)."""
+        with self._state_lock:
+            if self._started:
+                return
+            self._started = True
         if self.embedder is not None:
             self.embedder.on_ready(self._backfill_quietly)
+            self.embedder.on_settled(self._settle)  # runs after the backfill above
             self.embedder.warm()
 
     def _backfill_quietly(self) -> None:
         with contextlib.suppress(ColonyError):  # the library closed meanwhile
             self.backfill()
+
+    @property
+    def mode(self) -> str:
+        """``"semantic"`` once the model is loaded and the vectors backfilled, else
+        ``"keyword-only"``."""
+        return "semantic" if self._semantic else "keyword-only"
+
+    @property
+    def settled(self) -> bool:
+        """Whether :attr:`mode` is final (semantic, or keyword-only for good)."""
+        return self._settled or self._semantic
+
+    def status(self) -> dict[str, Any]:
+        """``{"mode", "model", "backend", "reason"}``: model is ``"off"`` (no embedder),
+        ``"idle"`` (not started), ``"loading"``, ``"ready"`` or ``"failed"`` (``reason`` says
+        why; None otherwise); backend is the embedder's inference path (None when off)."""
+        emb = self.embedder
+        if emb is None:
+            model, backend, reason = "off", None, None
+        else:
+            backend, reason = getattr(emb, "backend", None), emb.failed
+            model = ("ready" if emb.ready else "failed" if reason else
+                     "loading" if emb.loading else "idle")
+        return {"mode": self.mode, "model": model, "backend": backend, "reason": reason}
+
+    def _settle(self) -> None:
+        with self._state_lock:
+            self._settled = True
+            waiters, self._waiters = self._waiters, []
+        for wake in waiters:
+            wake()
+
+    def _became_semantic(self) -> None:
+        with self._state_lock:
+            if self._semantic:
+                return
+            self._semantic = True
+        self._settle()
+
+    async def wait_ready(self) -> str:
+        """Wait (cancellably, without polling) until :attr:`mode` is final; return it.
+        Starts the embedder if :meth:`start` was not called."""
+        import trio
+
+        self.start()
+        event = trio.Event()
+        token = trio.lowlevel.current_trio_token()
+
+        def wake() -> None:  # called from the loading thread
+            try:
+                trio.from_thread.run_sync(event.set, trio_token=token)
+            except trio.RunFinishedError:
+                pass  # the loop that waited has ended
+            except RuntimeError:  # called on the loop's own thread
+                event.set()
+
+        with self._state_lock:
+            waiting = not (self._settled or self._semantic)
+            if waiting:
+                self._waiters.append(wake)
+        if waiting:
+            try:
+                await event.wait()
+            finally:
+                with self._state_lock, contextlib.suppress(ValueError):
+                    self._waiters.remove(wake)
+        return self.mode
 
     def backfill(self, batch: int = 256) -> int:
         """Embed every function without a current vector; return how many were stored.
@@ -302,6 +388,7 @@ class SearchIndex:
                 todo = [(fid, t) for fid, t in self.library.missing_vectors(MODEL_NAME, batch)
                         if fid not in seen]
                 if not todo:
+                    self._became_semantic()
                     return stored
                 seen.update(fid for fid, _ in todo)
                 vecs = emb.embed([t for _, t in todo])
@@ -398,7 +485,7 @@ class SearchIndex:
         rel = relation(query, text)
         if rel < 0:
             return None  # the query and the candidate name different operations
-        exact = " ".join(words(query)) in (name, name.replace("_", " "))
+        exact = words(query) == words(name)
         cos = c["cos"] if semantic else None
         if not exact:
             if cos is None:
@@ -408,24 +495,50 @@ class SearchIndex:
                     cos >= th.min_lexical and (c["fts"] is not None or rel > 0)):
                 return None
         rrf = sum(1.0 / (th.rrf_k + r) for r in (c["vec"], c["fts"]) if r is not None)
-        score = 1.0 if exact else confidence(query, text, cos, rel)
+        score = 1.0 if exact else confidence(query, text, cos, c["fts"], rel)
         return Hit(name, score, score >= th.confident, c["fts"], c["vec"], cos,
                    description=text[len(name) + 2:], signature=c["sig"], rrf=rrf)
 
 
-def confidence(query: str, text: str, cos: float | None, rel: int) -> float:
-    """The calibrated score of a candidate ``text`` ("name: description") for a query: how sure
-    search is that the candidate does what the query asks (see the module docstring)."""
-    cov = coverage(query, text)
-    extra = bool(extra_operations(query, text))
-    clash = numbers_conflict(query, text)
-    if cos is None:
-        base = cov
+#: Logistic weights of the calibrated score, fitted (scikit-learn LogisticRegression, C=1) on
+#: the plausible candidates of tests/data/paraphrases.json and tests/data/near_misses.json
+#: (label: the candidate answers the query) and rounded. Semantic mode, then keyword-only.
+_WEIGHTS_SEMANTIC = {"bias": -3.90, "cos": 2.27, "coverage": 2.71, "substituted": -0.63,
+                     "extra": -2.26, "numbers": -1.54, "shared": 0.47, "explained": 0.60,
+                     "predicate": -0.82}
+_WEIGHTS_KEYWORD = {"bias": -3.41, "coverage": 2.61, "substituted": -0.70, "extra": -1.96,
+                    "numbers": -1.44, "shared": 0.87, "explained": 0.09, "predicate": -0.92,
+                    "rank": 1.32}
+
+
+def features(query: str, text: str, cos: float | None, fts_rank: int | None,
+             rel: int) -> dict[str, float]:
+    """What the calibrated score weighs (``text`` is the candidate's "name: description")."""
+    _name, _, desc = text.partition(": ")
+    f = {"coverage": coverage(query, text),
+         "substituted": float(substituted(query, text)),
+         "extra": float(bool(extra_operations(query, text))),
+         "numbers": float(numbers_conflict(query, text)),
+         "shared": float(rel > 0),
+         "explained": coverage(desc, query),
+         "predicate": float(predicate_mismatch(query, text))}
+    if cos is not None:
+        f["cos"] = cos
     else:
-        base = cos
-    if extra or clash:
-        base *= 0.5
-    return max(0.0, min(1.0, base))
+        f["rank"] = 0.0 if fts_rank is None else 1.0 / fts_rank
+    return f
+
+
+def confidence(query: str, text: str, cos: float | None, fts_rank: int | None = None,
+               rel: int | None = None) -> float:
+    """The calibrated score (0..1) of a candidate ``text`` ("name: description") for a query:
+    the fitted probability that it does what the query asks. ``cos`` None: keyword-only."""
+    if rel is None:
+        rel = relation(query, text)
+    weights = _WEIGHTS_KEYWORD if cos is None else _WEIGHTS_SEMANTIC
+    z = weights["bias"] + sum(weights[k] * v for k, v in
+                              features(query, text, cos, fts_rank, rel).items())
+    return 1.0 / (1.0 + math.exp(-z))
 
 
 def fts_query(terms: Iterable[str]) -> str | None:
@@ -569,8 +682,9 @@ __all__ = [
     "SearchIndex",
     "Thresholds",
     "behaviour_fingerprint",
-    "confidence",
     "behaviour_outputs",
+    "confidence",
+    "features",
     "fts_query",
     "passes_examples",
     "probe_inputs",

@@ -354,6 +354,32 @@ class Library:
         with self._read() as r:
             return _get_function(r, name)
 
+    @writes
+    def add_alias(self, alias: str, function: str) -> bool:
+        """Make ``alias`` another name of ``function``; False when the name is taken (by a
+        function or another alias)."""
+        _check_name(alias, "alias")
+        with self._write() as w:
+            if _exists(w, "SELECT 1 FROM functions WHERE name = ?", alias) or _exists(
+                    w, "SELECT 1 FROM aliases WHERE alias = ?", alias):
+                return False
+            if not _exists(w, "SELECT 1 FROM functions WHERE name = ?", function):
+                raise NotFoundError(f"no function named {function!r}")
+            w.execute("INSERT INTO aliases (alias, function, at) VALUES (?, ?, ?)",
+                      (alias, function, time.time()))
+            return True
+
+    def canonical_name(self, name: str) -> str:
+        """The function a name means: itself, or the function it is an alias of."""
+        with self._read() as r:
+            row = r.execute("SELECT function FROM aliases WHERE alias = ?", (name,)).fetchone()
+        return str(row[0]) if row else name
+
+    def aliases(self, function: str) -> list[str]:
+        with self._read() as r:
+            return [str(a) for (a,) in r.execute(
+                "SELECT alias FROM aliases WHERE function = ? ORDER BY alias", (function,))]
+
     def counts(self) -> tuple[int, dict[str, int]]:
         """How many functions, and variants by status (the library gauges)."""
         with self._read() as r:
@@ -372,6 +398,22 @@ class Library:
                 "   WHERE v.function = f.name AND v.status = 'active' AND d.passed)"
                 " FROM functions f ORDER BY f.name",
                 (self.node_id,),
+            ).fetchall()
+        return [(FunctionRecord(*row[:5]), int(row[5])) for row in rows]
+
+    def list_functions_page(self, after: str | None,
+                            limit: int) -> list[tuple[FunctionRecord, int]]:
+        """One page of :meth:`list_functions`: at most ``limit`` functions whose names sort
+        after ``after`` (None: from the first). Walks the name index, so a page costs its own
+        rows whatever the size of the library."""
+        with self._read() as r:
+            rows: list[Any] = r.execute(
+                "SELECT f.name, f.description, f.signature, f.tier_family, f.created_at,"
+                " (SELECT count(*) FROM variants v JOIN verdicts d"
+                "   ON d.fingerprint = v.fingerprint AND d.node = ?"
+                "   WHERE v.function = f.name AND v.status = 'active' AND d.passed)"
+                " FROM functions f WHERE f.name > ? ORDER BY f.name LIMIT ?",
+                (self.node_id, after or "", max(0, int(limit))),
             ).fetchall()
         return [(FunctionRecord(*row[:5]), int(row[5])) for row in rows]
 

@@ -107,6 +107,49 @@ class SyncStore:
             heads = {o: int(s) for o, s in r.execute("SELECT origin, seq FROM log_heads")}
         return entries, heads
 
+    def load_meta(self) -> tuple[list[tuple[str, int, str, str]], list[Entry], dict[str, int]]:
+        """What ``SyncState.restore`` needs without the bodies: (origin, seq, kind, record key)
+        of every stored live entry, the pending entries (small, not in the tables) and every
+        origin's head. One query per table, nothing per row."""
+        with self.library._read() as r:
+            metas = [(str(o), int(q), str(k), str(key).partition(" ")[2] if k == "metric"
+                      else str(key))
+                     for o, q, k, key in r.execute(
+                         "SELECT origin, seq, kind, key FROM log WHERE kind != 'tombstone'")]
+            pending = _pending_entries(r)
+            heads = {o: int(s) for o, s in r.execute("SELECT origin, seq FROM log_heads")}
+        return metas, pending, heads
+
+    def bodies(self, origin: str, seqs: Sequence[int]) -> list[Entry]:
+        """The live entries of ``origin`` at ``seqs``, read from the tables (a peer's pull);
+        those gone (deleted, or a local variant not signed yet) are left out."""
+        out = []
+        with self.library._read() as r:
+            wanted = [int(q) for q in seqs]
+            rows: dict[int, Any] = {}
+            for i in range(0, len(wanted), 500):
+                part = wanted[i:i + 500]
+                rows.update((int(row[1]), row) for row in r.execute(
+                    "SELECT origin, seq, kind, key, function FROM log WHERE origin = ? AND seq IN"
+                    f" ({','.join('?' * len(part))}) AND kind != 'tombstone'", (origin, *part)))
+            for seq in wanted:
+                row = rows.get(seq)
+                e = _entry(r, *row) if row is not None else None
+                if e is None and row is None:
+                    blob = r.execute("SELECT entry FROM sync_pending WHERE origin = ? AND"
+                                     " seq = ?", (origin, int(seq))).fetchone()
+                    e = _decode_entry(bytes(blob[0])) if blob is not None else None
+                if e is not None:
+                    out.append(e)
+        return out
+
+    def local_head(self) -> int:
+        """The highest seq the library numbered for this node."""
+        with self.library._read() as r:
+            row = r.execute("SELECT seq FROM log_heads WHERE origin = ?",
+                            (self.node_id,)).fetchone()
+        return int(row[0]) if row else 0
+
     def local_after(self, seq: int) -> tuple[list[Entry], int]:
         """The local node's live entries with a seq above ``seq``, and its head now."""
         with self.library._read() as r:
@@ -325,6 +368,19 @@ class SyncStore:
         # received names no sender (it must not count against the one who resolved it).
         tid, fn, sig, args, expected, origin = row
         if accept:
+            # An accepted test replaces the tests it contradicts (same args, another expected
+            # result): they stay recorded, as rejected.
+            for old in w.execute("SELECT id, function, signature, args, expected, origin FROM"
+                                 " tests WHERE function = ? AND args = ? AND id != ?",
+                                 (fn, args, tid)).fetchall():
+                if old[4] == expected:
+                    continue
+                w.execute("DELETE FROM tests WHERE id = ?", (old[0],))
+                w.execute("INSERT INTO test_conflicts (id, function, signature, args, expected,"
+                          " origin, node, reason, status, at) VALUES (?, ?, ?, ?, ?, ?, '', ?,"
+                          " 'rejected', ?) ON CONFLICT (id) DO UPDATE SET status = 'rejected',"
+                          " reason = excluded.reason, at = excluded.at",
+                          (*old, f"replaced by the accepted test {tid}", time.time()))
             w.execute("INSERT INTO tests (id, function, signature, args, expected, origin)"
                       " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING", row)
         w.execute("INSERT INTO test_conflicts (id, function, signature, args, expected, origin,"
@@ -436,6 +492,24 @@ class SyncStore:
                              int(elapsed or 0), int(calls), int(fails), int(total), bool(champ))
                 for (fp, fn, tier, origin, size, status, created, reason, passed, run, elapsed,
                      calls, fails, total, champ) in rows]
+
+    def test_counts(self) -> dict[str, int]:
+        """Tests per function (one query)."""
+        with self.library._read() as r:
+            return {str(f): int(n) for f, n in r.execute(
+                "SELECT function, count(*) FROM tests GROUP BY function")}
+
+    def selection_stamp(self) -> tuple[Any, ...]:
+        """Changes whenever anything selection reads changed (variants, verdicts, statuses,
+        tests, counters, champions): a few aggregate reads, no scan of variant bodies."""
+        with self.library._read() as r:
+            row = r.execute(
+                "SELECT (SELECT total(seq) FROM log_heads), (SELECT count(*) FROM verdicts),"
+                " (SELECT total(at) FROM verdicts), (SELECT total(at) FROM variant_notes),"
+                " (SELECT count(*) FROM variant_notes), (SELECT total(calls) FROM metrics),"
+                " (SELECT total(at) FROM champions), (SELECT count(*) FROM tests),"
+                " (SELECT count(*) FROM mutation_queue)").fetchone()
+        return tuple(row) if row is not None else ()
 
     def judge(self, fingerprint: str, verdict: Verdict | None, status: str,
               reason: str | None) -> bool:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from node._config import ApiLimits
-from node._errors import RequestError, TooLargeError, UnsupportedError
+from node._errors import RequestError, TooLargeError, UnsupportedError, short_repr
 from node.synth._api import Example
 from protocol import Signature, SignatureError, Tier
 
@@ -39,6 +39,9 @@ class TaskRequest:
         args: the call's normalised arguments (None: no call, e.g. create-only).
         examples: input/output pairs (normalised).
         synthesize: whether synthesis is allowed.
+        on_ambiguity: ``"ask"`` (default: a 422 ``ambiguous`` problem with distinguishing
+            inputs when the examples fit plausible functions that disagree) or ``"best"``
+            (answer with the best-ranked one, marked as a guess in ``evidence``).
     """
 
     description: str
@@ -49,6 +52,24 @@ class TaskRequest:
     args: tuple[Any, ...] | None
     examples: tuple[Example, ...]
     synthesize: bool
+    on_ambiguity: str = "ask"
+
+
+ON_AMBIGUITY = ("ask", "best")
+TASK_FIELDS = ("description", "name", "signature", "tier", "args", "examples", "synthesize",
+               "on_ambiguity")
+#: Longest signature text accepted (the longest real one is well under 100 characters).
+SIGNATURE_CHARS = 256
+
+
+def unknown_fields(body: dict[Any, Any], known: tuple[str, ...] | set[str]) -> str | None:
+    """The unknown-field error text for ``body``, listing at most 5 of them; None if none."""
+    unknown = [k for k in body if k not in known]
+    if not unknown:
+        return None
+    shown = ", ".join(short_repr(k) for k in unknown[:5])
+    more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+    return f"unknown field(s): {shown}{more}; fields are {sorted(known)}"
 
 
 def derive_name(description: str) -> str:
@@ -63,7 +84,7 @@ def derive_name(description: str) -> str:
 def check_name(name: Any) -> str:
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise RequestError(
-            f"invalid function name {name!r}: use lower-case letters, digits and '_' "
+            f"invalid function name {short_repr(name)}: use lower-case letters, digits and '_' "
             "(at most 64, not starting with a digit)"
         )
     return name
@@ -107,10 +128,9 @@ def parse_task(body: Any, limits: ApiLimits) -> TaskRequest:
     """Validate a decoded task body. Raises RequestError and subclasses."""
     if not isinstance(body, dict):
         raise RequestError("the body must be an object (JSON or msgpack map)")
-    known = {"description", "name", "signature", "tier", "args", "examples", "synthesize"}
-    unknown = sorted(str(k) for k in body if k not in known)
+    unknown = unknown_fields(body, TASK_FIELDS)
     if unknown:
-        raise RequestError(f"unknown field(s): {', '.join(unknown)}; fields are {sorted(known)}")
+        raise RequestError(unknown)
 
     description = body.get("description")
     if not isinstance(description, str) or not description.strip():
@@ -121,6 +141,8 @@ def parse_task(body: Any, limits: ApiLimits) -> TaskRequest:
     sig_text = body.get("signature")
     if not isinstance(sig_text, str):
         raise RequestError("'signature' is required: a string like '(i32, i32) -> i32'")
+    if len(sig_text) > SIGNATURE_CHARS:
+        raise TooLargeError(f"'signature' is longer than {SIGNATURE_CHARS} characters")
     try:
         sig = Signature.parse(sig_text)
     except SignatureError as exc:
@@ -144,6 +166,10 @@ def parse_task(body: Any, limits: ApiLimits) -> TaskRequest:
     synthesize = body.get("synthesize", True)
     if not isinstance(synthesize, bool):
         raise RequestError("'synthesize' must be true or false")
+    on_ambiguity = body.get("on_ambiguity", "ask")
+    if on_ambiguity not in ON_AMBIGUITY:
+        raise RequestError(f"'on_ambiguity' must be \"ask\" or \"best\", not "
+                           f"{short_repr(on_ambiguity)}")
 
     args: tuple[Any, ...] | None = None
     if "args" in body:
@@ -175,7 +201,7 @@ def parse_task(body: Any, limits: ApiLimits) -> TaskRequest:
                 )
         examples.append(Example(tuple(_plain(a) for a in ex_args), _plain(result)))
     return TaskRequest(description.strip(), name, name_given, sig, tier, args, tuple(examples),
-                       synthesize)
+                       synthesize, str(on_ambiguity))
 
 
 def _plain(v: Any) -> Any:

@@ -146,10 +146,14 @@ async def mutate_function(node: Node, name: str, instruction: str,
             serving_any = await node.lookup((name, fn.signature, t))
             if serving_any is not None:
                 break
-    if serving_any is None:
-        raise NotFoundError(f"{name!r} has no verified variant to mutate")
-    parent = await trio.to_thread.run_sync(node.library.variant, serving_any.variant_fp)
-    assert parent is not None
+    if serving_any is not None:
+        parent = await trio.to_thread.run_sync(node.library.variant, serving_any.variant_fp)
+    else:
+        # nothing serves (new tests stopped every variant): the newest variant is the parent a
+        # fix starts from; the new variant then only has to pass every test
+        parent = next((v for v in view.variants if v.tier == (tier or v.tier)), None)
+    if parent is None:
+        raise NotFoundError(f"{name!r} has no variant to mutate")
     target = sig.check_tier(tier) if tier else parent.tier
     tests: list[TestCase] = list(view.tests)
     req = TaskRequest(fn.description, name, True, sig, target, None, (), True)  # type: ignore[arg-type]

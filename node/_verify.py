@@ -18,7 +18,7 @@ import numpy as np
 
 from node._errors import ColonyError
 from node._records import TestCase, TestFailure, Verdict
-from node._runtime import Loaded, Runtime
+from node._runtime import Loaded, MemoryBusy, Runtime
 from protocol import Signature
 
 #: Failures kept in a verdict (the rest are only counted).
@@ -79,20 +79,25 @@ class Verifier:
         start = time.perf_counter_ns()
         for test in tests:
             error: str | None = None
+            trap: str | None = None
             got: Any = None
             try:
                 got = self.runtime.call(loaded, tuple(test.args))
                 ok = values_match(
                     sig.result, got, test.expected, rel_tol=self.rel_tol, abs_tol=self.abs_tol
                 )
+            except MemoryBusy:
+                raise  # the node is busy, not the variant wrong: no verdict rather than a false one
             except ColonyError as exc:
                 ok, error = False, f"{type(exc).__name__}: {exc.detail}"
+                named = exc.extra.get("trap")
+                trap = named if isinstance(named, str) else None
             if not ok:
                 failed += 1
                 if len(failures) < MAX_FAILURES_KEPT:
-                    failures.append(
-                        TestFailure(test.id, tuple(test.args), test.expected, _plain(got), error)
-                    )
+                    failures.append(TestFailure(
+                        test.id, tuple(test.args), test.expected, _plain(got), error, trap
+                    ))
         elapsed = time.perf_counter_ns() - start
         return Verdict(
             fingerprint=loaded.fingerprint,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from protocol._codec import bucket_of
@@ -44,6 +44,10 @@ from protocol._messages import (
 
 Accept = Callable[[Entry], bool]
 OnAdopt = Callable[[Entry, bool], None]
+#: Reads the bodies of live entries of one origin by seq (missing ones are left out).
+Loader = Callable[[str, Sequence[int]], Sequence[Entry]]
+#: What a node over a library on disk restores from: (origin, seq, kind, key) of a live entry.
+Meta = tuple[str, int, str, str]
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,18 @@ class Counts:
         self.buffered += other.buffered
 
 
+class _Slot:
+    """One live entry: its number and record identity, and its body unless it lives on disk."""
+
+    __slots__ = ("entry", "key", "kind", "seq")
+
+    def __init__(self, seq: int, kind: str, key: str, entry: Entry | None) -> None:
+        self.seq = seq
+        self.kind = kind
+        self.key = key
+        self.entry = entry
+
+
 class _Origin:
     """One origin's log as this node holds it."""
 
@@ -87,23 +103,23 @@ class _Origin:
 
     def __init__(self) -> None:
         self.head = 0
-        self.by_slot: dict[tuple[str, str], Entry] = {}
-        self.by_seq: dict[int, Entry] = {}
+        self.by_slot: dict[tuple[str, str], _Slot] = {}
+        self.by_seq: dict[int, _Slot] = {}
         self.seqs: list[int] = []  # live seqs, sorted
 
-    def put(self, entry: Entry) -> None:
-        old = self.by_slot.get(entry.slot)
+    def put(self, slot: _Slot) -> None:
+        old = self.by_slot.get((slot.kind, slot.key))
         if old is not None:
             del self.by_seq[old.seq]
             self.seqs.pop(bisect.bisect_left(self.seqs, old.seq))
-        self.by_slot[entry.slot] = entry
-        self.by_seq[entry.seq] = entry
-        if not self.seqs or entry.seq > self.seqs[-1]:
-            self.seqs.append(entry.seq)
+        self.by_slot[(slot.kind, slot.key)] = slot
+        self.by_seq[slot.seq] = slot
+        if not self.seqs or slot.seq > self.seqs[-1]:
+            self.seqs.append(slot.seq)
         else:
-            bisect.insort(self.seqs, entry.seq)
+            bisect.insort(self.seqs, slot.seq)
 
-    def live_from(self, from_seq: int) -> list[Entry]:
+    def live_from(self, from_seq: int) -> list[_Slot]:
         i = bisect.bisect_left(self.seqs, from_seq)
         return [self.by_seq[s] for s in self.seqs[i:]]
 
@@ -119,14 +135,19 @@ class SyncState:
     adopts from a peer (never for its own); a rejected entry still fills its (origin, seq) slot
     and is relayed, so every node judges for itself, and the caller keeps it quarantined.
     ``on_adopt(entry, accepted)`` tells the caller about every newly adopted entry (to store it).
+
+    ``load``: the bodies live elsewhere (a node's library on disk). The state then keeps only
+    each live entry's (origin, seq, kind, key) and reads bodies through ``load`` when a peer
+    pulls them; without it (the simulator, tests), bodies stay in memory.
     """
 
     def __init__(self, node_id: str, *, accept: Accept | None = None,
                  on_adopt: OnAdopt | None = None, limits: SyncLimits = SyncLimits(),
-                 hello: Hello | None = None) -> None:
+                 hello: Hello | None = None, load: Loader | None = None) -> None:
         self.node_id = node_id
         self.accept = accept
         self.on_adopt = on_adopt
+        self.load = load
         self.limits = limits
         self.hello = hello
         self._origins: dict[str, _Origin] = {}
@@ -139,11 +160,14 @@ class SyncState:
 
     @classmethod
     def restore(cls, node_id: str, entries: Iterable[Entry], heads: Mapping[str, int],
-                **kwargs: object) -> SyncState:
-        """Rebuild from stored entries and heads (what :meth:`entries` and :meth:`heads` gave)."""
+                *, metas: Iterable[Meta] = (), **kwargs: object) -> SyncState:
+        """Rebuild from stored entries and heads (what :meth:`entries` and :meth:`heads` gave),
+        and from ``metas``: live entries whose bodies ``load`` reads when needed."""
         state = cls(node_id, **kwargs)  # type: ignore[arg-type]
+        for origin, seq, kind, key in sorted(metas):
+            state._origin(origin).put(_Slot(seq, kind, key, None))
         for e in sorted(entries, key=lambda e: (e.origin, e.seq)):
-            state._origin(e.origin).put(e)
+            state._origin(e.origin).put(state._keep(e))
         for origin, head in heads.items():
             state._origin(origin).head = head
         for o in state._origins.values():  # a head never lags a stored entry
@@ -151,13 +175,41 @@ class SyncState:
         state._changed()
         return state
 
+    def _keep(self, e: Entry) -> _Slot:
+        return _Slot(e.seq, e.record.KIND, e.record.key, None if self.load else e)
+
     def entries(self, origin: str | None = None) -> Iterator[Entry]:
-        """Every live entry (of one origin, or of all), in (origin, seq) order."""
+        """Every live entry (of one origin, or of all), in (origin, seq) order (bodies read
+        through ``load`` where they live on disk; gone ones are left out)."""
         origins = [origin] if origin is not None else sorted(self._origins)
         for name in origins:
             o = self._origins.get(name)
             if o is not None:
-                yield from (o.by_seq[s] for s in o.seqs)
+                yield from self.bodies(name, [o.by_seq[s] for s in o.seqs])
+
+    def live_seqs(self, origin: str, after: int = 0) -> list[int]:
+        """The live seqs of ``origin`` above ``after``."""
+        o = self._origins.get(origin)
+        if o is None:
+            return []
+        return o.seqs[bisect.bisect_right(o.seqs, after):]
+
+    def size(self) -> int:
+        """How many live entries the state holds."""
+        return sum(len(o.seqs) for o in self._origins.values())
+
+    def bodies(self, origin: str, slots: Sequence[_Slot]) -> list[Entry]:
+        """The entries of ``slots`` (one origin's), in order; those gone from disk are left out."""
+        missing = [s.seq for s in slots if s.entry is None]
+        loaded: dict[int, Entry] = {}
+        if missing and self.load is not None:
+            loaded = {e.seq: e for e in self.load(origin, missing)}
+        out = []
+        for s in slots:
+            e = s.entry if s.entry is not None else loaded.get(s.seq)
+            if e is not None:
+                out.append(e)
+        return out
 
     def heads(self) -> dict[str, int]:
         """Per origin, the highest seq up to which every live entry is held."""
@@ -169,7 +221,11 @@ class SyncState:
 
     def get(self, origin: str, kind: str, key: str) -> Entry | None:
         o = self._origins.get(origin)
-        return o.by_slot.get((kind, key)) if o else None
+        slot = o.by_slot.get((kind, key)) if o else None
+        if slot is None:
+            return None
+        found = self.bodies(origin, [slot])
+        return found[0] if found else None
 
     @property
     def buffered(self) -> int:
@@ -192,14 +248,16 @@ class SyncState:
         if isinstance(record, WireMetric) and record.node != self.node_id:
             raise ProtocolError("a node only originates its own metric counters")
         o = self._origin(self.node_id)
-        old = o.by_slot.get((record.KIND, record.key))
+        slot = o.by_slot.get((record.KIND, record.key))
+        found = self.bodies(self.node_id, [slot]) if slot is not None else []
+        old = found[0] if found else None
         if isinstance(record, WireMetric) and isinstance(old, Entry) and \
                 isinstance(old.record, WireMetric):
             record = old.record.merge(record)
         if old is not None and old.record == record:
             return None
         entry = Entry(self.node_id, o.head + 1, record)
-        o.put(entry)
+        o.put(self._keep(entry))
         o.head = entry.seq
         self._changed()
         return entry
@@ -279,18 +337,29 @@ class SyncState:
                 continue
             taken: list[Entry] = []
             full = True
-            for e in o.live_from(want.from_seq):
-                if e.seq > o.head:  # not (yet) contiguous: never claim it
-                    break
-                if left <= 0 or (e.wire_size > room and sent_any):
-                    full = False
-                    break
-                taken.append(e)
-                left -= 1
-                room -= e.wire_size
-                sent_any = True
-            if taken or full:
-                to = o.head if full else taken[-1].seq
+            covered = want.from_seq - 1  # the last seq this span accounts for
+            live = [s for s in o.live_from(want.from_seq) if s.seq <= o.head]  # contiguous only
+            i = 0
+            while i < len(live) and full:
+                # Bodies are read a few at a time: a byte budget may stop the span early.
+                chunk = live[i:i + min(16, max(left, 1))]
+                bodies = {e.seq: e for e in self.bodies(want.origin, chunk)}
+                for slot in chunk:
+                    e = bodies.get(slot.seq)
+                    if e is None:  # gone from disk since: a hole, like a superseded seq
+                        covered = slot.seq
+                        continue
+                    if left <= 0 or (e.wire_size > room and sent_any):
+                        full = False
+                        break
+                    taken.append(e)
+                    covered = slot.seq
+                    left -= 1
+                    room -= e.wire_size
+                    sent_any = True
+                i += len(chunk)
+            if full or covered >= want.from_seq:
+                to = o.head if full else covered
                 spans.append(Span(want.origin, want.from_seq, to, tuple(taken)))
             if not full:
                 break
@@ -328,13 +397,15 @@ class SyncState:
             if e.seq <= o.head:
                 c.duplicates += 1
                 continue
-            old = o.by_slot.get(e.slot)
+            slot = o.by_slot.get(e.slot)
+            old = slot.entry if slot is not None else None
             if isinstance(e.record, WireMetric) and old is not None and \
                     isinstance(old.record, WireMetric):
-                # CRDT counter: per-field maximum, so a replayed or older copy never counts twice.
+                # CRDT counter: per-field maximum, so a replayed or older copy never counts twice
+                # (a node with its bodies on disk merges the same way as it stores).
                 e = Entry(e.origin, e.seq, old.record.merge(e.record))
             ok = True if self.accept is None else bool(self.accept(e))
-            o.put(e)
+            o.put(self._keep(e))
             if ok:
                 c.accepted += 1
             else:

@@ -23,15 +23,21 @@ ADD = {
     "name": "add",
     "signature": "(i32, i32) -> i32",
     "args": [10, 20],
-    "examples": [{"args": [1, 2], "result": 3}, {"args": [5, 7], "result": 12}],
+    # enough examples to pin addition down among the plausible programs (else: 422 ambiguous)
+    "examples": [{"args": [1, 2], "result": 3}, {"args": [5, 7], "result": 12},
+                 {"args": [-1, -1], "result": -2}, {"args": [3, -5], "result": -2},
+                 {"args": [100, 23], "result": 123}],
 }
+N_ADD = len(ADD["examples"])  # type: ignore[arg-type]
 VADD = {
     "description": "adds two vectors element-wise",
     "name": "vadd",
     "signature": "(f32[], f32[]) -> f32[]",
     "args": [[1, 2, 3, 4, 5], [10, 20, 30, 40, 50]],
     "examples": [{"args": [[1, 2, 3], [4, 5, 6]], "result": [5, 7, 9]},
-                 {"args": [[0.5, -1], [2, 3]], "result": [2.5, 2]}],
+                 {"args": [[0.5, -1], [2, 3]], "result": [2.5, 2]},
+                 {"args": [[0, 0], [-0.07, 0.25]], "result": [-0.07, 0.25]},
+                 {"args": [[-1, 2.5], [3, -4]], "result": [2, -1.5]}],
 }
 
 
@@ -80,9 +86,9 @@ async def test_scalar_task_synthesized_then_served_from_library(client: httpx.As
     # examples became the function's tests
     r = await client.get("/v1/functions/add")
     desc = r.json()
-    assert len(desc["tests"]) == 2
+    assert len(desc["tests"]) == N_ADD
     assert desc["variants"][0]["verified"] is True
-    assert desc["variants"][0]["verdict"]["tests_run"] == 2
+    assert desc["variants"][0]["verdict"]["tests_run"] == N_ADD
 
 
 async def test_simd_task(client: httpx.AsyncClient) -> None:
@@ -98,7 +104,8 @@ async def test_simd_task(client: httpx.AsyncClient) -> None:
 async def test_reduction_task(client: httpx.AsyncClient) -> None:
     body = {"description": "sum of all elements", "name": "total", "signature": "(f32[]) -> f32",
             "args": [[1, 2, 3, 4, 5, 6, 7]],
-            "examples": [{"args": [[1, 2, 3]], "result": 6}, {"args": [[0.5, 4]], "result": 4.5}]}
+            "examples": [{"args": [[1, 2, 3]], "result": 6}, {"args": [[0.5, 4]], "result": 4.5},
+                         {"args": [[-1, -2.5, 0.5]], "result": -3}]}
     r = await client.post("/v1/tasks", json=body)
     assert r.status_code == 200, r.text
     assert r.json()["result"] == pytest.approx(28)
@@ -183,7 +190,8 @@ async def test_trap_is_422_naming_the_trap(client: httpx.AsyncClient) -> None:
     body = {"description": "integer division of a by b", "name": "div",
             "signature": "(i32, i32) -> i32", "args": [7, 0],
             "examples": [{"args": [6, 3], "result": 2}, {"args": [20, 4], "result": 5},
-                         {"args": [-9, 2], "result": -4}, {"args": [7, 7], "result": 1}]}
+                         {"args": [-9, 2], "result": -4}, {"args": [7, 7], "result": 1},
+                         {"args": [1, -1], "result": -1}, {"args": [-7, -2], "result": 3}]}
     r = await client.post("/v1/tasks", json=body)
     doc = assert_problem(r, 422, "divide by zero")
     assert "divide by zero" in doc["trap"]
@@ -201,7 +209,7 @@ async def test_conflicting_examples_for_existing_function_409(client: httpx.Asyn
     other_sig = {**ADD, "signature": "(i64, i64) -> i64"}
     assert_problem(await client.post("/v1/tasks", json=other_sig), 409, "exists with signature")
     r = await client.get("/v1/functions/add")
-    assert len(r.json()["tests"]) == 2
+    assert len(r.json()["tests"]) == N_ADD
 
 
 async def test_describe_list_delete(client: httpx.AsyncClient) -> None:

@@ -47,7 +47,9 @@ from tests.conftest import node_config, start_node
 
 ADD = {"description": "adds two integers", "name": "add", "signature": "(i32, i32) -> i32",
        "args": [10, 20],
-       "examples": [{"args": [1, 2], "result": 3}, {"args": [5, 7], "result": 12}]}
+       "examples": [{"args": [1, 2], "result": 3}, {"args": [5, 7], "result": 12},
+                    {"args": [-2, -2], "result": -4}, {"args": [1, 0], "result": 1},
+                    {"args": [10, -3], "result": 7}]}
 ADD_SIG = "(i32, i32) -> i32"
 SUB_WAT = ('(module (func (export "add") (param i32 i32) (result i32) '
            'local.get 0 local.get 1 i32.sub))')
@@ -212,7 +214,8 @@ async def test_variant_propagates_to_all_nodes_and_is_reused(nursery: trio.Nurse
 
 MUL = {"description": "multiplies two integers", "name": "mul", "signature": "(i32, i32) -> i32",
        "args": [3, 4], "examples": [{"args": [2, 3], "result": 6}, {"args": [4, 5], "result": 20},
-                                    {"args": [-3, 3], "result": -9}]}
+                                    {"args": [-3, 3], "result": -9}, {"args": [0, 7], "result": 0},
+                                    {"args": [1, 9], "result": 9}, {"args": [-2, -4], "result": 8}]}
 
 
 async def test_task_on_a_node_without_the_variant_asks_peers(nursery: trio.Nursery,
@@ -307,9 +310,13 @@ async def test_tampered_variants_are_quarantined_and_never_served(
     async with httpx.AsyncClient(timeout=30) as c:
         r = await c.post(f"{node.url}/v1/tasks", json={**ADD, "synthesize": False})
         assert r.status_code == 404, r.text  # never served
-        view = (await c.get(f"{node.url}/v1/colony")).json()
-    assert {q["fingerprint"] for q in view["quarantined"]} == {wrong.fingerprint,
-                                                               forged.fingerprint}
+
+        async def listed() -> bool:  # the colony view follows within a second or so
+            view = (await c.get(f"{node.url}/v1/colony")).json()
+            return {q["fingerprint"] for q in view["quarantined"]} == {wrong.fingerprint,
+                                                                       forged.fingerprint}
+
+        await wait_for(listed, 10)
 
 
 async def resolve(url: str, name: str, test_id: str, action: str) -> httpx.Response:
@@ -422,8 +429,12 @@ async def test_poisoned_tests_cannot_kill_a_function(nursery: trio.Nursery,
             r = await c.post(f"{n.url}/v1/tasks", json={**MUL, "args": [2, 3],
                                                          "synthesize": False})
             assert r.status_code == 200 and r.json()["result"] == 6, r.text
-            view = (await c.get(f"{n.url}/v1/colony")).json()
-            assert view["distrusted"] == {fake.id: 2}
+
+            async def distrusted(url: str = n.url) -> bool:
+                view = (await c.get(f"{url}/v1/colony")).json()
+                return bool(view["distrusted"] == {fake.id: 3})  # its held tests
+
+            await wait_for(distrusted, 10)
 
         # resolutions sync: node 2 rejects a poisoned test, node 3 accepts the sound one
         assert (await resolve(nodes[1].url, "mul", poison[0].id, "reject")).status_code == 200
@@ -452,6 +463,9 @@ async def test_a_frozen_peer_never_delays_a_task_reply(
         lone_member: tuple[RunningNode, bytes], nursery: trio.Nursery) -> None:
     node, _ = lone_member
     svc = node.colony
+    async with httpx.AsyncClient(timeout=60) as c:
+        r = await c.post(f"{node.url}/v1/tasks", json=ADD)
+    assert r.status_code == 200 and r.json()["source"] == "synthesized", r.text
     # A peer that accepts connections and never answers (what a SIGSTOPped node does).
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
@@ -469,10 +483,12 @@ async def test_a_frozen_peer_never_delays_a_task_reply(
     if svc.transport is not None:
         svc.transport.timeout_s = 120.0
     svc.peers.ok(url, trio.current_time())
+    # new examples of a served function: they join its tests and are offered to peers
+    more = {**ADD, "examples": [*ADD["examples"], {"args": [100, 1], "result": 101}]}
     with trio.fail_after(60):  # a hang guard, far below the push's 120 s timeout
         async with httpx.AsyncClient(timeout=60) as c:
-            r = await c.post(f"{node.url}/v1/tasks", json=ADD)
-    assert r.status_code == 200 and r.json()["source"] == "synthesized", r.text
+            r = await c.post(f"{node.url}/v1/tasks", json=more)
+    assert r.status_code == 200 and r.json()["source"] == "cache", r.text
 
     async def pushing() -> bool:
         return url in svc._pushing and bool(held)
@@ -633,7 +649,11 @@ def test_sync_store_keeps_origin_seqs_pending_and_heads(tmp_path: Path) -> None:
     res = store.store_entries([Entry(origin, 1, WireFunction("add", "adds", ADD_SIG, "scalar",
                                                              1.0))], {origin: 3})
     assert res.stored == 3 and store.pending_counts() == {}
-    assert lib.variant(v.fingerprint) is not None and len(lib.tests("add")) == 1
+    # a received test waits for the immune check before it joins the function's tests
+    assert lib.variant(v.fingerprint) is not None and lib.tests("add") == []
+    assert [c.id for c in store.checking_tests("add")] == [t.id]
+    assert store.apply_checked([t.id]) == 1
+    assert [x.id for x in lib.tests("add")] == [t.id] and store.checking_tests("add") == []
     entries, heads = store.load()
     assert heads[origin] == 3
     assert sorted((e.origin, e.seq, e.kind) for e in entries) == [
@@ -711,3 +731,149 @@ def test_peer_backoff_doubles_and_recovers() -> None:
     assert t.due(102.0) == [] and len(t.due(105.0)) == 1
     t.ok("http://p:1", 106.0)
     assert t.up() and t.peers["http://p:1"].failures == 0
+
+
+async def test_an_immune_check_reads_its_function_only_and_an_idle_node_stays_idle(
+        lone_member: tuple[RunningNode, bytes]) -> None:
+    node, _ = lone_member
+    svc = node.colony
+    async with httpx.AsyncClient(timeout=30) as c:
+        for task in (ADD, MUL):
+            r = await c.post(f"{node.url}/v1/tasks", json=task)
+            assert r.status_code == 200, r.text
+    # Record what the checks read (the real methods run).
+    reads: list[str | None] = []
+    stamps: list[int] = []
+    real_states, real_tests = svc.store.variant_states, svc.node.library.tests
+    real_stamp = svc.store.selection_stamp
+
+    def states(function: str | None = None) -> list[VariantState]:
+        reads.append(function)
+        return real_states(function)
+
+    def tests(function: str) -> list[TestCase]:
+        reads.append(function)
+        return real_tests(function)
+
+    def stamp() -> tuple[Any, ...]:
+        stamps.append(1)
+        return real_stamp()
+
+    svc.store.variant_states = states  # type: ignore[method-assign]
+    svc.node.library.tests = tests  # type: ignore[method-assign]
+    svc.store.selection_stamp = stamp  # type: ignore[method-assign]
+    try:
+        await svc.check_function("mul")
+        assert reads and set(reads) == {"mul"}, reads  # never the whole library
+        reads.clear()
+
+        # nothing changes: selection passes come and go without reading the library
+        async def passes() -> bool:
+            return len(stamps) >= 3
+
+        await wait_for(passes, 20)  # the counters of the tasks above are flushed by now
+        reads.clear()
+        stamps.clear()
+        await wait_for(passes, 20)
+        assert reads == [], reads
+    finally:
+        svc.store.variant_states = real_states  # type: ignore[method-assign]
+        svc.node.library.tests = real_tests  # type: ignore[method-assign]
+        svc.store.selection_stamp = real_stamp  # type: ignore[method-assign]
+
+
+async def test_five_nodes_seeded_in_a_chain_all_meet(nursery: trio.Nursery,
+                                                     tmp_path: Path) -> None:
+    key_file, _ = write_key(tmp_path)
+    ports = free_ports(5)
+    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    nodes = []
+    for i, port in enumerate(ports):
+        # each node knows only the one started before it
+        cfg = colony_config(tmp_path, f"c{i}", port, key_file, urls[i - 1:i])
+        nodes.append(await start_node(nursery, cfg))
+    ids = {n.node.node_id for n in nodes}
+
+    async def all_met() -> bool:
+        async with httpx.AsyncClient(timeout=30) as c:
+            for n in nodes:
+                view = (await c.get(f"{n.url}/v1/colony")).json()
+                up = {p["node"] for p in view["peers"] if p["state"] == "up"}
+                if up != ids - {n.node.node_id}:
+                    return False
+        return True
+
+    await wait_for(all_met, 30, 0.2)
+    # the metrics say so too
+    async with httpx.AsyncClient(timeout=30) as c:
+        text = (await c.get(f"{nodes[2].url}/metrics")).text
+    assert 'colony_peers{state="up"} 4.0' in text
+    assert 'colony_sync_rounds_total{outcome="ok"}' in text or \
+        'colony_sync_rounds_total{outcome="idle"}' in text
+    sent = [line for line in text.splitlines()
+            if line.startswith('colony_sync_bytes_total{direction="sent"}')]
+    assert sent and float(sent[0].split()[-1]) > 0
+
+    # a node that stops answering is dropped by the others (it was learned, not a seed of all)
+    nodes[4].stop()
+
+    async def dropped() -> bool:
+        async with httpx.AsyncClient(timeout=30) as c:
+            for n in nodes[:3]:  # node 4 was a seed of nobody; node 3 seeded node 4 itself
+                view = (await c.get(f"{n.url}/v1/colony")).json()
+                if any(p["node"] == nodes[4].node.node_id for p in view["peers"]):
+                    return False
+        return True
+
+    await wait_for(dropped, 30, 0.2)
+
+
+def test_a_learned_peer_is_forgotten_after_failures_a_seed_is_kept() -> None:
+    table = PeerTable(0.1, 1.0, "me", forget_after=3)
+    table.add("http://seed:1", "seed")
+    table.add("http://learned:1", "gossip", "a" * 32)
+    for i in range(3):
+        table.failed("http://seed:1", float(i), "down")
+        table.failed("http://learned:1", float(i), "down")
+    assert table.get("http://seed:1") is not None
+    assert table.get("http://learned:1") is None
+
+
+def test_the_sync_state_over_a_library_keeps_only_metadata(tmp_path: Path) -> None:
+    from protocol import Batch, Pull, SyncState, Want
+
+    lib = Library.open(tmp_path / "a.db", node_id="a" * 32)
+    store = SyncStore(lib)
+    origin = "b" * 32
+    wasm = wat_to_wasm(ADD_WAT)
+    v = WireVariant(fingerprint(wasm), "add", "scalar", wasm, ADD_WAT, origin_node=origin,
+                    origin_signature=bytes(64), created_at=2.0)
+    t = TestCase("add", ADD_SIG, (1, 2), 3)
+    entries = [Entry(origin, 1, WireFunction("add", "adds", ADD_SIG, "scalar", 1.0)),
+               Entry(origin, 2, v),
+               Entry(origin, 3, WireTest("add", ADD_SIG, (1, 2), 3, "example", t.id))]
+    store.store_entries(entries, {origin: 3})
+    metas, pending, heads = store.load_meta()
+    assert sorted(metas) == [(origin, 1, "function", "add"), (origin, 2, "variant", v.key),
+                             (origin, 3, "test", t.id)]
+    assert pending == [] and heads == {origin: 3}
+    loads: list[list[int]] = []
+
+    def load(o: str, seqs: Any) -> Any:
+        loads.append(list(seqs))
+        return store.bodies(o, seqs)
+
+    state = SyncState.restore(lib.node_id, pending, heads, metas=metas, load=load)
+    assert loads == [] and state.size() == 3 and state.head(origin) == 3  # nothing read
+    batch = state.handle(Pull("c" * 32, (Want(origin, 1),), 64))
+    assert isinstance(batch, Batch) and loads  # the bodies come from the library
+    got = batch.spans[0].entries
+    assert [e.record.key for e in got] == [e.record.key for e in entries]
+    assert isinstance(got[1].record, WireVariant) and got[1].record.wasm == wasm
+    # an adopted entry is stored by the caller and not kept in memory either
+    loads.clear()
+    more = TestCase("add", ADD_SIG, (2, 2), 4)
+    state.apply([Span(origin, 4, 4, (Entry(origin, 4, WireTest("add", ADD_SIG, (2, 2), 4,
+                                                                  "example", more.id)),))])
+    assert state.get(origin, "test", more.id) is None and loads == [[4]]  # not on disk: gone
+    lib.close()

@@ -488,10 +488,11 @@ async def test_corpus_through_the_loop(nursery: trio.Nursery, runtime: Runtime,
             assert {ex.args: ex.result for ex in out.tests} == {(1, 2): 3, (-5, 5): 0,
                                                                   (7, 8): 15}
         return
-    llm.replay("fenced_with_prose")  # the repair: must be asked for with the right feedback
+    # the repair: it must be asked for with the right feedback
     if req.tier == "simd":
-        llm.replies.clear()
         llm.script(wat_reply(_blocks(system_prompt("simd"), "wat")[0]))
+    else:
+        llm.replay("json_tests_commented" if entry.task == "add_noex" else "fenced_with_prose")
     out = await run(make(llm, runtime, verifier, attempts=2), req)
     assert out.llm_calls == 2
     second = llm.chats()[1].body["messages"]

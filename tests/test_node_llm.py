@@ -4,6 +4,7 @@ second task is served from the library with zero LLM calls, and an LLM outage is
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -48,4 +49,24 @@ async def test_llm_outage_is_503_and_stores_nothing(nursery: trio.Nursery,
         r = await c.post("/v1/tasks", json=TASK)
         assert r.status_code == 503, r.text
         assert r.headers["content-type"].startswith("application/problem+json")
+        assert (await c.get("/v1/functions")).json()["functions"] == []
+
+
+async def test_llm_timeout_is_reported_as_a_timeout(nursery: trio.Nursery,
+                                                    tmp_path: Path) -> None:
+    # the repair of a wrong first reply is too slow: the problem says "timeout", not "no
+    # synthesizer", and nothing is stored
+    llm = await serve_llm(nursery, ScriptedLlm(flavour="ollama"))
+    llm.script(wat_reply(GOOD.replace("i32.add", "i32.sub"), TESTS_OK),
+               Reply(wat_reply(GOOD, TESTS_OK), delay=30))
+    cfg = node_config(tmp_path, llm=llm.url, model=llm.model)
+    cfg = replace(cfg, llm_settings=replace(cfg.llm_settings, request_timeout_s=1.0))
+    node = await start_node(nursery, cfg)
+    async with httpx.AsyncClient(base_url=node.url, timeout=60) as c:
+        r = await c.post("/v1/tasks", json=TASK)
+        assert r.status_code == 503, r.text
+        doc = r.json()
+        assert doc["type"].endswith("/synthesis-timeout"), doc
+        assert doc["title"] == "The LLM did not answer in time"
+        assert "did not answer within" in doc["detail"] and "attempt 2/3" in doc["detail"]
         assert (await c.get("/v1/functions")).json()["functions"] == []

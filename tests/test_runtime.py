@@ -187,8 +187,9 @@ def test_memory_grow_past_limit_is_refused() -> None:
     grow = scalar(rt, '(memory 1) (func (export "grow") (param i32) (result i32) '
                       'local.get 0 memory.grow)', "grow", "(i32) -> i32")
     assert grow.call((100,)) == -1  # WASM semantics: memory.grow reports failure with -1
-    assert grow.call((10,)) == 1  # within the limit it grows (returns the old size)
-    assert grow.call((6,)) == -1  # 11 + 6 > 16 pages
+    assert grow.call((16,)) == -1  # 1 + 16 > 16 pages
+    assert grow.call((15,)) == 1  # within the limit it grows (returns the old size)
+    assert grow.call((15,)) == 1  # every call starts from the initial 1 page again
     rt.close()
 
 
@@ -476,3 +477,87 @@ def test_close_cancels_running_calls() -> None:
     th.join(timeout=2)
     assert not th.is_alive()
     assert isinstance(errors[0], BudgetExceeded) and errors[0].budget == "cancelled"
+
+
+# --- the verifier names the trap ----------------------------------------------------------------
+
+def test_verifier_failures_name_the_trap(rt: Runtime) -> None:
+    from node._records import TestCase
+    from node._verify import Verifier
+
+    div = scalar(rt, '(func (export "div") (param i32 i32) (result i32) '
+                     'local.get 0 local.get 1 i32.div_s)', "div", "(i32, i32) -> i32")
+    tests = [TestCase("div", "(i32, i32) -> i32", (6, 3), 2),
+             TestCase("div", "(i32, i32) -> i32", (1, 0), 0),
+             TestCase("div", "(i32, i32) -> i32", (7, 1), 8)]
+    verdict = Verifier(rt, rel_tol=1e-5, abs_tol=1e-6, node_id="t").verify(div, tests)
+    assert not verdict.passed and verdict.tests_failed == 2
+    trapped, wrong = verdict.failures
+    assert trapped.trap == "integer divide by zero" and trapped.args == (1, 0)
+    assert wrong.trap is None and wrong.got == 7
+
+
+# --- cancellation stops the WASM ------------------------------------------------------------------
+
+async def test_cancelled_acall_stops_burning_cpu() -> None:
+    rt = Runtime(SandboxLimits(fuel=10**15, timeout_s=60))
+    spin = scalar(rt, LOOP, "spin", "(i32) -> i32")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(rt.acall, spin, (0,))
+        while rt.in_flight() == 0:  # the call is inside WASM
+            await trio.sleep(0.001)
+        nursery.cancel_scope.cancel()
+    # acall only returns once its worker left WASM: nothing spins any more.
+    assert rt.in_flight() == 0
+    cpu = time.process_time()
+    wall = time.monotonic()
+    await trio.sleep(0.3)
+    # A call still spinning would have used ~0.3 s of CPU in that window (generous bound).
+    assert time.process_time() - cpu < 0.5 * (time.monotonic() - wall)
+    rt.close()
+
+
+# --- tiny calls run on the event loop -----------------------------------------------------------
+
+COUNT_DOWN = """(func (export "down") (param $n i32) (result i32)
+  (block $d (loop $l
+    (br_if $d (i32.eqz (local.get $n)))
+    (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+    (br $l)))
+  (i32.const 7))"""
+
+
+async def test_tiny_acalls_need_no_worker_thread(rt: Runtime) -> None:
+    add = scalar(rt, ADD_I32, "add", "(i32, i32) -> i32")
+    limiter = trio.to_thread.current_default_thread_limiter()
+    limiter.total_tokens = 1
+    async with limiter:  # no worker thread can start while the test holds the only token
+        with trio.fail_after(10):
+            assert [await rt.acall(add, (i, 1)) for i in range(100)] == list(range(1, 101))
+    assert add.inline_ok
+
+
+async def test_calls_needing_more_than_the_inline_fuel_go_to_a_thread(rt: Runtime) -> None:
+    from node._runtime import INLINE_FUEL
+
+    down = scalar(rt, COUNT_DOWN, "down", "(i32) -> i32")
+    assert await rt.acall(down, (3,)) == 7 and down.inline_ok
+    # A long loop exceeds the inline budget: re-run in a thread with the full fuel, same answer.
+    assert await rt.acall(down, (INLINE_FUEL,)) == 7
+    assert not down.inline_ok
+    assert await rt.acall(down, (1,)) == 7
+    limiter = trio.to_thread.current_default_thread_limiter()
+    limiter.total_tokens = 1
+    async with limiter:  # from now on it needs a worker thread
+        with trio.move_on_after(0.2) as scope:
+            await rt.acall(down, (1,))
+        assert scope.cancelled_caught
+
+
+async def test_inline_acall_honours_a_pending_cancel(rt: Runtime) -> None:
+    add = scalar(rt, ADD_I32, "add", "(i32, i32) -> i32")
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await rt.acall(add, (1, 2))
+        raise AssertionError("not cancelled")  # pragma: no cover
+    assert scope.cancelled_caught

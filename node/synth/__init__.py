@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from node._config import SynthLimits
-from node._errors import SynthesisError, SynthesisFailed
-from node.synth import _enum, _hints
+from node._errors import AmbiguousError, SynthesisError, SynthesisFailed
+from node.synth import _ambiguity, _enum, _hints
+from node.synth._ambiguity import distinguishing_inputs
 from node.synth._api import Example, Progress, SynthesisRequest, Synthesized, Synthesizer
 from node.synth._ir import (
     DTYPES,
@@ -41,7 +42,8 @@ from node.synth._lower_wat import lower_scalar, lower_simd
 
 __all__ = [
     "ArrayProgram", "Example", "Expr", "OfflineSynthesizer", "Program", "ScalarProgram",
-    "SynthesisRequest", "Synthesized", "Synthesizer", "lower", "synthesize_program",
+    "SynthesisRequest", "Synthesized", "Synthesizer", "distinguishing_inputs", "lower",
+    "synthesize_program",
 ]
 
 _PROBES = 24
@@ -94,13 +96,48 @@ class OfflineSynthesizer:
                 importlib.import_module("node.synth._lower_gpu")
             except ImportError:
                 raise SynthesisError("gpu lowering not available") from None
-        program, stats = _synthesize(request, self.limits, timeout_s, cancelled, progress)
+        if request.on_ambiguity not in ("ask", "best"):
+            raise SynthesisError(
+                f"on_ambiguity must be 'ask' or 'best', not {request.on_ambiguity!r}")
+        program, stats, verdict = _synthesize(request, self.limits, timeout_s, cancelled,
+                                              progress)
+        guess = bool(verdict.rivals)
+        if guess and request.on_ambiguity == "ask":
+            raise _ambiguous(request, verdict, stats)
         wat, wgsl = lower(program, request.name, request.tier)
         stats["seconds"] = round(time.monotonic() - t0, 4)
         # program: readable line + IR JSON line (node/synth/_irjson.py; mutation reads it back)
         return Synthesized(wat=wat, wgsl=wgsl, program=encode_program(program),
-                           generator="offline",
-                           llm_calls=0, stats=stats)
+                           generator="offline", llm_calls=0, stats=stats,
+                           disambiguated_on=0 if guess else verdict.checked, guess=guess,
+                           distinguishing=tuple(verdict.distinguishing) if guess else ())
+
+
+def _ambiguous(request: SynthesisRequest, verdict: _ambiguity.Comparison,
+               stats: dict[str, Any]) -> AmbiguousError:
+    shown = "; ".join(
+        f"{_show_args(d['args'])} -> " + " or ".join(_show(r) for r in d["results"])
+        for d in verdict.distinguishing)
+    n = len(verdict.rivals) + 1
+    return AmbiguousError(
+        f"the {len(request.examples)} example(s) fit {n} plausible programs that disagree "
+        f"elsewhere: {shown}. Give the expected result for these inputs (as more examples) to "
+        "settle it", distinguishing=list(verdict.distinguishing), candidates=n,
+        searched={k: v for k, v in stats.items() if k != "bank"})
+
+
+def _show(v: Any) -> str:
+    if v is None:
+        return "a trap"
+    if isinstance(v, list):
+        return "[" + ", ".join(_show(x) for x in v[:8]) + (", ...]" if len(v) > 8 else "]")
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def _show_args(args: list[Any]) -> str:
+    return "(" + ", ".join(_show(a) for a in args) + ")"
 
 
 def synthesize_program(
@@ -109,7 +146,8 @@ def synthesize_program(
     progress: Progress | None = None,
 ) -> Program:
     """Search for a program that fits the request's examples; return it un-lowered."""
-    program, _ = _synthesize(request, limits or SynthLimits(), timeout_s, cancelled, progress)
+    program, _, _ = _synthesize(request, limits or SynthLimits(), timeout_s, cancelled,
+                                progress)
     return program
 
 
@@ -118,7 +156,7 @@ def synthesize_program(
 def _synthesize(
     request: SynthesisRequest, limits: SynthLimits, timeout_s: float | None,
     cancelled: Callable[[], bool], progress: Progress | None,
-) -> tuple[Program, dict[str, Any]]:
+) -> tuple[Program, dict[str, Any], _ambiguity.Comparison]:
     sig = request.signature
     if not request.examples:
         raise SynthesisError(
@@ -130,21 +168,75 @@ def _synthesize(
     hints = _hints.parse(request.description + " " + request.name.replace("_", " "))
     prob = (_scalar_problem(request, hints) if sig.kind == "scalar"
             else _array_problem(request, hints))
+    margin = max(0.0, limits.ambiguity_margin)
     search = _enum.Search(prob, max_size=limits.max_size, max_bank=limits.max_bank,
-                          deadline=deadline, cancelled=cancelled, progress=progress)
+                          deadline=deadline, cancelled=cancelled, progress=progress,
+                          max_programs=limits.max_programs,
+                          after_fit=limits.after_fit_programs, margin=margin)
     ranked = _enum.run(search)
     stats = search.stats()
     # The search saw the examples' lanes (for big arrays: a sample); the winner must reproduce
     # every example exactly as the lowered code computes it (f32 rounding, reduction order).
-    for cand in ranked[:50]:
+    for w, cand in enumerate(ranked[:50]):
         program = _program(sig, cand)
         if _fits_all(program, request):
             stats["cost"] = round(cand.cost, 3)
             stats["size"] = cand.expr.size()
-            return program, stats
+            verdict = _check_ambiguity(request, program, cand, ranked[w + 1:],
+                                       search.margin_for(cand), limits.ambiguity_pool,
+                                       hints.nonneg)
+            stats["competitors"] = len(verdict.rivals)
+            return program, stats, verdict
     raise SynthesisFailed(
         f"{len(ranked)} program(s) fit the searched lanes, but none reproduces every example "
         f"(best: {_program(sig, ranked[0])})", searched=stats)
+
+
+#: Most competitors compared with the winner (the best-ranked ones within the margin).
+_MAX_COMPETITORS = 60
+
+
+def _check_ambiguity(request: SynthesisRequest, winner: Program, best: _enum.Candidate,
+                     rest: list[_enum.Candidate], margin: float, pool_size: int,
+                     nonneg: bool = False) -> _ambiguity.Comparison:
+    """The winner against every plausible competitor (ranked within ``margin``, reproducing
+    every example) on the distinguishing pool."""
+    sig = request.signature
+    # strictly within the margin: a competitor exactly ``margin`` worse (one more op and a
+    # free constant, e.g. ``max(1, e)``) is the kind of decoration a few examples always allow
+    limit = best.cost + margin - 1e-9
+    shown = {_ir_key(winner)}
+    rivals: list[Program] = []
+    for cand in rest:
+        if cand.cost > limit or len(rivals) >= _MAX_COMPETITORS:
+            break
+        program = _program(sig, cand)
+        key = _ir_key(program)
+        if key in shown:
+            continue
+        shown.add(key)
+        if _fits_all(program, request):
+            rivals.append(program)
+    given = [tuple(_plain_args(ex.args)) for ex in request.examples]
+    # Integer parameters the examples only ever give >= 0 (or the description says so) are
+    # asked about on their domain: a remainder or a bit count learnt from non-negative inputs
+    # is not ambiguous because it might differ on negative ones nobody asked for.
+    nonneg_params = tuple(
+        isinstance(given[0][j], int) and all(ex[j] >= 0 for ex in given)
+        and (nonneg or any(ex[j] > 0 for ex in given))
+        for j in range(len(given[0]))) if given else ()
+    inputs = _ambiguity.pool(sig, given, pool_size, nonneg=nonneg_params)
+    result_ty = "f32" if sig.kind != "scalar" else sig.result
+    return _ambiguity.compare([winner, *rivals], inputs, result_ty)
+
+
+def _ir_key(p: Program) -> str:
+    return encode_program(p)
+
+
+def _plain_args(args: tuple[Any, ...]) -> list[Any]:
+    return [np.asarray(a, dtype=np.float64).tolist() if isinstance(a, (list, np.ndarray))
+            else a for a in args]
 
 
 def _program(sig: Any, cand: _enum.Candidate) -> Program:

@@ -29,6 +29,7 @@ import numpy as np
 
 from node.synth._ir import (
     DTYPES,
+    Expr,
     INT_MAX,
     INT_MIN,
     INT_TYPES,
@@ -143,7 +144,7 @@ def distinguishing_inputs(signature: Signature | str, n: int = 1000, seed: int =
         j = 0
         while j < len(params):
             idx[j] += 1
-            if idx[j] < small:
+            if idx[j] < min(small, len(edges[j])):
                 break
             idx[j] = 0
             j += 1
@@ -176,13 +177,21 @@ def _neighbours(ty: str, v: Any) -> list[Any]:
     return [f + 1.0, f - 1.0, f + 0.5, 2.0 * f, -f, f / 2.0, round(f), f + 0.1]
 
 
-def pool(signature: Signature, examples: Sequence[tuple[Any, ...]], n: int = 400
-         ) -> list[tuple[Any, ...]]:
+def pool(signature: Signature, examples: Sequence[tuple[Any, ...]], n: int = 400, *,
+         nonneg: Sequence[bool] = ()) -> list[tuple[Any, ...]]:
     """The inputs that decide ambiguity: the core distinguishing inputs and the examples'
-    neighbours (a function learnt from years near 2000 is asked about 1900 and 2000)."""
+    neighbours (a function learnt from years near 2000 is asked about 1900 and 2000);
+    ``nonneg[j]``: parameter j only takes integers >= 0."""
     base = distinguishing_inputs(signature, n, seed=1, core=True)
     if signature.kind != "scalar":
         return base
+    flags = list(nonneg) + [False] * (signature.arity - len(nonneg))
+
+    def in_domain(a: tuple[Any, ...]) -> bool:
+        return all(not f or v >= 0 for f, v in zip(flags, a, strict=True))
+
+    if any(flags):
+        base = [a for a in base if in_domain(a)]
     seen = {repr(a) for a in base}
     given = {repr(tuple(a)) for a in examples}
     extra: list[tuple[Any, ...]] = []
@@ -198,6 +207,8 @@ def pool(signature: Signature, examples: Sequence[tuple[Any, ...]], n: int = 400
                     seen.add(key)
                     extra.append(a)
     rest = [a for a in base if repr(a) not in given]
+    if any(flags):
+        extra = [a for a in extra if in_domain(a)]
     return extra + rest
 
 
@@ -274,6 +285,38 @@ def _array_outputs(program: ArrayProgram, inputs: list[tuple[Any, ...]]) -> Outp
     return Outputs(vals, np.ones(n, bool), np.zeros(n, bool))
 
 
+#: Ops whose 64-bit result is not the 32-bit one sign-extended even without overflow.
+_WIDTH_BOUND = frozenset({"popcnt", "clz", "ctz", "cvt", "rotl", "rotr"})
+
+
+def _widen(e: Expr) -> Expr:
+    kids = tuple(_widen(k) for k in e.kids)
+    return Expr(e.op, "i64" if e.ty == "i32" else e.ty, kids, e.value)
+
+
+def _overflow(program: Program, inputs: list[tuple[Any, ...]]) -> np.ndarray | None:
+    """Lanes where a 32-bit integer program overflows (its 64-bit twin computes another
+    value): no user could say what the function should return there. None: not checkable."""
+    if not isinstance(program, ScalarProgram) or program.result != "i32" \
+            or any(t != "i32" for t in program.params):
+        return None
+    nodes = program.body.walk()
+    if any(n.loop is not None or n.op in _WIDTH_BOUND for n in nodes):
+        return None
+    wide = ScalarProgram(tuple("i64" for _ in program.params), "i64", _widen(program.body))
+    cols = [np.asarray([a[j] for a in inputs], dtype=np.int64)
+            for j in range(len(program.params))]
+    narrow = [c.astype(np.int32) for c in cols]
+    with np.errstate(all="ignore"):
+        try:
+            w, _ = run_scalar(wide, cols)
+            v, _ = run_scalar(program, narrow)
+        except (Unevaluable, ValueError, TypeError):
+            return None
+    n = len(inputs)
+    return np.asarray(np.broadcast_to(w, (n,)) != np.broadcast_to(v, (n,)).astype(np.int64))
+
+
 def outputs(program: Program, inputs: list[tuple[Any, ...]]) -> Outputs:
     if isinstance(program, ScalarProgram):
         with np.errstate(all="ignore"):
@@ -306,6 +349,7 @@ def compare(programs: Sequence[Program], inputs: list[tuple[Any, ...]], result_t
     differ somewhere, and up to ``most`` inputs that separate the winner from them (greedy:
     each input separates as many remaining competitors as it can; simpler inputs first)."""
     outs = [outputs(p, inputs) for p in programs]
+    over = [_overflow(p, inputs) for p in programs]
     win = outs[0]
     n = len(inputs)
     differs: list[np.ndarray] = []
@@ -313,6 +357,9 @@ def compare(programs: Sequence[Program], inputs: list[tuple[Any, ...]], result_t
     for i, o in enumerate(outs[1:], start=1):
         d = np.zeros(n, bool)
         both = win.valid & o.valid
+        for ov in (over[0], over[i]):
+            if ov is not None:
+                both &= ~ov
         for j in np.flatnonzero(both):
             j = int(j)
             if win.trap[j] != o.trap[j]:
@@ -336,8 +383,9 @@ def compare(programs: Sequence[Program], inputs: list[tuple[Any, ...]], result_t
             for j in np.flatnonzero(score > 0):
                 j = int(j)
                 traps = any(outs[x].trap[j] for x in (0, *(rivals[r] for r in left)))
-                key = (float(score[j]) - (0.5 if traps else 0.0), -math.log10(1.0 + mags[j]),
-                       -float(j))
+                # a separating input the user can answer at a glance beats a bigger one
+                simple = float(score[j]) / (1.0 + 0.5 * math.log10(1.0 + mags[j]))
+                key = (simple - (0.5 if traps else 0.0), -mags[j], -float(j))
                 if best_j < 0 or key > best_key:
                     best_j, best_key = j, key
             if best_j < 0:

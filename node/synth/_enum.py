@@ -179,12 +179,20 @@ class Search:
     def __init__(
         self, prob: Problem, *, max_size: int, max_bank: int, deadline: float,
         cancelled: Callable[[], bool], progress: Callable[[str], None] | None,
+        max_programs: int = 20_000_000, after_fit: int = 2_000_000, margin: float = 0.0,
     ) -> None:
         self.p = prob
         self.max_size = max_size
         self.max_bank = max_bank
-        self.deadline = deadline
+        # The search is budgeted in programs enumerated (the same on a fast or a loaded machine,
+        # so two nodes given the same examples find the same program); the wall-clock deadline
+        # is only a safety net, and ``timed_out`` says when it, not the budget, ended a search.
+        self.budget = max_programs
+        self.after_fit = after_fit
+        self.margin = margin
         self.hard_deadline = deadline
+        self.timed_out = False
+        self.budget_hit = False
         self.cancelled = cancelled
         self.progress = progress
         self.lanes = len(prob.args[0]) if prob.args else 1
@@ -201,20 +209,25 @@ class Search:
         self.size_done = 0
         self.loops_tried = 0
         self.loops_exhausted = False
+        self.loop_work = 0
+        self.loop_weight = 1
         self._loop_iter: Iterator[None] | None = None
-        self._loop_stop = 0.0
         self.pool_f = tuple(dict.fromkeys((*FLOAT_POOL, *prob.hints.consts)))
         self.hinted = frozenset(prob.hints.consts)
-        #: seconds the search goes on after the first fit (to find a better-ranked one)
-        self.soft_s = min(1.0, 0.1 * max(0.0, deadline - time.monotonic()))
 
     # ------------------------------------------------------------------------------ housekeeping
     def check_time(self) -> None:
-        if time.monotonic() > self.deadline or self.cancelled():
+        """Stop when the program budget is spent (deterministic), or at the safety net."""
+        if self.enumerated > self.budget:
+            self.budget_hit = True
             raise Deadline
+        self.check_hard()
 
     def check_hard(self) -> None:
-        if time.monotonic() > self.hard_deadline or self.cancelled():
+        if self.cancelled():
+            raise Deadline
+        if time.monotonic() > self.hard_deadline:
+            self.timed_out = True
             raise Deadline
 
     def say(self, msg: str) -> None:
@@ -224,10 +237,26 @@ class Search:
     def stats(self) -> dict[str, Any]:
         return {"programs_enumerated": self.enumerated, "max_size_done": self.size_done,
                 "bank": {k: v for k, v in self.count.items() if v},
-                "loops_tried": self.loops_tried, "candidates": len(self.best)}
+                "loops_tried": self.loops_tried, "candidates": len(self.best),
+                "budget_spent": self.budget_hit, "timed_out": self.timed_out}
 
     def best_cost(self) -> float:
         return min((c.cost for c in self.best), default=math.inf)
+
+    def margin_for(self, cand: Candidate) -> float:
+        """How far below ``cand`` a competitor must rank to be dismissed: the ambiguity margin,
+        plus one per rarely intended op the description did not ask for (such programs
+        generalize worst from few examples, so they must win clearly)."""
+        hinted = set().union(*self.p.hints.groups) if self.p.hints.groups else set()
+        exotic = {n.op for n in cand.expr.walk() if n.op in EXOTIC} - hinted
+        return self.margin + 1.0 * len(exotic)
+
+    def bound(self) -> float:
+        """Rank below which the search must still look (best + its margin)."""
+        if not self.best:
+            return math.inf
+        top = min(self.best, key=lambda c: c.cost)
+        return top.cost + self.margin_for(top)
 
     # ---------------------------------------------------------------------------------- ranking
     def cost(self, e: Expr, extra_pen: float = 0.0, features: set[str] | None = None) -> float:
@@ -241,6 +270,9 @@ class Search:
         # float equality tests rarely generalize (they single out one value)
         pen += sum(0.5 for n in nodes
                    if n.op in ("eq", "ne") and n.kids and n.kids[0].ty in FLOAT_TYPES)
+        # nor does testing an argument for one integer value: ``f(x) + eqz(x)`` agrees with
+        # ``f`` on every example that is not that value
+        pen += sum(1.0 for n in nodes if _single_value_test(n))
         for n in nodes:
             if n.op == "const":
                 v = float(n.value)
@@ -255,9 +287,9 @@ class Search:
     def offer(self, e: Expr, extra_pen: float = 0.0, features: set[str] | None = None,
               **extra: Any) -> None:
         if not self.best:
-            # Once something fits, look for better-ranked programs only a little longer.
-            now = time.monotonic()
-            self.deadline = min(self.deadline, now + max(self.soft_s, 0.0))
+            # Once something fits, look for better-ranked programs (and plausible competitors)
+            # only a bounded number of programs longer.
+            self.budget = min(self.budget, self.enumerated + self.after_fit)
         self.best.append(Candidate(self.cost(e, extra_pen, features), e, extra))
 
     # ---------------------------------------------------------------------------------- storing
@@ -273,15 +305,18 @@ class Search:
             # Offer every fitting row, duplicates of a value class included: the class's first
             # (kept) program is not always the best-ranked one.
             self.check_new([], vals, trap, make)
+        room = self.max_bank - self.count[key]
+        if room <= 0:
+            return  # the bank is full: nothing more is kept, so no need to hash
         keys = row_keys(vals, trap, ty)
         _, first = np.unique(keys, return_index=True)
         first.sort()
         seen = self.seen[key]
-        room = self.max_bank - self.count[key]
-        keep = [int(i) for i in first if int(keys[i]) not in seen][: max(room, 0)]
+        fresh = [k not in seen for k in keys[first].tolist()]
+        keep = first[np.asarray(fresh, dtype=bool)][:room].tolist() if fresh else []
         if not keep:
             return
-        seen.update(int(keys[i]) for i in keep)
+        seen.update(keys[keep].tolist())
         idx = np.asarray(keep)
         exprs = [make(i) for i in keep]
         lv = Level(exprs, vals[idx], trap[idx] if trap is not None else None, const[idx])
@@ -609,19 +644,11 @@ class Search:
             sq = ("sqrt", y.astype(np.float64) ** 2)
             # a description that asks for a root (distance, norm) tries that shape first
             targets.insert(0 if p.hints.wants("sqrt") else 1, sq)
-        # the meet gets a slice of the remaining time; the levels need the rest
-        hard = self.deadline
-        self.deadline = time.monotonic() + 0.25 * max(0.0, hard - time.monotonic())
-        try:
-            for wrap, t in targets:
-                for op in ("add", "sub", "mul"):
-                    self.check_time()
-                    self._meet_op(key, op, wrap, t, vals, exprs)
-        except Deadline:
-            if time.monotonic() > hard or self.cancelled():
-                raise
-        finally:
-            self.deadline = min(hard, self.deadline) if self.best else hard
+        # bounded work (lookups over the bank), so it runs whole: no time slice to vary
+        for wrap, t in targets:
+            for op in ("add", "sub", "mul"):
+                self.check_hard()
+                self._meet_op(key, op, wrap, t, vals, exprs)
 
     def _meet_op(self, key: str, op: str, wrap: str | None, y: np.ndarray, vals: np.ndarray,
                  exprs: list[Expr]) -> None:
@@ -680,7 +707,7 @@ class Search:
         ok_need = np.isfinite(want).all(1)
         offered = 0
         for mask in range(1 << len(cols)):
-            self.check_time()
+            self.check_hard()
             pick = np.asarray([(mask >> c) & 1 for c in range(len(cols))], dtype=bool)
             if (pick & (lo_c == hi_c).all(0)).any():
                 continue  # this corner equals another one on every row
@@ -760,16 +787,16 @@ class Search:
         self.offer(elem, extra_pen=pen + 1, features=feats, reduce_op=rop, post=post)
 
     # ------------------------------------------------------------------------------------ loops
-    def loops(self, share: float = 0.3, cap_s: float = math.inf) -> None:
-        """Try the bounded loop families (integer recurrences) on the examples for a slice of
-        the remaining time; a later call resumes where this one stopped."""
+    def loops(self, tries: int | None = None) -> None:
+        """Try up to ``tries`` more candidates of the bounded loop families (integer
+        recurrences) on the examples, all of them when None; a later call resumes where this
+        one stopped. Counted, not timed, so the outcome does not depend on the machine."""
         if self._loop_iter is None:
             self._loop_iter = self._loop_search()
-        stop = time.monotonic() + min(cap_s, share * max(0.0, self.deadline - time.monotonic()))
-        self._loop_stop = stop
+        # ``tries`` counts cheap tries (at most 64 iterations); dearer ones count for more
+        stop = math.inf if tries is None else self.loop_work + tries
         for _ in self._loop_iter:
-            # a fit (soft deadline) or the slice ends the loop phase, not the whole search
-            if time.monotonic() > min(self._loop_stop, self.deadline):
+            if self.loop_work >= stop:
                 return
         self.loops_exhausted = True
 
@@ -793,10 +820,13 @@ class Search:
         limit = int(min(5000, max(16, size[cheap].max(initial=0) + 1)))
         cheap_env = Env([a[cheap] for a in ex_args], iter_limit=limit, while_limit=64)
         cheap_target = p.target[cheap]
+        # a try's work grows with the iterations its cheapest examples allow
+        self.loop_weight = max(1, limit // 64)
         for lp in self._loop_candidates(int_params, rty):
             self.check_hard()
             yield None
             self.loops_tried += 1
+            self.loop_work += self.loop_weight
             e = Expr("loop", rty, loop=lp)
             try:
                 v, t = _ir.evaluate(e, cheap_env)
@@ -918,6 +948,15 @@ class Search:
         return [e for e in out if e.size() == max_size] if exact else out
 
 
+def _single_value_test(n: Expr) -> bool:
+    if n.op == "eqz":
+        return n.kids[0].op == "arg"
+    if n.op in ("eq", "ne") and n.kids[0].ty in INT_TYPES:
+        ops = {k.op for k in n.kids}
+        return ops == {"arg", "const"}
+    return False
+
+
 def _cell_keys(cells: np.ndarray) -> np.ndarray:
     with np.errstate(all="ignore"):
         x = cells.astype(np.uint64) * _MULT[: cells.shape[1]]
@@ -967,44 +1006,61 @@ def _pair_trap(a: Level, b: Level, ia: np.ndarray, ib: np.ndarray, t: np.ndarray
     return out
 
 
+#: When the loop families are tried, and how many of their candidates (the schedule as data):
+#: (phase, tries; None = all of them). The families yield small bodies first, so the usual
+#: recurrences (factorial, fibonacci, gcd, digit loops) come within the first two thousand. ``wanted``: the description asks for iteration; ``early``:
+#: nothing fits after size 4; ``stuck``: nothing fits from size 5 on; ``last``: nothing fit.
+LOOP_SCHEDULE: dict[str, int | None] = {"wanted": 6000, "early": 2000, "stuck": 3000,
+                                        "last": 8000}
+
+
 def run(search: Search) -> list[Candidate]:
-    """Drive a search: levels, fitting, meet-in-the-middle and loops, until the best candidate
-    cannot be beaten by bigger programs, the size limit, or the deadline. Returns the fitting
-    candidates, best-ranked first."""
+    """Drive a search: levels, fitting, meet-in-the-middle and loops, until no bigger program
+    can rank within ``search.margin`` of the best candidate (so the plausible competitors are
+    met too), the size limit, or the program budget. Returns the fitting candidates,
+    best-ranked first."""
     p = search.p
     loops_done = False
     wants_loop = p.hints.wants("loop")
     try:
         search.leaves()
         search.fit_linear(1)
+        from node.synth import _strategies  # they build on this module
+
+        _strategies.before_levels(search)
         for s in range(2, search.max_size + 1):
             if wants_loop and not loops_done:
-                search.loops(0.5)
+                search.loops(LOOP_SCHEDULE["wanted"])
                 loops_done = True
             elif s >= 5 and not search.best and not search.loops_exhausted:
-                search.loops(0.25)
-            best = search.best_cost()
-            if s - p.hints.max_bonus - 0.01 > best:
+                search.loops(LOOP_SCHEDULE["stuck"])
+            if s - p.hints.max_bonus - 0.01 > search.bound():
                 break
-            if search.best and s <= 5:
-                # small levels are cheap and may hold a better-ranked program than an early
-                # (loop or fitted) find: give them time beyond the soft deadline
-                search.deadline = max(search.deadline,
-                                      min(search.hard_deadline, time.monotonic() + 3.0))
             search.level(s)
             search.say(f"size {s}: {search.enumerated} programs, "
                        f"{sum(search.count.values())} distinct")
             if s <= 5:
                 search.fit_linear(s)
             if s == 4 and not search.best and not loops_done:
-                search.loops(0.1, cap_s=1.0)
+                search.loops(LOOP_SCHEDULE["early"])
                 loops_done = True
             if s >= 4 and not search.best:
                 search.meet()
-        if not search.best and not search.loops_exhausted:
-            search.loops(1.0)
     except Deadline:
-        search.say("deadline reached")
+        search.say("search budget spent" if not search.timed_out else "deadline reached")
+    if not search.best and not search.loops_exhausted and not search.timed_out:
+        # the loop families have their own count (the level budget does not cover them)
+        try:
+            search.loops(LOOP_SCHEDULE["last"])
+        except Deadline:
+            search.say("deadline reached")
+    if not search.best and not search.timed_out:
+        try:
+            from node.synth import _strategies
+
+            _strategies.after_levels(search)
+        except Deadline:
+            search.say("deadline reached")
     if not search.best:
         raise SynthesisFailed(
             f"no program fits the {p.n_examples} example(s): searched expressions up to size "

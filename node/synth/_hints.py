@@ -59,11 +59,17 @@ _CONSTS: tuple[tuple[str, tuple[float, ...]], ...] = (
 _NUM = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w.])")
 
 
+#: The description limits the inputs to non-negative integers (the distinguishing pool follows).
+_NONNEG = re.compile(r"\b(non-?negative|positive (integer|number|whole)|natural number|unsigned"
+                     r"|n\s*>=\s*0|years?)\b")
+
+
 @dataclass(frozen=True)
 class Hints:
     groups: tuple[frozenset[str], ...] = ()
     consts: tuple[float, ...] = ()
     words: frozenset[str] = field(default_factory=frozenset)
+    nonneg: bool = False
 
     def bonus(self, features: set[str]) -> float:
         """Ranking bonus: 1.5 for every description group whose ops the program shows."""
@@ -91,4 +97,5 @@ def parse(description: str) -> Hints:
             continue
         if abs(v) < 1e9:
             consts.append(v)
-    return Hints(groups, tuple(dict.fromkeys(consts)), frozenset(re.findall(r"[a-z]+", text)))
+    return Hints(groups, tuple(dict.fromkeys(consts)), frozenset(re.findall(r"[a-z]+", text)),
+                 bool(_NONNEG.search(text)))

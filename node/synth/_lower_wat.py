@@ -110,7 +110,9 @@ class _Func:
                 return f"({ty}.{_NATIVE_BIN[op]} {ks[0]} {ks[1]})"
             if op == "div":
                 return f"({ty}.div_s {ks[0]} {ks[1]})"
-            if op in ("popcnt", "clz", "ctz", "eqz"):
+            if op == "eqz":  # an i32 result whatever the operand's width
+                return f"({kty}.eqz {ks[0]})"
+            if op in ("popcnt", "clz", "ctz"):
                 return f"({ty}.{op} {ks[0]})"
             if op == "not":
                 return f"({ty}.xor {ks[0]} ({ty}.const -1))"

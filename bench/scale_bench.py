@@ -1,0 +1,331 @@
+"""Scale: one node over a library of 1k / 10k (/ 100k) functions, and a fresh peer joining it.
+
+For each library size N, a library of N distinct functions (one signed, verified scalar variant
+and two tests each) is written straight into a data directory, then real ``colony node``
+processes run on loopback (static seeds, no mDNS, keyword search: no embedding model) and we
+measure, from the outside:
+
+- start-up to serving: from the process start until ``/health`` answers (a node over an empty
+  library, started the same way in the same run, is the baseline: the ratio is what the library
+  costs);
+- RSS of the node after start-up and after its first task;
+- the first task (a cold lookup of a stored function) and a cached one;
+- search p50: the node's own keyword search over the library (in-process, same file);
+- a fresh peer joining: time until it has stored every entry of the library, then until it
+  serves every function (each variant verified in its own sandbox: the immune check), the CPU
+  both processes used meanwhile, the protocol bytes moved, the joiner's RSS;
+- idle gossip: protocol bytes per gossip round once both hold the same log, and CPU when idle.
+
+The joiner's progress is read from its SQLite file (read-only; WAL lets a reader in), so the
+polling costs the nodes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SIG = "(i32, i32) -> i32"
+GOSSIP_S = 1.0
+_WORDS = ("adds", "sums", "totals", "combines", "accumulates", "joins", "merges", "counts")
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [int(s.getsockname()[1]) for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _name(i: int) -> str:
+    return f"f{i:07d}"
+
+
+def build_library(data_dir: Path, n: int) -> str:
+    """Write ``n`` functions into a node's data directory; returns the node's id."""
+    from node._identity import load_or_create_identity
+    from node._records import FunctionRecord, TestCase, VariantRecord, Verdict
+    from node._store import Library
+    from node._wat import wat_to_wasm
+    from protocol import fingerprint
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    identity = load_or_create_identity(data_dir)
+    key = identity.node_key
+    wat0 = (f'(module (func (export "{_name(0)}") (param i32 i32) (result i32) '
+            'local.get 0 local.get 1 i32.add))')
+    template = wat_to_wasm(wat0)
+    lib = Library.open(data_dir / "library.db", node_id=identity.node_id)
+    now = time.time()
+    try:
+        for i in range(n):
+            name = _name(i)
+            # same code, another export name: distinct modules (fingerprints), cheap to make
+            wasm = template.replace(_name(0).encode(), name.encode())
+            fp = fingerprint(wasm)
+            word = _WORDS[i % len(_WORDS)]
+            fn = FunctionRecord(name, f"{word} two integers, variant {i}", SIG, "scalar", now)
+            v = VariantRecord(fingerprint=fp, function=name, tier="scalar", wasm=wasm,
+                              wat=wat0.replace(_name(0), name), origin_node=identity.node_id,
+                              origin_signature=key.sign_variant(fp, name, SIG, "scalar", []),
+                              generator="offline", created_at=now)
+            tests = [TestCase(name, SIG, (1, 2), 3), TestCase(name, SIG, (5, 7), 12)]
+            verdict = Verdict(fp, True, 2, 0, node=identity.node_id, at=now)
+            lib.save_synthesized(fn, v, tests, verdict)
+    finally:
+        lib.close()
+    return identity.node_id
+
+
+class Proc:
+    """A ``colony node`` process and what /proc says about it."""
+
+    def __init__(self, data: Path, port: int, key_file: Path, peers: list[str],
+                 name: str) -> None:
+        env = {**os.environ, "COLONY_COLONY_GOSSIP_INTERVAL_S": str(GOSSIP_S),
+               "COLONY_EMBEDDINGS": "false", "HF_HUB_OFFLINE": "1"}
+        cmd = [sys.executable, "-m", "colony", "node", "--port", str(port), "--data", str(data),
+               "--name", name, "--colony-key-file", str(key_file), "--no-mdns"]
+        for p in peers:
+            cmd += ["--peer", p]
+        self.url = f"http://127.0.0.1:{port}"
+        self.data = data
+        self.started = time.monotonic()
+        self.p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+
+    def wait_serving(self, c: httpx.Client, timeout: float = 120) -> float:
+        while time.monotonic() - self.started < timeout:
+            try:
+                if c.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return time.monotonic() - self.started
+            except httpx.HTTPError:
+                pass
+            if self.p.poll() is not None:
+                raise RuntimeError(f"node at {self.url} exited with {self.p.returncode}")
+            time.sleep(0.02)
+        raise RuntimeError(f"node at {self.url} did not serve in {timeout} s")
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.p.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def cpu_s(self) -> float:
+        fields = Path(f"/proc/{self.p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        self.p.terminate()
+        try:
+            self.p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+
+
+def _db(data: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{data / 'library.db'}?mode=ro", uri=True, timeout=5)
+
+
+def _joiner_progress(data: Path, origin: str, joiner: str) -> tuple[int, int]:
+    """(origin's head held by the joiner, variants the joiner verified itself)."""
+    try:
+        with _db(data) as db:
+            row = db.execute("SELECT seq FROM log_heads WHERE origin = ?", (origin,)).fetchone()
+            ok = db.execute("SELECT count(*) FROM verdicts WHERE node = ? AND passed = 1",
+                            (joiner,)).fetchone()
+        return (int(row[0]) if row else 0, int(ok[0]) if ok else 0)
+    except sqlite3.Error:
+        return (0, 0)
+
+
+def _sync_bytes(c: httpx.Client, url: str) -> int:
+    view = c.get(f"{url}/v1/colony", timeout=60).json()["sync"]
+    return int(view.get("bytes_sent", 0)) + int(view.get("bytes_received", 0))
+
+
+def _search_p50(data: Path, node_id: str, n: int) -> float:
+    from node._search import SearchIndex
+    from node._store import Library
+
+    lib = Library.open(data / "library.db", node_id=node_id)
+    try:
+        index = SearchIndex(lib, None)
+        times = []
+        for i in range(30):
+            q = f"{_WORDS[i % len(_WORDS)]} two integers, variant {(i * 7919) % n}"
+            t0 = time.perf_counter()
+            index.search(q, signature=SIG, tier="scalar", k=5)
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times) * 1000
+    finally:
+        lib.close()
+
+
+def one_size(n: int, base: Path, key_file: Path, join_timeout: float) -> dict[str, Any]:
+    a_dir = base / f"a{n}"
+    t0 = time.monotonic()
+    origin = build_library(a_dir, n)
+    built = time.monotonic() - t0
+    pa, pb = _free_ports(2)
+    out: dict[str, Any] = {"functions": n, "build_s": round(built, 1)}
+    with httpx.Client(timeout=60) as c:
+        a = Proc(a_dir, pa, key_file, [], "a")
+        b: Proc | None = None
+        try:
+            out["startup_s"] = round(a.wait_serving(c), 2)
+            out["rss_start_mb"] = round(a.rss_mb(), 1)
+            task = {"description": "adds two integers", "name": _name(n // 2), "signature": SIG,
+                    "args": [40, 2], "synthesize": False}
+            t = time.monotonic()
+            r = c.post(f"{a.url}/v1/tasks", json=task)
+            out["first_task_ms"] = round((time.monotonic() - t) * 1000, 1)
+            if r.status_code != 200 or r.json().get("result") != 42:
+                raise RuntimeError(f"first task failed: {r.status_code} {r.text[:300]}")
+            t = time.monotonic()
+            c.post(f"{a.url}/v1/tasks", json=task)
+            out["cached_task_ms"] = round((time.monotonic() - t) * 1000, 1)
+            out["rss_after_task_mb"] = round(a.rss_mb(), 1)
+            out["search_p50_ms"] = round(_search_p50(a_dir, origin, n), 2)
+            with _db(a_dir) as db:
+                head = int(db.execute("SELECT seq FROM log_heads WHERE origin = ?",
+                                      (origin,)).fetchone()[0])
+            out["log_entries"] = head
+
+            # a fresh peer joins
+            a_cpu0 = a.cpu_s()
+            b = Proc(base / f"b{n}", pb, key_file, [a.url], "b")
+            b.wait_serving(c)
+            joiner = ""
+            while not joiner:
+                joiner = c.get(f"{b.url}/v1/colony").json().get("node", "")
+            t_join = b.started
+            stored_s = verified_s = None
+            verified = 0
+            while time.monotonic() - t_join < join_timeout:
+                held, verified = _joiner_progress(b.data, origin, joiner)
+                now = time.monotonic() - t_join
+                if stored_s is None and held >= head:
+                    stored_s = now
+                if verified >= n:
+                    verified_s = now
+                    break
+                time.sleep(0.25)
+            elapsed = time.monotonic() - t_join
+            out["join_stored_s"] = None if stored_s is None else round(stored_s, 1)
+            out["join_serving_s"] = None if verified_s is None else round(verified_s, 1)
+            out["join_verified"] = verified
+            out["join_cpu_origin_pct"] = round(100 * (a.cpu_s() - a_cpu0) / elapsed, 1)
+            out["join_cpu_joiner_pct"] = round(100 * b.cpu_s() / elapsed, 1)
+            out["join_bytes"] = _sync_bytes(c, a.url) + _sync_bytes(c, b.url)
+            out["rss_joiner_mb"] = round(b.rss_mb(), 1)
+
+            # idle: both hold the same log; a few gossip rounds
+            time.sleep(2 * GOSSIP_S)
+            before = _sync_bytes(c, a.url) + _sync_bytes(c, b.url)
+            cpu_a, cpu_b, t_idle = a.cpu_s(), b.cpu_s(), time.monotonic()
+            rounds = 5
+            time.sleep(rounds * GOSSIP_S)
+            idle_s = time.monotonic() - t_idle
+            out["idle_cpu_pct"] = round(100 * max(a.cpu_s() - cpu_a, b.cpu_s() - cpu_b)
+                                        / idle_s, 1)
+            after = _sync_bytes(c, a.url) + _sync_bytes(c, b.url)
+            # both nodes gossip every round; every byte is counted by the side that sent the
+            # request (its request plus the reply), once
+            out["idle_bytes_per_round"] = round((after - before) / rounds)
+        finally:
+            a.stop()
+            if b is not None:
+                b.stop()
+    return out
+
+
+def baseline(base: Path, key_file: Path) -> dict[str, Any]:
+    """An empty node started the same way: the start-up and RSS the library is compared to."""
+    (port,) = _free_ports(1)
+    with httpx.Client(timeout=60) as c:
+        p = Proc(base / "empty", port, key_file, [], "empty")
+        try:
+            return {"startup_s": round(p.wait_serving(c), 2), "rss_start_mb": round(p.rss_mb(), 1)}
+        finally:
+            p.stop()
+
+
+def run_all(quick: bool = False, limit: int | None = None,
+            timeout: float | None = None) -> dict[str, Any]:
+    from protocol import colony_key_to_text, generate_colony_key
+
+    top = limit or (1000 if quick else 10000)
+    sizes = [s for s in (1000, 10000, 100000) if s <= top]
+    with tempfile.TemporaryDirectory(prefix="colony-scale-") as tmp:
+        base = Path(tmp)
+        key_file = base / "colony.key"
+        key_file.write_text(colony_key_to_text(generate_colony_key()))
+        result: dict[str, Any] = {"baseline": baseline(base, key_file), "sizes": []}
+        for n in sizes:
+            print(f"scale: {n} functions", file=sys.stderr, flush=True)
+            result["sizes"].append(one_size(n, base, key_file, timeout or 300.0))
+    return result
+
+
+def to_markdown(r: dict[str, Any]) -> str:
+    b = r["baseline"]
+    lines = [
+        f"Baseline (empty library, same run): start-up {b['startup_s']} s, RSS "
+        f"{b['rss_start_mb']} MB.",
+        "",
+        "| functions | start-up s (× empty) | RSS start MB (+ over empty) | RSS after 1st task MB "
+        "| 1st task ms | cached task ms | search p50 ms | log entries |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in r["sizes"]:
+        lines.append(
+            f"| {s['functions']:,} | {s['startup_s']} ({s['startup_s'] / b['startup_s']:.2f}×) "
+            f"| {s['rss_start_mb']} (+{s['rss_start_mb'] - b['rss_start_mb']:.1f}) "
+            f"| {s['rss_after_task_mb']} | {s['first_task_ms']} | {s['cached_task_ms']} "
+            f"| {s['search_p50_ms']} | {s['log_entries']:,} |")
+    lines += [
+        "",
+        "A fresh peer joins (seeded with the node's URL):",
+        "",
+        "| functions | all stored s | all serving s (verified here) | CPU origin % | "
+        "CPU joiner % | bytes moved | joiner RSS MB | idle bytes/round | idle CPU % |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in r["sizes"]:
+        serving = s["join_serving_s"] if s["join_serving_s"] is not None else \
+            f"> timeout ({s['join_verified']:,} verified)"
+        lines.append(
+            f"| {s['functions']:,} | {s['join_stored_s']} | {serving} "
+            f"| {s['join_cpu_origin_pct']} | {s['join_cpu_joiner_pct']} "
+            f"| {s['join_bytes']:,} | {s['rss_joiner_mb']} | {s['idle_bytes_per_round']:,} "
+            f"| {s['idle_cpu_pct']} |")
+    lines += ["", "CPU % is of one core over the join (or idle) period; search is keyword-only "
+              "(no embedding model loaded); the machine is shared with other work."]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import json
+
+    res = run_all(quick="--quick" in sys.argv)
+    print(json.dumps(res, indent=2))
+    print(to_markdown(res))

@@ -1,0 +1,400 @@
+"""Bit-vector programs (Hacker's Delight style) for integer tasks, with case splits.
+
+The general levels spend their budget on ``mul div rem min max popcnt ...`` and on shifts by any
+bank value, which is why plain bit tricks over 64-bit words (``x >> 16``, ``x & (x - 1)``, ``~x |
+1``) and case splits on a bit test lie out of their reach. This strategy searches its own bank:
+
+* terms over the integer parameters with ``not neg``, shifts by constant powers of two (``shl
+  shr_u`` by 1, 2, 4, 8, 16, 32; ``shr_s`` by 1 and width-1, the sign mask) counted as one step,
+  and ``and or xor add sub`` with each other or with a small constant; deduplicated by their values
+  on the examples, the search's probes and extra full-width probes (so programs that merely agree
+  on the examples stay distinct competitors);
+* every term that fits all examples is offered; otherwise terms that fit *some* examples are
+  combined by a decision tree (as EUSolver's unification does): a predicate over a bank term
+  (``u == 0``, ``u == 1``, ``u < 0``) sends each example to a term that fits it;
+  ``select(pred, a, b)`` and one nested level ``select(p, a, select(q, b, c))``.
+
+Every fit is offered to the search's candidate pool, best few per shape, so the ranking and the
+ambiguity check afterwards see them next to the level search's programs. The work is budgeted in
+evaluated rows (deterministic); wall time is only the search's safety net.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from node.synth import _ir
+from node.synth._enum import Search, row_keys
+from node.synth._ir import BITS, INT_TYPES, Expr
+
+#: Rows (candidate programs) evaluated at most per run: the deterministic budget.
+BUDGET = 1_500_000
+#: Most rows kept in the bank (memory: rows x lanes x 8 bytes).
+MAX_BANK = 400_000
+SHIFTS = (1, 2, 4, 8, 16, 32)
+#: Constants next to a term in a binary op (masks and small offsets).
+CONSTS = (0, 1, -1, 2, 3, 4, 8, 16, 255)
+#: Full-width random probes added to the search's lanes (high bits matter here).
+EXTRA_LANES = 16
+MAX_TERMS = 3000
+MAX_PREDS = 3000
+#: Programs kept per pattern: the smallest, and runners-up offered as its competitors.
+ALTERNATIVES = 3
+#: Candidates offered per shape (the best ones by size; the ranking decides among them).
+OFFERS = 12
+
+
+def applies(search: Search) -> bool:
+    p = search.p
+    return (not p.array and p.target is not None and p.result in INT_TYPES
+            and any(t == p.result for t in p.params))
+
+
+def looks_bitlevel(search: Search) -> bool:
+    """Examples with values beyond 32 bits are words to be shifted and masked, not numbers."""
+    p = search.p
+    assert p.target is not None
+    n = p.n_examples
+    big = 1 << 31
+    vals = [p.target.astype(np.int64)] + [a[:n].astype(np.int64) for a in p.args]
+    return any(bool((np.abs(v.astype(np.float64)) >= big).any()) for v in vals)
+
+
+@dataclass
+class _Level:
+    exprs: list[Expr]
+    vals: np.ndarray  # (k, lanes) unsigned
+
+
+@dataclass
+class _Best:
+    """Smallest programs per value pattern on the examples (cover of a term, truth of a
+    predicate)."""
+
+    size: dict[bytes, list[tuple[int, Expr]]] = field(default_factory=dict)
+    rows: dict[bytes, np.ndarray] = field(default_factory=dict)
+
+    def add(self, key: bytes, row: np.ndarray, size: int, e: Expr, cap: int) -> None:
+        got = self.size.get(key)
+        if got is None:
+            if len(self.size) >= cap:
+                return
+            self.size[key] = [(size, e)]
+            self.rows[key] = row
+        elif len(got) < ALTERNATIVES:
+            got.append((size, e))
+
+
+class BitvecSearch:
+    def __init__(self, search: Search, budget: int = BUDGET) -> None:
+        p = search.p
+        assert p.target is not None
+        self.s = search
+        self.ty = p.result
+        self.width = BITS[self.ty]
+        self.ut = np.uint32 if self.width == 32 else np.uint64
+        self.st = np.int32 if self.width == 32 else np.int64
+        self.n = p.n_examples
+        rng = np.random.default_rng(0xB17)
+        extra = rng.integers(0, 2**63, size=EXTRA_LANES, dtype=np.int64) * 2 + rng.integers(
+            0, 2, size=EXTRA_LANES, dtype=np.int64)
+        self.params = [i for i, t in enumerate(p.params) if t == self.ty]
+        self.args = [np.concatenate([p.args[i].astype(np.int64), extra ^ (0x9E37 * i)])
+                     .astype(self.st).view(self.ut) for i in self.params]
+        self.lanes = len(self.args[0])
+        self.target = p.target.astype(self.st).view(self.ut)
+        self.budget = budget
+        self.used = 0
+        self.levels: dict[int, _Level] = {}
+        self.seen: set[int] = set()
+        self.kept = 0
+        self.covers = _Best()
+        self.preds = _Best()
+        self.offered = 0
+        self.consts = [(_ir.const(c, self.ty), np.asarray(c, dtype=np.int64).astype(self.st)
+                        .view(self.ut)) for c in CONSTS]
+
+    # ------------------------------------------------------------------------------ the bank
+    def _room(self, rows: int) -> bool:
+        return self.used + rows <= self.budget and self.kept < MAX_BANK
+
+    def _add(self, size: int, vals: np.ndarray, make: Callable[[int], Expr]) -> None:
+        self.used += len(vals)
+        self.s.check_hard()
+        if len(vals) == 0:
+            return
+        keys = row_keys(vals.view(self.st).astype(np.int64), None, "i64")
+        _, first = np.unique(keys, return_index=True)
+        first.sort()
+        keep = [int(i) for i in first if int(keys[i]) not in self.seen]
+        keep = keep[: max(0, MAX_BANK - self.kept)]
+        if not keep:
+            return
+        self.seen.update(int(keys[i]) for i in keep)
+        idx = np.asarray(keep)
+        v = vals[idx]
+        exprs = [make(i) for i in keep]
+        self.kept += len(keep)
+        old = self.levels.get(size)
+        if old is None:
+            self.levels[size] = _Level(exprs, v)
+        else:
+            self.levels[size] = _Level(old.exprs + exprs, np.concatenate([old.vals, v]))
+        self._note(size, exprs, v)
+
+    def _note(self, size: int, exprs: list[Expr], v: np.ndarray) -> None:
+        """Record covers (which examples a term fits) and predicate patterns; offer full fits."""
+        n = self.n
+        ex = v[:, :n]
+        eq = ex == self.target[None, :]
+        full = eq.all(axis=1)
+        for i in np.flatnonzero(full)[:OFFERS]:
+            self._offer(exprs[int(i)])
+        part = np.flatnonzero(eq.any(axis=1) & ~full)
+        for i, key in _first_per_pattern(eq[part]):
+            j = int(part[i])
+            self.covers.add(key, eq[j], size, exprs[j], MAX_TERMS)
+        sign = (ex >> self.ut(self.width - 1)).astype(bool)
+        one = self.ut(1)
+        for form, truth, extra in (("eqz", ex == 0, 1), ("eq1", ex == one, 2),
+                                   ("neg", sign, 2)):
+            # a pattern and its complement are one split (the branches swap)
+            flip = ~truth[:, 0]
+            canon = truth ^ flip[:, None]
+            useful = np.flatnonzero(~canon.all(axis=1))
+            for i, key in _first_per_pattern(canon[useful]):
+                j = int(useful[i])
+                self.preds.add(key, canon[j], size + extra,
+                               _pred(form, exprs[j], bool(flip[j]), self.ty), MAX_PREDS)
+
+    def leaves(self) -> None:
+        exprs = [_ir.arg(i, self.ty) for i in self.params]
+        self._add(1, np.stack(self.args), exprs.__getitem__)
+
+    def level(self, s: int) -> None:
+        ut = self.ut
+        prev = self.levels.get(s - 1)
+        if prev is not None:
+            v = prev.vals
+            ops: list[tuple[str, int | None, np.ndarray]] = [("not", None, ~v),
+                                                              ("neg", None, (ut(0) - v))]
+            for k in SHIFTS:
+                if k < self.width:
+                    ops.append(("shl", k, v << ut(k)))
+                    ops.append(("shr_u", k, v >> ut(k)))
+            signed: np.ndarray = v.view(self.st)
+            for sk in (1, self.width - 1):
+                ops.append(("shr_s", sk, np.right_shift(signed, sk).view(ut)))
+            for op, by, vals in ops:
+                if not self._room(len(vals)):
+                    return
+                ex = prev.exprs
+                if by is None:
+                    self._add(s, vals, lambda i, op=op, ex=ex: _ir.node(op, ex[i]))
+                else:
+                    c = _ir.const(by, self.ty)
+                    self._add(s, vals,
+                              lambda i, op=op, ex=ex, c=c: _ir.node(op, ex[i], c))  # type: ignore[misc]
+        # term op constant (size s-2 term, the constant counts 1)
+        lv = self.levels.get(s - 2)
+        if lv is not None:
+            for op in ("and", "or", "xor", "add", "sub"):
+                for ce, cv in self.consts:
+                    if op in ("and", "or", "xor") and int(cv) in (0,):
+                        continue
+                    # t - c is t + (-c): only c - t is new
+                    vals = cv - lv.vals if op == "sub" else _bin(op, lv.vals, cv)
+                    if not self._room(len(vals)):
+                        return
+                    ex = lv.exprs
+                    if op == "sub":
+                        self._add(s, vals, lambda i, ex=ex, ce=ce: _ir.node("sub", ce, ex[i]))  # type: ignore[misc]
+                    else:
+                        self._add(s, vals,
+                                  lambda i, op=op, ex=ex, ce=ce: _ir.node(op, ex[i], ce))  # type: ignore[misc]
+        # term op term
+        for s1 in range(1, s - 1):
+            s2 = s - 1 - s1
+            a, b = self.levels.get(s1), self.levels.get(s2)
+            if a is None or b is None:
+                continue
+            for op in ("and", "or", "xor", "add", "sub"):
+                if op != "sub" and s1 > s2:
+                    continue
+                self._pairs(s, op, a, b, same=(s1 == s2 and op != "sub"))
+
+    def _pairs(self, s: int, op: str, a: _Level, b: _Level, same: bool) -> None:
+        nb = len(b.exprs)
+        step = max(1, (1 << 20) // max(1, nb * self.lanes))
+        for start in range(0, len(a.exprs), step):
+            ia = np.arange(start, min(len(a.exprs), start + step))
+            vals = _bin(op, a.vals[ia][:, None, :], b.vals[None, :, :])
+            vals = vals.reshape(len(ia) * nb, self.lanes)
+            sel = np.arange(len(vals))
+            if same:
+                mask = (ia[:, None] < np.arange(nb)[None, :]).reshape(-1)
+                sel = np.flatnonzero(mask)
+                vals = vals[sel]
+            if not self._room(len(vals)):
+                return
+
+            def make(i: int, sel: np.ndarray = sel, ia: np.ndarray = ia, op: str = op) -> Expr:
+                j = int(sel[i])
+                return _ir.node(op, a.exprs[int(ia[j // nb])], b.exprs[j % nb])
+
+            self._add(s, vals, make)
+
+    # ------------------------------------------------------------------------ decision trees
+    def _matrices(self) -> tuple[np.ndarray, np.ndarray, list[bytes],
+                                 np.ndarray, np.ndarray, list[bytes]]:
+        ck = sorted(self.covers.size, key=lambda k: self.covers.size[k][0][0])
+        pk = sorted(self.preds.size, key=lambda k: self.preds.size[k][0][0])
+        cov = np.stack([self.covers.rows[k] for k in ck]) if ck else np.zeros((0, self.n), bool)
+        prd = np.stack([self.preds.rows[k] for k in pk]) if pk else np.zeros((0, self.n), bool)
+        csz = np.asarray([self.covers.size[k][0][0] for k in ck], dtype=np.float64)
+        psz = np.asarray([self.preds.size[k][0][0] for k in pk], dtype=np.float64)
+        return cov, csz, ck, prd, psz, pk
+
+    def _variants(self, pkey: bytes, akey: bytes, bkey: bytes) -> list[tuple[Expr, Expr, Expr]]:
+        """The smallest (predicate, then, else) and, first, its runners-up: same examples'
+        pattern, other programs (they fit too, and may disagree elsewhere)."""
+        ps, as_, bs = self.preds.size[pkey], self.covers.size[akey], self.covers.size[bkey]
+        out = [(ps[0][1], as_[0][1], bs[0][1])]
+        out += [(pe, as_[0][1], bs[0][1]) for _, pe in ps[1:]]
+        out += [(ps[0][1], ae, bs[0][1]) for _, ae in as_[1:]]
+        out += [(ps[0][1], as_[0][1], be) for _, be in bs[1:]]
+        return out
+
+    def trees(self) -> None:
+        cov, csz, ck, prd, psz, pk = self._matrices()
+        if len(cov) == 0 or len(prd) == 0:
+            return
+        full = np.ones(self.n, bool)
+        found = self._split(full, cov, csz, prd, psz)
+        shown: list[tuple[float, Expr]] = []
+        for total, p, a, b in found[:OFFERS]:
+            for pe, ae, be in self._variants(pk[p], ck[a], ck[b]):
+                shown.append((total, _select(pe, ae, be)))
+        if not found:
+            # one side a single term, the other a split of its own
+            for total, p, a, side in self._nested_heads(full, cov, csz, prd, psz):
+                rest = (~prd[p]) if side == 0 else prd[p]
+                sub = self._split(rest, cov, csz, prd, psz)
+                for t2, q, b, c in sub[:3]:
+                    for qe, be, ce in self._variants(pk[q], ck[b], ck[c]):
+                        inner = _select(qe, be, ce)
+                        for pe, ae, _ in self._variants(pk[p], ck[a], ck[a])[:3]:
+                            e = (_select(pe, ae, inner) if side == 0
+                                 else _select(pe, inner, ae))
+                            shown.append((total + t2, e))
+        shown.sort(key=lambda x: x[0])
+        for _, e in shown[:OFFERS]:
+            self._offer(e)
+
+    def _split(self, within: np.ndarray, cov: np.ndarray, csz: np.ndarray, prd: np.ndarray,
+               psz: np.ndarray) -> list[tuple[float, int, int, int]]:
+        """Splits of the examples ``within``: (size, predicate, term if true, term if false),
+        smallest first."""
+        w = within.astype(np.float32)
+        t = (prd & within[None, :]).astype(np.float32)
+        f = (~prd & within[None, :]).astype(np.float32)
+        miss = (~cov).astype(np.float32).T  # (n, K)
+        ok_t = (t @ miss) == 0  # (P, K): term covers every true example
+        ok_f = (f @ miss) == 0
+        del w
+        big = np.float64(1e9)
+        ct = np.where(ok_t, csz[None, :], big)
+        cf = np.where(ok_f, csz[None, :], big)
+        at, af = ct.argmin(axis=1), cf.argmin(axis=1)
+        tot = psz + ct[np.arange(len(prd)), at] + cf[np.arange(len(prd)), af] + 1
+        nonempty = t.any(axis=1) & f.any(axis=1)
+        good = np.flatnonzero((tot < big) & nonempty)
+        order = good[np.argsort(tot[good], kind="stable")]
+        return [(float(tot[i]), int(i), int(at[i]), int(af[i])) for i in order[:OFFERS]]
+
+    def _nested_heads(self, within: np.ndarray, cov: np.ndarray, csz: np.ndarray,
+                      prd: np.ndarray, psz: np.ndarray) -> list[tuple[float, int, int, int]]:
+        """Predicates with one side fit by a single term (side 0: the true side)."""
+        miss = (~cov).astype(np.float32).T
+        heads: list[tuple[float, int, int, int]] = []
+        for side, part in ((0, prd), (1, ~prd)):
+            m = (part & within[None, :]).astype(np.float32)
+            ok = (m @ miss) == 0
+            c = np.where(ok, csz[None, :], 1e9)
+            a = c.argmin(axis=1)
+            tot = psz + c[np.arange(len(prd)), a] + 1
+            for i in np.flatnonzero(tot < 1e9):
+                heads.append((float(tot[i]), int(i), int(a[i]), side))
+        heads.sort(key=lambda h: h[0])
+        return heads[:16]
+
+    def _offer(self, e: Expr) -> None:
+        self.offered += 1
+        self.s.offer(e, features={"bitvec"})
+
+    def run(self, max_size: int = 8) -> None:
+        """Levels until something fits, then one level more (a bigger plain term may rank
+        better than a split, and competitors are met); case splits after every level."""
+        self.leaves()
+        found_at: int | None = None
+        for s in range(2, max_size + 1):
+            if not self._room(1):
+                break
+            self.level(s)
+            if s >= 3:
+                self.trees()
+            if self.offered and found_at is None:
+                found_at = s
+            if found_at is not None and s > found_at:
+                break
+
+
+def _first_per_pattern(rows: np.ndarray) -> list[tuple[int, bytes]]:
+    """(index, key) of the first row of each distinct boolean row, in row order."""
+    if len(rows) == 0:
+        return []
+    packed = np.ascontiguousarray(np.packbits(rows, axis=1))
+    flat = packed.view(np.dtype((np.void, packed.shape[1]))).reshape(-1)
+    _, first = np.unique(flat, return_index=True)
+    first.sort()
+    return [(int(i), packed[i].tobytes()) for i in first]
+
+
+def _bin(op: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        if op == "and":
+            return a & b
+        if op == "or":
+            return a | b
+        if op == "xor":
+            return a ^ b
+        if op == "add":
+            return a + b
+        return a - b
+
+
+def _pred(form: str, u: Expr, flip: bool, ty: str) -> Expr:
+    if form == "eqz":
+        e = _ir.node("eqz", u)
+    elif form == "eq1":
+        e = _ir.node("eq", u, _ir.const(1, ty))
+    else:
+        e = _ir.node("lt", u, _ir.const(0, ty))
+    # the stored pattern was complemented: say so in the predicate (branches stay in order)
+    return _ir.node("eqz", e) if flip else e
+
+
+def _select(c: Expr, a: Expr, b: Expr) -> Expr:
+    if c.op == "eqz" and c.kids and c.kids[0].ty == "i32":
+        return _ir.node("select", c.kids[0], b, a)  # select(not c, a, b) == select(c, b, a)
+    return _ir.node("select", c, a, b)
+
+
+def run(search: Search) -> None:
+    """Run the strategy on ``search`` (no-op when the task is not integer to integer)."""
+    if not applies(search):
+        return
+    BitvecSearch(search).run()
