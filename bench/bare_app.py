@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 
+import msgpack
+import numpy as np
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
@@ -27,6 +29,16 @@ async def task() -> Response:
     body = json.loads(await request.get_data(cache=False))
     reply = dict(REPLY, result=sum(body["args"]))
     return Response(json.dumps(reply, separators=(",", ":")), content_type="application/json")
+
+
+@app.post("/v1/functions/vadd/run")
+async def vadd() -> Response:
+    """The same array call as the node's ``vadd``, done by numpy: msgpack in and out, f32[] as
+    raw little-endian float32 bytes (the baseline of the array-over-HTTP benchmark)."""
+    body = msgpack.unpackb(await request.get_data(cache=False), raw=False)
+    a, b = (np.frombuffer(x, dtype="<f4") for x in body["args"])
+    out = msgpack.packb({"result": (a + b).tobytes()}, use_bin_type=True)
+    return Response(out, content_type="application/msgpack")
 
 
 @app.get("/health")

@@ -3,7 +3,8 @@
 A seeded stream of 200 realistic tasks (40 functions: scalar, SIMD maps and reductions, a few on
 the GPU tier) is replayed over a colony of 3 real nodes: each node is served in this process
 (hypercorn on loopback, its own SQLite file, the colony protocol over real HTTP, one shared
-colony key, static seeds instead of mDNS). Every function is asked several times, on a node
+colony key, static seeds instead of mDNS, the node's default hybrid search: one embedding model
+shared in the process). Every function is asked several times, on a node
 drawn at random, with a paraphrased description, sometimes without its name (the node derives
 one), sometimes without examples (served from the library or by search only), otherwise with 3-10
 examples drawn from a Python reference implementation.
@@ -17,8 +18,9 @@ refusals by reason, and duplicates created: library entries (``GET /v1/functions
 whose behaviour on a fixed input set equals another entry's. Goals (issue 13): >= 10x fall of
 synthesis from the first to the last quarter, 0 wrong, 0 duplicates. Nothing here tunes the node.
 
-``run_all(quick, limit=None) -> dict`` and ``to_markdown(result)`` (``colony bench --suite
-learning``); ``python bench/learning_bench.py [--quick]`` prints the table.
+``run_all(quick, limit=None, timeout=None) -> dict`` and ``to_markdown(result)`` (``colony bench
+--suite learning [--quick] [--limit N] [--timeout S]``); ``python bench/learning_bench.py
+[--quick] [--limit=N] [--timeout=S] [--no-embeddings]`` prints the table.
 """
 
 from __future__ import annotations
@@ -360,8 +362,11 @@ def _free_ports(n: int) -> list[int]:
     raise RuntimeError(f"fewer than {n} free ports in {PORTS.start}-{PORTS.stop - 1}")
 
 
-def node_configs(base: Path, embeddings: bool) -> list[Any]:
-    from node import ColonySettings, NodeConfig
+def node_configs(base: Path, embeddings: bool, synth_timeout: float | None = None
+                 ) -> list[Any]:
+    """The three nodes' configurations: the embedded defaults, but static seeds (no mDNS),
+    gossip every 0.5 s, and optionally a shorter synthesis time limit."""
+    from node import ColonySettings, NodeConfig, SynthLimits
     from protocol import colony_key_to_text, generate_colony_key
 
     key_file = base / "colony.key"
@@ -373,7 +378,9 @@ def node_configs(base: Path, embeddings: bool) -> list[Any]:
         settings = ColonySettings(key_file=str(key_file), mdns=False, gossip_interval_s=0.5)
         out.append(NodeConfig(host="127.0.0.1", port=port, data_dir=base / f"n{i + 1}",
                               name=f"n{i + 1}", embeddings=embeddings, colony=settings,
-                              peers=tuple(u for j, u in enumerate(urls) if j != i)))
+                              peers=tuple(u for j, u in enumerate(urls) if j != i),
+                              synth=SynthLimits() if synth_timeout is None else
+                              SynthLimits(timeout_s=synth_timeout)))
     return out
 
 
@@ -482,25 +489,31 @@ def _json(r: httpx.Response) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ duplicates
 
-def _probe_inputs(signature: str, n: int = 10) -> list[list[Any]]:
-    """Fixed inputs for one signature: small and moderate values every function of the stream
-    accepts (no zero divisors for gcd, factorial and powers within range)."""
+#: Integer probes: signs, zero, small values, a byte's edges, larger magnitudes (all safe for
+#: every function of the stream: no zero divisor, loops of at most a few thousand steps).
+_INT_PROBES = (-300, -7, -2, -1, 0, 1, 2, 3, 5, 12, 17, 100, 255, 256, 1000)
+
+
+def _probe_inputs(signature: str, n: int = len(_INT_PROBES)) -> list[list[Any]]:
+    """Fixed inputs for one signature, on which two different functions of the stream differ
+    (``abs`` and ``clamp_byte`` agree on small positive integers, so negatives and values above
+    255 are in): each integer parameter takes every probe value once, in its own order."""
     from protocol import Signature
 
     sig = Signature.parse(signature)
     rng = random.Random(f"probe {signature}")
+    orders = [rng.sample(_INT_PROBES, len(_INT_PROBES)) for _ in sig.params]
     out: list[list[Any]] = []
     for i in range(n):
         args: list[Any] = []
-        for t in sig.params:
-            kind = str(t)
-            if kind == "f32[]":
+        for j, t in enumerate(sig.params):
+            if t == "f32[]":
                 length = 1 + (i * 3) % 9  # one length per input: arrays of a call agree
                 args.append([round(rng.uniform(-10, 10), 2) for _ in range(length)])
-            elif kind.startswith("f"):
-                args.append(round(rng.uniform(-20, 60), 2))
+            elif t.startswith("f"):
+                args.append(round(rng.uniform(-50, 300), 2))
             else:
-                args.append(rng.choice([1, 2, 3, 5, 6, 9, 12, 15, 18, 20]))
+                args.append(orders[j][i % len(_INT_PROBES)])
         out.append(args)
     return out
 
@@ -568,16 +581,23 @@ async def duplicates(client: httpx.AsyncClient, urls: list[str]) -> dict[str, An
 
 # ------------------------------------------------------------------------------ the run
 
-async def _replay(tasks: list[Task], embeddings: bool, progress: Callable[[str], None]
-                  ) -> dict[str, Any]:
+async def _replay(tasks: list[Task], embeddings: bool, synth_timeout: float | None,
+                  progress: Callable[[str], None]) -> dict[str, Any]:
     from colony import serve_node
 
     with tempfile.TemporaryDirectory(prefix="learning-bench-") as tmp:
-        configs = node_configs(Path(tmp), embeddings)
+        configs = node_configs(Path(tmp), embeddings, synth_timeout)
         async with trio.open_nursery() as nursery:
             running = [await nursery.start(serve_node, cfg) for cfg in configs]
             urls = [r.url for r in running]
             try:
+                search = "lexical (embeddings off)"
+                if embeddings:  # the nodes share one model in this process: wait for it
+                    embedder = getattr(running[0].node.search_index, "embedder", None)
+                    ready = embedder is not None and await trio.to_thread.run_sync(
+                        embedder.wait, 120.0)
+                    search = "hybrid (embeddings on, model loaded)" if ready else \
+                        f"lexical (embeddings unavailable: {getattr(embedder, 'failed', None)})"
                 async with httpx.AsyncClient(timeout=300) as client:
                     await _wait_met(client, urls)
                     started = time.monotonic()
@@ -596,7 +616,7 @@ async def _replay(tasks: list[Task], embeddings: bool, progress: Callable[[str],
             finally:
                 for r in running:
                     r.stop()
-    return {"outcomes": outcomes, "stream_s": stream_s, "duplicates": dups}
+    return {"outcomes": outcomes, "stream_s": stream_s, "duplicates": dups, "search": search}
 
 
 def _line(o: Outcome) -> str:
@@ -626,6 +646,8 @@ def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
         rows.append({
             "tasks": f"{lo}–{hi}", "n": n, "synthesized": synth,
             "synthesis_per_task": synth / n if n else 0.0,
+            "resynthesized": sum(o.status == 200 and o.source in ("synthesized", "mutated")
+                                 and o.known for o in span),
             "attempts": sum(o.attempted_synthesis for o in span),
             # a source the node has newly learnt to name is kept, not dropped
             "sources": {s: src.get(s, 0) for s in SOURCES} | {
@@ -639,9 +661,12 @@ def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
     return {"quarters": rows, "fall": fall}
 
 
-def run_all(quick: bool = False, limit: int | None = None, embeddings: bool = False
-            ) -> dict[str, Any]:
-    """Replay the stream (``limit`` tasks, or QUICK_TASKS with ``quick``) and measure."""
+def run_all(quick: bool = False, limit: int | None = None, timeout: float | None = None,
+            embeddings: bool = True) -> dict[str, Any]:
+    """Replay the stream (its first ``limit`` tasks; a short stream over a few functions with
+    ``quick``) and measure. ``timeout``: the nodes' synthesis time limit per task in seconds
+    (default: the node's own, SynthLimits.timeout_s); ``embeddings``: the nodes' default
+    hybrid search (cheap here: one shared model in the process); False for lexical only."""
     if quick:
         pool = [f for f in FUNCTIONS if f.name in QUICK_FUNCTIONS and not f.tier]
         tasks = make_stream(min(limit or QUICK_TASKS, QUICK_TASKS), functions=pool,
@@ -653,13 +678,15 @@ def run_all(quick: bool = False, limit: int | None = None, embeddings: bool = Fa
         print(msg, file=sys.stderr, flush=True)
 
     started = time.monotonic()
-    got = trio.run(_replay, tasks, embeddings, say)
+    got = trio.run(_replay, tasks, embeddings, timeout, say)
     outcomes: list[Outcome] = got["outcomes"]
     summary = summarize(outcomes)
     return {
         "suite": "learning", "quick": quick, "tasks": len(outcomes), "seed": SEED,
         "functions": len({(t.fn.name, t.fn.tier_) for t in tasks}),
-        "nodes": NODES, "embeddings": embeddings, **summary,
+        "nodes": NODES, "embeddings": embeddings, "search": got["search"],
+        "synth_timeout_s": timeout if timeout is not None else _default_synth_timeout(),
+        **summary,
         "duplicates": got["duplicates"],
         "wrong": [_line(o) for o in outcomes if o.wrong],
         "refused": [_line(o) for o in outcomes if o.status != 200],
@@ -672,8 +699,15 @@ def run_all(quick: bool = False, limit: int | None = None, embeddings: bool = Fa
     }
 
 
+def _default_synth_timeout() -> float:
+    from node import SynthLimits
+
+    return SynthLimits().timeout_s
+
+
 def to_markdown(result: dict[str, Any]) -> str:
-    head = ("| tasks | synthesized | synthesis/task | synthesis attempts | cache | search | peer "
+    head = ("| tasks | synthesized | synthesis/task | of a known function | synthesis attempts "
+            "| cache | search | peer "
             "| mutated | settled after asking | wrong | refused: ambiguous | refused: not found "
             "| refused: synthesis failed | refused: other |")
     lines = [head, "|---|" + "---:|" * (head.count("|") - 2)]
@@ -681,7 +715,8 @@ def to_markdown(result: dict[str, Any]) -> str:
         s, r = q["sources"], q["refused"]
         lines.append(
             f"| {q['tasks']} | {q['synthesized']} | {q['synthesis_per_task']:.2f} | "
-            f"{q['attempts']} | {s['cache']} | {s['search']} | {s['peer']} | {s['mutated']} | "
+            f"{q['resynthesized']} | {q['attempts']} | {s['cache']} | {s['search']} | "
+            f"{s['peer']} | {s['mutated']} | "
             f"{q['settled']} | {q['wrong']} | {r['ambiguous']} | {r['not found']} | "
             f"{r['synthesis failed']} | {r['other']} |")
     total_wrong = sum(q["wrong"] for q in result["quarters"])
@@ -700,7 +735,8 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"{result['tasks']} tasks{' (quick sample)' if result['quick'] else ''} over "
         f"{result['functions']} functions (name × tier), seed {result['seed']}, "
         f"{result['nodes']} real nodes in one process (own SQLite, HTTP on loopback, one colony "
-        f"key); embeddings {'on' if result['embeddings'] else 'off (lexical search)'}; "
+        f"key); search {result['search']}; "
+        f"synthesis limit {result['synth_timeout_s']:g} s per task; "
         f"{result['answered']} answered, {result['disambiguated']} of them marked "
         f"disambiguated in their evidence; stream {result['stream_s']:.0f} s, "
         f"{result['seconds']:.0f} s in all (run {result['ran_at']}).",
@@ -718,7 +754,9 @@ def to_markdown(result: dict[str, Any]) -> str:
         + (": " + "; ".join(" = ".join(f"`{n}`" for n in g) for g in d["colony_groups"])
            if d["colony_groups"] else "") + ".",
         "",
-        "Synthesized: answers made by synthesis (stored); attempts: requests that reached the "
+        "Synthesized: answers made by synthesis (stored); of a known function: synthesized "
+        "although the colony had already answered that function correctly (re-made, often under "
+        "another name); attempts: requests that reached the "
         "synthesizer (synthesized, ambiguous or synthesis failed). Settled after asking: an "
         "`ambiguous` 422 answered once with the reference's results for its distinguishing "
         "inputs (also counted under the source of the final answer). Not found: 404, or 503 "
@@ -735,5 +773,8 @@ def to_markdown(result: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    lim = next((int(a.split("=", 1)[1]) for a in sys.argv if a.startswith("--limit=")), None)
-    print(to_markdown(run_all("--quick" in sys.argv, limit=lim)))
+    opt = {a.split("=", 1)[0][2:]: a.split("=", 1)[1] for a in sys.argv if "=" in a}
+    print(to_markdown(run_all("--quick" in sys.argv,
+                              limit=int(opt["limit"]) if "limit" in opt else None,
+                              timeout=float(opt["timeout"]) if "timeout" in opt else None,
+                              embeddings="--no-embeddings" not in sys.argv)))

@@ -283,6 +283,8 @@ def run_all(quick: bool = False, limit: int | None = None,
         for n in sizes:
             print(f"scale: {n} functions", file=sys.stderr, flush=True)
             result["sizes"].append(one_size(n, base, key_file, timeout or 300.0))
+        result["load_average"] = round(os.getloadavg()[0], 1)
+        result["cpus"] = os.cpu_count()
     return result
 
 
@@ -292,14 +294,14 @@ def to_markdown(r: dict[str, Any]) -> str:
         f"Baseline (empty library, same run): start-up {b['startup_s']} s, RSS "
         f"{b['rss_start_mb']} MB.",
         "",
-        "| functions | start-up s (× empty) | RSS start MB (+ over empty) | RSS after 1st task MB "
+        "| functions | start-up s (× empty) | RSS start MB (vs empty) | RSS after 1st task MB "
         "| 1st task ms | cached task ms | search p50 ms | log entries |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for s in r["sizes"]:
         lines.append(
             f"| {s['functions']:,} | {s['startup_s']} ({s['startup_s'] / b['startup_s']:.2f}×) "
-            f"| {s['rss_start_mb']} (+{s['rss_start_mb'] - b['rss_start_mb']:.1f}) "
+            f"| {s['rss_start_mb']} ({s['rss_start_mb'] - b['rss_start_mb']:+.1f}) "
             f"| {s['rss_after_task_mb']} | {s['first_task_ms']} | {s['cached_task_ms']} "
             f"| {s['search_p50_ms']} | {s['log_entries']:,} |")
     lines += [
@@ -319,7 +321,10 @@ def to_markdown(r: dict[str, Any]) -> str:
             f"| {s['join_bytes']:,} | {s['rss_joiner_mb']} | {s['idle_bytes_per_round']:,} "
             f"| {s['idle_cpu_pct']} |")
     lines += ["", "CPU % is of one core over the join (or idle) period; search is keyword-only "
-              "(no embedding model loaded); the machine is shared with other work."]
+              "(no embedding model loaded); the machine is shared with other work (load "
+              f"average {r.get('load_average', '?')} on {r.get('cpus', '?')} CPUs at the end of "
+              "the run). 100k functions is not run here (building the library alone takes "
+              "minutes on this machine): `colony bench --suite scale --limit 100000`."]
     return "\n".join(lines)
 
 

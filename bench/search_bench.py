@@ -36,8 +36,9 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from node._embed import DIM, MODEL_NAME, Embedder  # noqa: E402
+from node._lexicon import content_words  # noqa: E402
 from node._records import FunctionRecord, TestCase, VariantRecord, Verdict  # noqa: E402
-from node._search import Hit, SearchIndex  # noqa: E402
+from node._search import Hit, SearchIndex, _keyword, fts_query  # noqa: E402
 from node._store import Library  # noqa: E402
 from protocol import Signature, fingerprint  # noqa: E402
 
@@ -155,7 +156,7 @@ def calibration_cases(index: SearchIndex) -> dict[str, Any]:
             same[name] = set(group)
     positives = []
     for p in [*load_set()["paraphrases"], *cal["paraphrases"]]:
-        hits = index.search(p["query"], signature=p["signature"], k=3)
+        hits = index.search(p["query"], signature=p["signature"], k=3, confident_only=False)
         positives.append({"query": p["query"], "expected": p["expected"],
                           "accept": sorted(same.get(p["expected"], {p["expected"]})),
                           "top": _top(hits)})
@@ -165,7 +166,7 @@ def calibration_cases(index: SearchIndex) -> dict[str, Any]:
         for name in m["absent"]:
             lib.delete_function(name)
         try:
-            hits = index.search(m["query"], signature=m["signature"], k=3)
+            hits = index.search(m["query"], signature=m["signature"], k=3, confident_only=False)
         finally:
             for name in m["absent"]:
                 f = by_name[name]
@@ -222,8 +223,9 @@ def calibration(embedder: Embedder | None, directory: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------- latency
 
 
-def synthetic_library(path: Path, n: int, seed_: int = 7) -> Library:
-    """``n`` functions with random unit vectors, bulk-inserted in one transaction."""
+def synthetic_library(path: Path, n: int, seed_: int = 7, *, variants: bool = False) -> Library:
+    """``n`` functions with random unit vectors, bulk-inserted in one transaction; with
+    ``variants``, each also gets one variant of its default tier that this node verified."""
     rng = random.Random(seed_)
     nrng = np.random.default_rng(seed_)
     lib = Library.open(path, node_id=NODE)
@@ -244,6 +246,17 @@ def synthetic_library(path: Path, n: int, seed_: int = 7) -> Library:
             " vec_quantize_binary(vec_f32(?3)) FROM functions WHERE id = ?1",
             [(i + 1, MODEL_NAME, vecs[i].tobytes()) for i in range(n)],
         )
+        if variants:
+            rows = [(name, sig) for name, sig in w.execute("SELECT name, signature FROM functions")]
+            w.executemany(
+                "INSERT INTO variants (fingerprint, function, tier, wasm, wat, generator,"
+                " origin_node, created_at) VALUES (?, ?, ?, ?, '', 'bench', ?, 0)",
+                [(f"sha256:{i:064x}", name, "simd" if "[]" in sig else "scalar",
+                  _module(name), NODE) for i, (name, sig) in enumerate(rows)])
+            w.executemany(
+                "INSERT INTO verdicts (fingerprint, node, passed, tests_run, tests_failed,"
+                " failures, elapsed_ns, at) VALUES (?, ?, 1, 1, 0, X'90', 0, 0)",
+                [(f"sha256:{i:064x}", NODE) for i in range(len(rows))])
     return lib
 
 
@@ -256,7 +269,7 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
 def latency(n: int, queries: list[tuple[str, str]], qvecs: np.ndarray, directory: Path,
             reps: int) -> dict[str, Any]:
     t0 = time.perf_counter()
-    lib = synthetic_library(directory / f"synthetic-{n}.db", n)
+    lib = synthetic_library(directory / f"synthetic-{n}.db", n, variants=True)
     build_s = time.perf_counter() - t0
     try:
         index = SearchIndex(lib, None)
@@ -278,12 +291,103 @@ def latency(n: int, queries: list[tuple[str, str]], qvecs: np.ndarray, directory
                         " FROM function_vectors v JOIN functions f ON f.id = v.function_id"
                         " WHERE f.signature = ? ORDER BY d LIMIT 5", (blob, sig)).fetchall()
                 base.append(time.perf_counter() - t)
+        # Queries made of the library's own (common) words, as a task's description often is,
+        # with the tier filter a task applies; and the keyword list alone, against ranking
+        # every match (the unbounded query the keyword list used before).
+        rng = random.Random(n)
+        common = [(" ".join(rng.choice(_VOCAB) for _ in range(4)), SIGNATURES[i % 8])
+                  for i in range(len(queries))]
+        words_: list[float] = []
+        bounded: list[float] = []
+        unbounded: list[float] = []
+        for _ in range(reps):
+            for (query, sig), q in zip(common, qvecs, strict=True):
+                tier = "simd" if "[]" in sig else "scalar"
                 t = time.perf_counter()
+                index.search(query, signature=sig, tier=tier, k=5, vector=q)
+                words_.append(time.perf_counter() - t)
+                terms = content_words(query)
+                with lib.read() as r:
+                    t = time.perf_counter()
+                    _keyword(r, terms, sig, 32)
+                    bounded.append(time.perf_counter() - t)
+                    t = time.perf_counter()
+                    r.execute(
+                        "SELECT f.id FROM functions_fts CROSS JOIN functions f"
+                        " ON f.id = functions_fts.rowid WHERE functions_fts MATCH ?"
+                        " AND f.signature = ? ORDER BY bm25(functions_fts) LIMIT 32",
+                        (fts_query(terms), sig)).fetchall()
+                    unbounded.append(time.perf_counter() - t)
         return {"functions": n, "build_s": build_s, "index_load_s": load_s,
                 "search": _percentiles(ours), "baseline_sqlite_vec": _percentiles(base),
-                "samples": len(ours)}
+                "search_common_words_tier": _percentiles(words_),
+                "keyword_list": _percentiles(bounded),
+                "keyword_list_unbounded": _percentiles(unbounded), "samples": len(ours)}
     finally:
         lib.close()
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def memory_probe(backend: str, n: int) -> dict[str, Any]:
+    """RSS of this (fresh) process at start, with the model loaded, and after embedding ``n``
+    distinct queries one by one (as ``n`` tasks with new descriptions would); the time of a
+    full GC pass afterwards and how many objects the load froze. One BLAS/torch thread."""
+    import gc
+
+    start = _rss_mb()
+    emb = Embedder(backend=backend, threads=1)
+    t0 = time.perf_counter()
+    if not emb.wait():
+        raise SystemExit(f"model unavailable: {emb.failed}")
+    load_s = time.perf_counter() - t0
+    loaded = _rss_mb()
+    queries = [p["query"] for p in load_set()["paraphrases"]]
+    t0 = time.perf_counter()
+    for i in range(n):
+        emb.embed([f"{queries[i % len(queries)]} ({i})"])
+    per_query = (time.perf_counter() - t0) / n
+    after = _rss_mb()
+    t0 = time.perf_counter()
+    gc.collect()
+    gc_ms = (time.perf_counter() - t0) * 1e3
+    return {"backend": backend, "queries": n, "rss_start_mb": start, "rss_loaded_mb": loaded,
+            "rss_after_mb": after, "load_s": load_s, "query_ms": per_query * 1e3,
+            "full_gc_ms": gc_ms, "frozen_objects": gc.get_freeze_count()}
+
+
+def memory(quick: bool) -> list[dict[str, Any]]:
+    """:func:`memory_probe` per backend, each in a fresh interpreter."""
+    import subprocess
+
+    n = 100 if quick else 1000
+    out = []
+    for backend in ("numpy", "sentence-transformers"):
+        proc = subprocess.run([sys.executable, __file__, "--memory", backend, str(n)],
+                              capture_output=True, text=True, check=True, timeout=3600)
+        out.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return out
+
+
+def agreement(embedder: Embedder) -> dict[str, Any]:
+    """Cosine between the numpy backend's and sentence-transformers' vectors of the paraphrase
+    set's queries and library texts."""
+    data = load_set()
+    texts = [p["query"] for p in data["paraphrases"]] + \
+        [f"{f['name']}: {f['description']}" for f in data["library"]]
+    reference = Embedder(backend="sentence-transformers")
+    if not reference.wait():
+        return {"texts": len(texts), "error": reference.failed}
+    numpy_vecs = embedder.embed(texts) if embedder.backend == "numpy" else \
+        Embedder(backend="numpy").embed(texts)
+    cos = (numpy_vecs * reference.embed(texts)).sum(axis=1)
+    return {"texts": len(texts), "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean())}
 
 
 def run_all(quick: bool = False) -> dict[str, Any]:
@@ -308,6 +412,10 @@ def run_all(quick: bool = False) -> dict[str, Any]:
             "model_load_s": load_model_s,
             "query_embedding_ms": statistics.median(t) * 1e3,
             "quality": quality(embedder, Path(tmp)),
+            "calibration": {mode: {k: v for k, v in r.items() if k != "cases"}
+                            for mode, r in calibration(embedder, Path(tmp)).items()},
+            "agreement": agreement(embedder),
+            "memory": memory(quick),
             "latency": [latency(n, queries, qvecs, Path(tmp), 1 if quick else 3)
                         for n in sizes],
         }
@@ -330,6 +438,17 @@ def to_markdown(result: dict[str, Any]) -> str:
             f"| {r['functions']:,} | {r['search']['p50_ms']:.2f} ms | "
             f"{r['search']['p99_ms']:.2f} ms | {r['baseline_sqlite_vec']['p50_ms']:.2f} ms | "
             f"{r['baseline_sqlite_vec']['p99_ms']:.2f} ms | {r['index_load_s']:.2f} s |")
+    lines += ["", "Queries of the library's own (common) words, with the tier filter a task "
+              "applies; the keyword list bounded (common terms counted, not ranked) against "
+              "ranking every match as before:", "",
+              "| functions | search p50 | p99 | keyword list p50 | unbounded keyword list p50 | "
+              "ratio |", "|---:|---:|---:|---:|---:|---:|"]
+    for r in result["latency"]:
+        kb, ku = r["keyword_list"]["p50_ms"], r["keyword_list_unbounded"]["p50_ms"]
+        lines.append(
+            f"| {r['functions']:,} | {r['search_common_words_tier']['p50_ms']:.2f} ms | "
+            f"{r['search_common_words_tier']['p99_ms']:.2f} ms | {kb:.2f} ms | {ku:.2f} ms | "
+            f"{ku / kb if kb else float('nan'):.1f}× |")
     lines += [
         "",
         f"Paraphrase set: {q['hits']}/{q['paraphrases']} hits "
@@ -340,8 +459,43 @@ def to_markdown(result: dict[str, Any]) -> str:
         lines.append(f"- miss: \"{m['query']}\" → expected {m['expected']}, got {m['got']}")
     for m in q["false_match_list"]:
         lines.append(f"- false match: \"{m['query']}\" → {m['got']}")
+    lines += ["", "Calibration of the confidence threshold (a hit answers a task without examples "
+              "only at score ≥ threshold): positives = tests/data/paraphrases.json's and "
+              "tests/data/near_misses.json's paraphrases (101), near misses = near_misses.json "
+              "(59, written before tuning), on the paraphrase library plus the eval tasks "
+              "(90 functions). right / wrong = the best hit is confident and is / is not the "
+              "expected function; refused = no confident hit.", "",
+              "| mode | threshold | right | wrong | refused | near-miss false matches |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for mode, r in result["calibration"].items():
+        rows = [r["chosen"]] + [t for t in r["sweep"] if t["threshold"] in (0.5, 0.8)]
+        for t in rows:
+            mark = " (chosen)" if t is r["chosen"] else ""
+            lines.append(f"| {mode} | {t['threshold']:.2f}{mark} | {t['right']}/{t['positives']}"
+                         f" ({t['hit_rate']:.0%}) | {t['wrong']} | {t['refused']} | "
+                         f"{t['false_matches']}/{t['near_misses']} |")
+    for mode, r in result["calibration"].items():
+        for query, name in r["chosen"]["false_match_list"]:
+            lines.append(f"- {mode} false match: \"{query}\" → {name}")
+        for query, name in r["chosen"]["wrong_list"]:
+            lines.append(f"- {mode} wrong answer: \"{query}\" → {name}")
+    a = result["agreement"]
+    if "min_cosine" in a:
+        lines += ["", f"Embedding backends: numpy vs sentence-transformers on {a['texts']} texts: "
+                  f"cosine min {a['min_cosine']:.7f}, mean {a['mean_cosine']:.7f}."]
+    lines += ["", "Memory per process (fresh interpreter, one thread; RSS in MB):", "",
+              "| backend | start | model loaded | after N query embeddings | N | per query | "
+              "full GC after | objects frozen |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for m in result["memory"]:
+        lines.append(f"| {m['backend']} | {m['rss_start_mb']:.0f} | {m['rss_loaded_mb']:.0f} | "
+                     f"{m['rss_after_mb']:.0f} | {m['queries']} | {m['query_ms']:.1f} ms | "
+                     f"{m['full_gc_ms']:.2f} ms | {m['frozen_objects']:,} |")
     return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
-    print(to_markdown(run_all(quick="--quick" in sys.argv)))
+    if "--memory" in sys.argv:
+        i = sys.argv.index("--memory")
+        print(json.dumps(memory_probe(sys.argv[i + 1], int(sys.argv[i + 2]))))
+    else:
+        print(to_markdown(run_all(quick="--quick" in sys.argv)))

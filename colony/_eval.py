@@ -83,7 +83,10 @@ def _request(t: Task, tier: str) -> tuple[SynthesisRequest, list[TestCase]]:
     cases = [TestCase(t.name, t.signature, tuple(a), r, origin=kind)
              for kind, group in (("example", t.examples), ("check", t.checks))
              for a, r in group]
-    return SynthesisRequest(t.name, t.description, sig, tier, examples), cases  # type: ignore[arg-type]
+    # the eval measures whether a synthesizer finds the function; whether it should answer
+    # from these few examples is the generalization suite's question (on_ambiguity="ask")
+    return SynthesisRequest(t.name, t.description, sig, tier, examples,  # type: ignore[arg-type]
+                            on_ambiguity="best"), cases
 
 
 def _timeout(synth: Synthesizer, default: float) -> float:

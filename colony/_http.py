@@ -216,6 +216,33 @@ def register_routes(app: QuartTrio, service: ColonyService) -> None:
             return problem(exc.problem())
         return reply(out)
 
+    # GET /v1/colony is a summary; its per-function lists are paged here (colony/_view.py)
+    from colony._view import fitness_page, list_page
+
+    @app.get("/v1/colony/fitness")
+    async def colony_fitness() -> Response:
+        try:
+            return reply(fitness_page(service._view_cache, request.args.get("cursor"),
+                                      request.args.get("limit"), request.args.get("function")))
+        except ColonyError as exc:
+            return problem(exc.problem())
+
+    @app.get("/v1/colony/quarantined")
+    async def colony_quarantined() -> Response:
+        try:
+            return reply(list_page(service._view_cache, "quarantined",
+                                   request.args.get("cursor"), request.args.get("limit")))
+        except ColonyError as exc:
+            return problem(exc.problem())
+
+    @app.get("/v1/colony/conflicts")
+    async def colony_conflicts() -> Response:
+        try:
+            return reply(list_page(service._view_cache, "conflicts",
+                                   request.args.get("cursor"), request.args.get("limit")))
+        except ColonyError as exc:
+            return problem(exc.problem())
+
 
 # ---------------------------------------------------------------------------- client side
 

@@ -21,6 +21,7 @@ from hypercorn.config import Config as HyperConfig
 from hypercorn.trio import serve
 
 from colony._http import register_routes
+from colony._mcp import McpEndpoint, with_mcp
 from colony._service import ColonyService, load_colony_key
 from node import Node, NodeConfig, NodePort, create_app
 
@@ -78,6 +79,7 @@ async def serve_node(config: NodeConfig, *, task_status: Any = trio.TASK_STATUS_
         app = create_app(node)
         # the colony layer runs alone without a colony key; its routes exist either way
         register_routes(app, colony)
+        mcp = McpEndpoint(app, host=config.host)  # the tool API for agents, at /mcp
         hyper = HyperConfig()
         hyper.bind = [f"{config.host}:{config.port}"]
         hyper.accesslog = None
@@ -87,7 +89,8 @@ async def serve_node(config: NodeConfig, *, task_status: Any = trio.TASK_STATUS_
         with trio.CancelScope() as scope:
             async with trio.open_nursery() as nursery:
                 await nursery.start(node.run_background)
-                binds: list[str] = await nursery.start(serve, app, hyper)
+                await nursery.start(mcp.run)
+                binds: list[str] = await nursery.start(serve, with_mcp(app, mcp), hyper)
                 url = binds[0].replace("0.0.0.0", "127.0.0.1")
                 node.config = _with_port(node.config, url)
                 colony.api_url = _advertised(url, config)

@@ -39,8 +39,9 @@ from colony._fitness import select
 from colony._http import HttpTransport, check_needs, check_peers
 from colony._peers import Peer, PeerTable
 from colony._transport import run_exchange
+from colony._view import summarize
 from node._errors import ColonyError, NotFoundError, PeerError, StoreError
-from node._sync_store import StoreResult, SyncStore, VariantState
+from node._sync_store import UNSUPPORTED, StoreResult, SyncStore, VariantState
 from protocol import (
     LIMITS,
     PROTOCOL_VERSION,
@@ -618,24 +619,16 @@ class ColonyService:
 
     async def check_function(self, name: str) -> None:
         """Bring every active variant of ``name`` to an up-to-date local verdict, and decide the
-        received tests that wait for it (applied, or held as conflicts)."""
-        lib = self.node.library
+        received tests that wait for it (applied, or held as conflicts). The whole check is one
+        call in a worker thread (its reads, compiles, runs and writes): a join of thousands of
+        functions is not thousands of thread hops per function."""
         lock = self._function_locks.setdefault(name, trio.Lock())
         try:
             async with lock:
-                fn = await trio.to_thread.run_sync(lib.get_function, name)
-                if fn is None:
-                    return
-                changed = False
-                checking = await trio.to_thread.run_sync(self.store.checking_tests, name)
-                if checking:
-                    states = await trio.to_thread.run_sync(self.store.variant_states, name)
-                    if any(s.status == "active" and s.passed for s in states):
-                        # variants first, so that a correcting variant that came with its
-                        # test counts among the verified ones
-                        changed = await self._judge_all(fn)
-                    await self._check_tests(fn, checking)
-                changed |= await self._judge_all(fn)
+                events: list[tuple[str, dict[str, Any]]] = []
+                changed = await trio.to_thread.run_sync(self._check_blocking, name, events)
+                for kind, fields in events:
+                    self.node.events.emit(kind, **fields)
                 if changed:
                     self.node.invalidate(name)
                     self._view_dirty.set()
@@ -643,41 +636,57 @@ class ColonyService:
             if not lock.locked() and not lock.statistics().tasks_waiting:
                 self._function_locks.pop(name, None)
 
-    async def _judge_all(self, fn: Any) -> bool:
-        tests = await trio.to_thread.run_sync(self.node.library.tests, fn.name)
-        states = await trio.to_thread.run_sync(self.store.variant_states, fn.name)
+    def _check_blocking(self, name: str, events: list[tuple[str, dict[str, Any]]]) -> bool:
+        fn = self.node.library.get_function(name)
+        if fn is None:
+            return False
         changed = False
-        for st in states:
+        states = self.store.variant_states(name)
+        if any(s.status == "active" and s.passed is None for s in states):
+            self.store.reopen_unsupported(name)  # a new variant may be the one that passes them
+        checking = self.store.checking_tests(name)
+        if checking:
+            if any(s.status == "active" and s.passed for s in states):
+                # variants first, so that a correcting variant that came with its test counts
+                # among the verified ones
+                changed = self._judge_all(fn, events)
+            self._check_tests(fn, checking, events)
+        return self._judge_all(fn, events) or changed
+
+    def _judge_all(self, fn: Any, events: list[tuple[str, dict[str, Any]]]) -> bool:
+        tests = self.node.library.tests(fn.name)
+        changed = False
+        for st in self.store.variant_states(fn.name):
             if st.status != "active":
                 continue
             if st.passed is not None and st.tests_run >= len(tests):
                 continue
-            changed |= await self._judge(fn, st, tests)
+            changed |= self._judge(fn, st, tests, events)
         return changed
 
-    async def _check_tests(self, fn: Any, checking: list[TestCase]) -> bool:
+    def _check_tests(self, fn: Any, checking: list[TestCase],
+                     events: list[tuple[str, dict[str, Any]]]) -> bool:
         """Run received tests on the function's verified variants: a test that at least one of
         them passes (or that meets no verified variant) joins the tests; one that every
         verified variant fails is held as a conflict (what served keeps serving). True when
         tests were applied."""
         lib = self.node.library
-        states = await trio.to_thread.run_sync(self.store.variant_states, fn.name)
-        verified = [s for s in states if s.status == "active" and s.passed]
+        verified = [s for s in self.store.variant_states(fn.name)
+                    if s.status == "active" and s.passed]
         passed: set[str] = set()
         got: dict[str, Any] = {}
         for st in verified:
-            variant = await trio.to_thread.run_sync(lib.variant, st.fingerprint)
+            variant = lib.variant(st.fingerprint)
             if variant is None:
                 continue
             try:
-                loaded = await trio.to_thread.run_sync(self.node.load, variant.wasm, fn.name,
-                                                       fn.sig, variant.tier)
+                loaded = self.node.load(variant.wasm, fn.name, fn.sig, variant.tier)
             except ColonyError:
                 continue
             for t in checking:
                 if t.id in passed:
                     continue
-                verdict = await trio.to_thread.run_sync(self.node.verify, loaded, [t])
+                verdict = self.node.verify(loaded, [t])
                 if verdict.passed:
                     passed.add(t.id)
                 elif verdict.failures:
@@ -687,14 +696,13 @@ class ColonyService:
         for t in checking:
             if t.id in passed:
                 continue
-            why = (f"every verified variant ({len(verified)}) fails it: args {list(t.args)}, "
+            why = (f"{UNSUPPORTED} ({len(verified)}) fails it: args {list(t.args)}, "
                    f"expected {t.expected!r}, got {got.get(t.id)!r}")
-            await trio.to_thread.run_sync(self.store.hold, t.id, why)
+            self.store.hold(t.id, why)
             self.stats["tests_held"] += 1
-            self.node.events.emit("test.conflict", function=fn.name, test=t.id, reason=why)
+            events.append(("test.conflict", {"function": fn.name, "test": t.id, "reason": why}))
             log.warning("held a received test of %s: %s", fn.name, why)
-        applied = await trio.to_thread.run_sync(self.store.apply_checked, sorted(passed)) \
-            if passed else 0
+        applied = self.store.apply_checked(sorted(passed)) if passed else 0
         self.stats["tests_applied"] += applied
         return applied > 0
 
@@ -714,10 +722,10 @@ class ColonyService:
         self._want_push()
         return {"function": function, "test": test_id, "status": status}
 
-    async def _judge(self, fn: Any, st: VariantState, tests: list[Any]) -> bool:
-        """Check one variant; True when its serving status changed."""
-        lib = self.node.library
-        variant = await trio.to_thread.run_sync(lib.variant, st.fingerprint)
+    def _judge(self, fn: Any, st: VariantState, tests: list[Any],
+               events: list[tuple[str, dict[str, Any]]]) -> bool:
+        """Check one variant (blocking); True when its serving status changed."""
+        variant = self.node.library.variant(st.fingerprint)
         if variant is None:
             return False
         first_check = st.passed is None
@@ -725,50 +733,63 @@ class ColonyService:
             why = self._signature_problem(fn, variant)
             if why is not None:
                 if why.startswith("awaiting"):
-                    await trio.to_thread.run_sync(self.store.judge, st.fingerprint, None,
-                                                  "active", why)
+                    self.store.judge(st.fingerprint, None, "active", why)
                     return False
-                await self._quarantine(st, None, why)
+                self._quarantine(st, None, why, events)
                 return True
         if not tests:
-            await trio.to_thread.run_sync(self.store.judge, st.fingerprint, None, "active",
-                                          "awaiting the function's tests")
+            self.store.judge(st.fingerprint, None, "active", "awaiting the function's tests")
             return False
         try:
-            loaded = await trio.to_thread.run_sync(self.node.load, variant.wasm, fn.name,
-                                                   fn.sig, variant.tier)
+            loaded = self.node.load(variant.wasm, fn.name, fn.sig, variant.tier)
         except ColonyError as exc:
-            await self._quarantine(st, None, f"does not load here: {exc.detail}")
+            self._quarantine(st, None, f"does not load here: {exc.detail}", events)
             return True
-        verdict = await trio.to_thread.run_sync(self.node.verify, loaded, tests)
+        verdict = self.node.verify(loaded, tests)
         if verdict.passed and first_check and st.origin != self.node_id:
             # Passing the tests is not enough: a peer's challenger must also behave like the
             # champion it would replace (behaviour changes only through new tests).
-            differs = await trio.to_thread.run_sync(self.node.challenge, fn.name, st.tier,
-                                                    variant.wasm)
-            if differs is not None:
-                await self._quarantine(st, None, (
+            differs = self.node.challenge(fn.name, st.tier, variant.wasm)
+            if differs is not None and not self._corrects(fn, loaded, differs):
+                self._quarantine(st, None, (
                     f"disagrees with the champion on args {list(differs.get('args', []))}: "
                     f"champion {differs.get('champion')!r}, this variant "
-                    f"{differs.get('challenger')!r}"))
+                    f"{differs.get('challenger')!r}"), events)
                 return True
         if verdict.passed:
-            await trio.to_thread.run_sync(self.store.judge, st.fingerprint, verdict, "active",
-                                          None)
+            self.store.judge(st.fingerprint, verdict, "active", None)
             self.stats["adopted" if first_check else "reverified"] += 1
             if first_check and st.origin != self.node_id:
-                self.node.events.emit("variant.adopted", function=fn.name, tier=st.tier,
-                                      fingerprint=st.fingerprint, origin=st.origin)
+                events.append(("variant.adopted", {"function": fn.name, "tier": st.tier,
+                                                   "fingerprint": st.fingerprint,
+                                                   "origin": st.origin}))
             return True
         first = verdict.failures[0] if verdict.failures else None
         why = f"failed {verdict.tests_failed}/{verdict.tests_run} colony tests" + (
             f" (args {list(first.args)}: expected {first.expected!r}, got {first.got!r})"
             if first is not None else "")
-        await self._quarantine(st, verdict, why)
+        self._quarantine(st, verdict, why, events)
         if st.passed:  # it served: the colony's tests caught it; mutate it
-            await trio.to_thread.run_sync(self.store.schedule_mutation, st.fingerprint,
-                                          fn.name, "failed a colony test")
+            self.store.schedule_mutation(st.fingerprint, fn.name, "failed a colony test")
         return True
+
+    def _corrects(self, fn: Any, loaded: Any, differs: dict[str, Any]) -> bool:
+        """Whether a challenger that disagrees with the champion does so on evidence: received
+        tests (waiting, or held because no verified variant passed them) that it passes and
+        the champion fails. Then it is a correction, not a change of behaviour."""
+        self.store.reopen_unsupported(fn.name)
+        pending = self.store.checking_tests(fn.name)
+        champion = self.node.library.variant(str(differs.get("champion_fingerprint", "")))
+        if not pending or champion is None:
+            return False
+        try:
+            champ = self.node.load(champion.wasm, fn.name, fn.sig, champion.tier)
+        except ColonyError:
+            return False
+        for t in pending:
+            if self.node.verify(loaded, [t]).passed and not self.node.verify(champ, [t]).passed:
+                return True
+        return False
 
     def _signature_problem(self, fn: Any, v: Any) -> str | None:
         if not v.origin_node:
@@ -783,14 +804,15 @@ class ColonyService:
             return f"bad origin signature: {exc}"
         return None
 
-    async def _quarantine(self, st: VariantState, verdict: Any, why: str) -> None:
+    def _quarantine(self, st: VariantState, verdict: Any, why: str,
+                    events: list[tuple[str, dict[str, Any]]]) -> None:
         log.warning("quarantined %s of %s from %s: %s", st.fingerprint[:19], st.function,
                     st.origin[:12], why)
         self.stats["quarantined"] += 1
-        self.node.events.emit("variant.quarantined", function=st.function, tier=st.tier,
-                              fingerprint=st.fingerprint, origin=st.origin, reason=why[:500])
-        await trio.to_thread.run_sync(self.store.judge, st.fingerprint, verdict, "quarantined",
-                                      why)
+        events.append(("variant.quarantined", {"function": st.function, "tier": st.tier,
+                                               "fingerprint": st.fingerprint,
+                                               "origin": st.origin, "reason": why[:500]}))
+        self.store.judge(st.fingerprint, verdict, "quarantined", why)
 
     # ------------------------------------------------------------------ selection
 
@@ -970,7 +992,8 @@ class ColonyService:
                 **{k: v for k, v in sorted(self.stats.items())},
             },
             "fitness_formula": "c * r * (0.6 speed + 0.2 size + 0.2 use); see docs/colony.md",
-            **self._view_cache,
+            # a summary: per-function details are paged (colony/_view.py, GET /v1/colony/fitness)
+            **summarize(self._view_cache),
         }
 
 

@@ -61,11 +61,14 @@ function stackedBars(svg, buckets, series, opts) {
       acc += v;
     }
   });
-  // time labels: first, middle, last
-  for (const i of [0, Math.floor(n / 2), n - 1]) {
+  // time labels: first, middle, last; the outer two are anchored at the plot's edges so a
+  // label never runs past the SVG (a centred last label was cut off at 1366 px)
+  const labels = [[0, 'start', m.l], [Math.floor(n / 2), 'middle', null], [n - 1, 'end', m.l + iw]];
+  for (const [i, anchor, x] of labels) {
     if (!buckets[i]) continue;
-    svg.appendChild(svgEl('text', {x: m.l + i * bw + bw / 2, y: H - 5, class: 'axis',
-                                   'text-anchor': 'middle'}, clockLabel(buckets[i].t)));
+    svg.appendChild(svgEl('text', {x: x === null ? m.l + i * bw + bw / 2 : x, y: H - 5,
+                                   class: 'axis time', 'text-anchor': anchor},
+                          clockLabel(buckets[i].t)));
   }
   if (opts.line) {
     const L = opts.line, lmax = L.max || 1;

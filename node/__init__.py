@@ -27,6 +27,7 @@ from node._errors import SandboxError as SandboxError
 from node._errors import StoreError as StoreError
 from node._errors import SynthesisError as SynthesisError
 from node._errors import SynthesisFailed as SynthesisFailed
+from node._errors import SynthesisTimeout as SynthesisTimeout
 from node._errors import TooLargeError as TooLargeError
 from node._errors import TrapError as TrapError
 from node._errors import UnauthorizedError as UnauthorizedError
@@ -54,6 +55,7 @@ from node._records import TestFailure as TestFailure
 from node._records import VariantRecord as VariantRecord
 from node._records import Verdict as Verdict
 from node._runtime import Loaded as Loaded
+from node._runtime import MemoryBusy as MemoryBusy
 from node._runtime import Runtime as Runtime
 from node._search import Hit as Hit
 from node._search import SearchIndex as SearchIndex
@@ -89,6 +91,7 @@ __all__ = [
     "Library",
     "LlmSettings",
     "Loaded",
+    "MemoryBusy",
     "MetricCounter",
     "Node",
     "NodeConfig",
@@ -107,6 +110,7 @@ __all__ = [
     "SynthLimits",
     "SynthesisError",
     "SynthesisFailed",
+    "SynthesisTimeout",
     "TaskRequest",
     "TestCase",
     "TestFailure",

@@ -50,6 +50,8 @@ MAX_DEPTH = 32
 MAX_DETAIL = 1000
 #: Seconds an unread request body is drained after the reply, so the connection can be reused.
 DRAIN_S = 5.0
+#: Most array elements one bench may process in all (iterations × size): 128 calls of 10⁶.
+BENCH_ELEMENTS = 1 << 27
 #: Keys in the app's config: the API token, and whether calls (tasks, run, bench) need it too.
 API_TOKEN = "COLONY_API_TOKEN"
 API_TOKEN_FOR_CALLS = "COLONY_API_TOKEN_FOR_CALLS"
@@ -452,7 +454,7 @@ def create_app(node: Node) -> QuartTrio:
     async def openapi() -> Response:
         from node._openapi import openapi_document
 
-        return reply(openapi_document())
+        return reply(openapi_document(node.config.api))
 
     @app.get("/v1/functions/<name>")
     async def describe_function(name: str) -> Response:
@@ -522,6 +524,11 @@ def create_app(node: Node) -> QuartTrio:
                 raise RequestError(f"'{key}' must be an integer from 1 to {hi}")
         if tier is not None and not isinstance(tier, str):
             raise RequestError("'tier' must be a string")
+        fn = await trio.to_thread.run_sync(node.library.get_function, name)
+        if fn is not None and fn.sig.is_array and iterations * size > BENCH_ELEMENTS:
+            # a bench runs to completion in a worker thread: bound its work up front
+            raise UnsupportedError(f"iterations × size is at most {BENCH_ELEMENTS} for an array "
+                                   f"function (asked {iterations} × {size})")
         return reply(await node.bench_function(name, tier, iterations, size))
 
     @app.get("/v1/variants/<fingerprint>")
@@ -550,7 +557,9 @@ def create_app(node: Node) -> QuartTrio:
 
     @app.get("/health")
     async def health() -> Response:
-        return reply({"ok": True, "node": node.node_id})
+        resp = reply({"ok": True, "node": node.node_id, "search": node.search_mode})
+        resp.headers["Access-Control-Allow-Origin"] = "*"  # read-only: peers' dashboards poll it
+        return resp
 
     @app.get("/")
     async def dashboard() -> Response:
@@ -561,4 +570,7 @@ def create_app(node: Node) -> QuartTrio:
     from node._events import register_routes as register_event_routes
 
     register_event_routes(app, node)
+    from node._export import register_export_routes
+
+    register_export_routes(app, node)
     return app

@@ -73,7 +73,7 @@ class SynthLimits:
     max_programs: int = 8_000_000
     #: Programs enumerated after the first fit, looking for better-ranked programs and for
     #: plausible competitors (ambiguity).
-    after_fit_programs: int = 2_000_000
+    after_fit_programs: int = 1_500_000
     #: Rank margin within which a competitor that fits every example but computes something
     #: else elsewhere makes the examples ambiguous (ranks: about one unit per IR node).
     ambiguity_margin: float = 2.0

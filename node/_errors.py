@@ -12,11 +12,13 @@
     ├── ConflictError (409)          the task disagrees with the library (name taken, examples)
     ├── AmbiguousError (422)         the examples fit several functions: ``distinguishing`` inputs
     ├── SynthesisError (503)         no configured synthesizer can produce the function
+    │   ├── SynthesisTimeout (503)   the LLM did not answer in time
     │   └── SynthesisFailed (422)    a synthesizer ran and found nothing that passes the examples
     ├── SandboxError (422)           running WASM failed
     │   ├── CompileError             the module does not compile, or breaks the tier's ABI
     │   ├── TrapError                the function trapped (the trap is named in ``trap``)
     │   └── BudgetExceeded           it ran out of fuel/time or memory, or was cancelled
+    │       └── MemoryBusy (503)     the node-wide memory budget stayed full (node/_runtime.py)
     ├── GpuError (422)               the gpu host refused the module (bad shader, limits)
     ├── VerificationError (422)      a variant failed the function's tests
     ├── PeerError (502)              a peer misbehaved or could not be reached
@@ -130,6 +132,17 @@ class SynthesisError(ColonyError):
     title = "No synthesizer can produce this function"
 
 
+class SynthesisTimeout(SynthesisError):
+    """The LLM did not answer within the request's or the synthesis's time limit.
+
+    Still a 503 (try again later, or give the server more time: ``llm_settings``), but with its
+    own type and title: the synthesizer exists and was asked, it was too slow.
+    """
+
+    slug = "synthesis-timeout"
+    title = "The LLM did not answer in time"
+
+
 class SynthesisFailed(SynthesisError):
     status = 422
     slug = "synthesis-failed"
@@ -191,7 +204,8 @@ class StoreError(ColonyError):
 
 ALL_ERRORS: tuple[type[ColonyError], ...] = (
     ColonyError, RequestError, UnsupportedError, ExamplesError, TooLargeError, NotFoundError,
-    UnauthorizedError, ConflictError, AmbiguousError, SynthesisError, SynthesisFailed,
+    UnauthorizedError, ConflictError, AmbiguousError, SynthesisError, SynthesisTimeout,
+    SynthesisFailed,
     SandboxError, CompileError, TrapError, BudgetExceeded, GpuError, VerificationError,
     PeerError, StoreError,
 )

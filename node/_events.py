@@ -269,7 +269,9 @@ def register_routes(app: QuartTrio, node: Node) -> None:
         kinds = _kinds_arg(request.args.get("kinds"))
         resp = Response(bus.stream(backlog=backlog, after=after, kinds=kinds), status=200,
                         content_type="text/event-stream; charset=utf-8",
-                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+                                 # read-only: any node's dashboard merges every peer's stream
+                                 "Access-Control-Allow-Origin": "*"})
         resp.timeout = None  # a stream lives until the client leaves (Quart's default is 60 s)
         return resp
 

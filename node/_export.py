@@ -112,8 +112,8 @@ def _record(r: apsw.Connection, row: tuple[Any, ...], node_id: str, tables: set[
             "verdicts": verdicts, "verified_by": [v["node"] for v in verdicts if v["passed"]]})
     # champions first, then newest (the order the node serves them in)
     variants.sort(key=lambda v: not v["champion"])
-    tests = [{"id": tid, "args": msgpack.unpackb(a, raw=False),
-              "expected": msgpack.unpackb(e, raw=False), "origin": origin}
+    tests = [{"id": tid, "args": _jsonable(msgpack.unpackb(a, raw=False)),
+              "expected": _jsonable(msgpack.unpackb(e, raw=False)), "origin": origin}
              for tid, a, e, origin in r.execute(
                  "SELECT id, args, expected, origin FROM tests WHERE function = ? ORDER BY rowid",
                  (name,))]
@@ -176,7 +176,7 @@ def export_records(library: Library, *, since: int = 0, limit: int | None = None
             return
         for rec in records:
             rec["computed"] = [] if runtime is None else _compute(rec, runtime, library)
-            yield _jsonable(rec)
+            yield rec  # values (args, results) are JSON-plain already
             sent += 1
             if limit is not None and sent >= limit:
                 return

@@ -63,6 +63,8 @@ _OPERATIONS: dict[str, str] = {
     "inc": "increment increments incremented decrement decrements",
     "xor": "xor",
     "popcount": "popcount bits",
+    "clear": "clear clears cleared remove removes removed unset unsets reset resets",
+    "isolate": "isolate isolates isolated extract extracts",
     "bit_and": "",  # "bitwise and", "logical and": see _QUALIFIED
     "bit_or": "",
     "bit_not": "",
@@ -102,7 +104,7 @@ GROUPS: dict[str, frozenset[str]] = {
         "add", "sub", "mul", "div", "pow", "mod", "gcd", "lcm", "mean", "neg", "abs", "sqrt",
         "square", "cube", "double", "max", "min", "even", "odd", "factorial", "fibonacci",
         "prime", "std", "inc", "xor", "popcount", "bit_and", "bit_or", "bit_not", "eq",
-        "median", "exp", "log", "reciprocal", "round", "relu", "sigmoid", "tanh", "softsign",
+        "median", "exp", "log", "reciprocal", "clear", "isolate", "round", "relu", "sigmoid", "tanh", "softsign",
     }),
     "mean_kind": frozenset({"arithmetic", "geometric", "harmonic"}),
     "measure": frozenset({"area", "perimeter", "volume", "distance"}),

@@ -308,6 +308,7 @@ class Node:
         self.events.emit("task", source=source, tier=ctx.req.tier, function=serving.function.name,
                          fingerprint=serving.variant_fp, llm_calls=resolution.llm_calls,
                          guess=serving.guess, corrected=resolution.corrected,
+                         evidence_basis=serving.evidence(set(), None)["basis"],
                          elapsed_ms=round((time.perf_counter() - started) * 1000, 3))
         caller = {t.id for t in tests_for(serving.function.name, ctx.req)}
         reply: dict[str, Any] = {
@@ -434,7 +435,7 @@ class Node:
                 continue  # not serving, or its verdict already covers every test
             loaded = await trio.to_thread.run_sync(self.load, variant.wasm, name,
                                                    view.function.sig, variant.tier)
-            verdict = await trio.to_thread.run_sync(self.verify, loaded, tests)
+            verdict = await self.verifier.averify(loaded, tests)
             await self.write(self.library.record_verdict, verdict)
             if not verdict.passed:
                 stopped += 1
@@ -589,10 +590,10 @@ class Node:
         and store it with its behaviour, evidence and signature in one transaction."""
         wasm = await _tools.assemble(self, cand.wat)
         loaded = await trio.to_thread.run_sync(self.load, wasm, req.name, req.signature, req.tier)
-        verdict: Verdict = await trio.to_thread.run_sync(self.verify, loaded, tests)
+        verdict: Verdict = await self.verifier.averify(loaded, tests)
         if not verdict.passed:
             first = verdict.failures[0] if verdict.failures else None
-            trap = _trap_of(first.error) if first is not None and first.error else None
+            trap = first.trap if first is not None else None
             raise VerificationError(
                 f"candidate failed {verdict.tests_failed}/{verdict.tests_run} tests"
                 + (f", e.g. args {list(first.args)} expected {first.expected!r} got "
@@ -695,11 +696,6 @@ class Node:
 
 def _args(args: Sequence[Any]) -> str:
     return ", ".join(repr(a) for a in args)
-
-
-def _trap_of(error: str) -> str:
-    """The trap's name out of a verifier failure text (``TrapError: ...`` → the message)."""
-    return error.split(":", 1)[1].strip() if ":" in error else error
 
 
 async def run_cancellable(fn: Callable[[], Synthesized], cancelled: threading.Event) -> Synthesized:

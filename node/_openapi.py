@@ -6,14 +6,19 @@ missing here, and validates the document with openapi-spec-validator.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
+from node._config import ApiLimits
+from node._task import NAME_RE, ON_AMBIGUITY
+
 VALUE = {"description": "i32/i64 integer, f32/f64 number (or \"nan\", \"inf\", \"-inf\"), or an "
-                        "array of numbers for f32[]"}
+                        "array of numbers for f32[] (with msgpack: raw little-endian float32 "
+                        "bytes, `bin`, both ways)"}
 SIGNATURE = {"type": "string", "example": "(i32, i32) -> i32",
              "description": "(T, ...) -> T with T in i32 i64 f32 f64 f32[]"}
 TIER = {"type": "string", "enum": ["scalar", "simd", "gpu"]}
-NAME = {"type": "string", "pattern": "^[a-z_][a-z0-9_]{0,63}$"}
+NAME = {"type": "string", "pattern": f"^{NAME_RE.pattern}$", "example": "add"}
 FINGERPRINT = {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"}
 
 
@@ -32,11 +37,20 @@ def _ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 
 PROBLEM = {"description": "Problem document (RFC 9457)",
-           "content": {"application/problem+json": {"schema": _ref("Problem")}}}
+           "content": {"application/problem+json": {"schema": _ref("Problem")},
+                       "application/problem+msgpack": {"schema": _ref("Problem")}}}
+UNAUTHORIZED = {"description": "The node has an API token and the request did not carry it "
+                               "(`WWW-Authenticate: Bearer`)",
+                "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+                "content": {"application/problem+json": {"schema": _ref("Problem")},
+                            "application/problem+msgpack": {"schema": _ref("Problem")}}}
+#: Operations that need the API token when the node has one (the others: none, or with
+#: ``COLONY_API_TOKEN_FOR_CALLS`` also tasks, runs and benches).
+BEARER: list[dict[str, list[str]]] = [{"apiToken": []}]
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    return {str(c): PROBLEM for c in codes}
+    return {str(c): UNAUTHORIZED if c == 401 else PROBLEM for c in codes}
 
 
 NAME_PARAM = {"name": "name", "in": "path", "required": True, "schema": NAME}
@@ -45,16 +59,58 @@ SCHEMAS: dict[str, Any] = {
     "Problem": {"type": "object", "required": ["type", "title", "status", "detail"],
                 "properties": {"type": {"type": "string"}, "title": {"type": "string"},
                                "status": {"type": "integer"}, "detail": {"type": "string"},
-                               "trap": {"type": "string"}}},
+                               "trap": {"type": "string"},
+                               "twin": {"type": "string",
+                                        "description": "409: the existing function this one "
+                                                       "would behave exactly like"},
+                               "distinguishing": {
+                                   "type": "array", "maxItems": 3,
+                                   "items": _ref("Distinguishing"),
+                                   "description": "422 ambiguous: inputs on which plausible "
+                                                  "candidates disagree"}}},
+    "Distinguishing": {"type": "object", "required": ["args", "results"],
+                       "properties": {"args": {"type": "array", "items": VALUE},
+                                      "results": {"type": "array", "items": VALUE,
+                                                  "description": "each candidate's result"}}},
+    "Evidence": {"type": "object",
+                 "description": "How much to trust the answer",
+                 "required": ["tests_passed", "tests_total", "from_caller", "verified_by",
+                              "disambiguated", "distinguishing_inputs", "basis", "search"],
+                 "properties": {
+                     "tests_passed": {"type": "integer", "minimum": 0},
+                     "tests_total": {"type": "integer", "minimum": 0},
+                     "from_caller": {"type": "integer", "minimum": 0,
+                                     "description": "tests that came from this caller's "
+                                                    "examples"},
+                     "verified_by": {"type": "array", "items": {"type": "string"},
+                                     "description": "ids of the nodes that verified the "
+                                                    "variant locally"},
+                     "disambiguated": {"type": "boolean",
+                                       "description": "unique among the candidates on the "
+                                                      "distinguishing inputs"},
+                     "distinguishing_inputs": {"type": "integer", "minimum": 0},
+                     "basis": {"type": "string",
+                               "enum": ["disambiguated", "fits-examples", "guess"]},
+                     "search": {"type": ["string", "null"],
+                                "enum": ["semantic", "keyword-only", None]}}},
     "Example": {"type": "object", "required": ["args", "result"], "additionalProperties": False,
                 "properties": {"args": {"type": "array", "items": VALUE}, "result": VALUE}},
     "Task": {"type": "object", "required": ["description", "signature"],
              "additionalProperties": False,
-             "properties": {"description": {"type": "string", "maxLength": 4000},
+             "properties": {"description": {"type": "string", "minLength": 1,
+                                            "maxLength": ApiLimits().description_chars},
                             "name": NAME, "signature": SIGNATURE, "tier": TIER,
                             "args": {"type": "array", "items": VALUE},
-                            "examples": {"type": "array", "items": _ref("Example")},
-                            "synthesize": {"type": "boolean", "default": True}}},
+                            "examples": {"type": "array", "items": _ref("Example"),
+                                         "maxItems": ApiLimits().examples},
+                            "synthesize": {"type": "boolean", "default": True},
+                            "on_ambiguity": {"type": "string", "enum": list(ON_AMBIGUITY),
+                                             "default": "ask",
+                                             "description": "ask: a 422 `ambiguous` problem "
+                                             "with distinguishing inputs when the examples fit "
+                                             "plausible functions that disagree; best: answer "
+                                             "with the best-ranked one (evidence.basis "
+                                             "\"guess\")"}}},
     "CreateFunction": {"type": "object", "required": ["name", "description", "signature"],
                        "properties": {"name": NAME, "description": {"type": "string"},
                                       "signature": SIGNATURE, "tier": TIER,
@@ -66,16 +122,25 @@ SCHEMAS: dict[str, Any] = {
                     "properties": {"name": NAME, "fingerprint": FINGERPRINT, "tier": TIER,
                                    "signature": SIGNATURE, "verified": {"type": "boolean"}}},
     "TaskReply": {"type": "object",
-                  "required": ["result", "function", "source", "llm_calls", "node", "elapsed_ms"],
+                  "required": ["result", "function", "source", "llm_calls", "node", "elapsed_ms",
+                               "evidence"],
                   "properties": {"result": VALUE, "function": _ref("FunctionRef"),
                                  "source": {"type": "string", "enum": [
                                      "cache", "search", "peer", "synthesized", "mutated"]},
                                  "llm_calls": {"type": "integer"}, "node": {"type": "string"},
-                                 "elapsed_ms": {"type": "number"}}},
-    "RunReply": {"type": "object", "properties": {"result": VALUE,
-                                                  "function": _ref("FunctionRef"),
-                                                  "node": {"type": "string"},
-                                                  "elapsed_ms": {"type": "number"}}},
+                                 "elapsed_ms": {"type": "number"},
+                                 "evidence": _ref("Evidence")}},
+    "RunReply": {"type": "object", "required": ["result", "function", "node", "elapsed_ms"],
+                 "properties": {"result": VALUE, "function": _ref("FunctionRef"),
+                                "node": {"type": "string"}, "elapsed_ms": {"type": "number"},
+                                "evidence": _ref("Evidence")}},
+    "FunctionPage": {"type": "object", "required": ["functions", "next_cursor"],
+                     "properties": {"functions": {"type": "array",
+                                                  "items": _ref("FunctionSummary")},
+                                    "next_cursor": {"type": ["string", "null"],
+                                                    "description": "pass as `cursor` for the "
+                                                                   "next page; null on the "
+                                                                   "last"}}},
     "FunctionSummary": {"type": "object", "properties": {
         "name": NAME, "description": {"type": "string"}, "signature": SIGNATURE,
         "tier_family": {"type": "string", "enum": ["scalar", "array"]},
@@ -110,21 +175,37 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
-def openapi_document() -> dict[str, Any]:
+def openapi_document(limits: ApiLimits | None = None) -> dict[str, Any]:
+    """The document; ``limits`` (the node's settings) fill in the bounds they set."""
+    limits = limits or ApiLimits()
+    schemas = copy.deepcopy(SCHEMAS)
+    task = schemas["Task"]["properties"]
+    task["description"]["maxLength"] = limits.description_chars
+    task["examples"]["maxItems"] = limits.examples
+    for key in ("description", "examples"):
+        schemas["CreateFunction"]["properties"][key] = copy.deepcopy(task[key])
     paths: dict[str, Any] = {
         "/v1/tasks": {"post": {
             "summary": "Run a task: reuse a verified function or synthesize one",
             "requestBody": _body(_ref("Task")),
-            "responses": {"200": _ok(_ref("TaskReply")), **_errors(400, 404, 409, 413, 422, 503)},
+            "responses": {"200": _ok(_ref("TaskReply")),
+                          **_errors(400, 401, 404, 409, 413, 422, 503)},
         }},
         "/v1/functions": {
-            "get": {"summary": "List the library's functions", "responses": {"200": _ok(
-                {"type": "object", "properties": {"functions": {
-                    "type": "array", "items": _ref("FunctionSummary")}}})}},
+            "get": {"summary": "One page of the library's functions, by name",
+                    "parameters": [
+                        {"name": "limit", "in": "query",
+                         "schema": {"type": "integer", "minimum": 1},
+                         "description": f"functions per page (default {limits.page_size}; "
+                                        f"at most {limits.max_page_size} are served)"},
+                        {"name": "cursor", "in": "query", "schema": {"type": "string"},
+                         "description": "next_cursor of the previous page"}],
+                    "responses": {"200": _ok(_ref("FunctionPage")), **_errors(400)}},
             "post": {"summary": "Create a function from WAT (verified) or by synthesis",
+                     "security": BEARER,
                      "requestBody": _body(_ref("CreateFunction")),
                      "responses": {"201": _ok(_ref("FunctionDetail"), "Created"),
-                                   **_errors(400, 409, 413, 422, 503)}},
+                                   **_errors(400, 401, 409, 413, 422, 503)}},
         },
         "/v1/functions/{name}": {
             "get": {"summary": "Describe a function: variants, tests, lineage, metrics",
@@ -132,23 +213,25 @@ def openapi_document() -> dict[str, Any]:
                                                 "schema": {"type": "string"}}],
                     "responses": {"200": _ok(_ref("FunctionDetail")), **_errors(400, 404)}},
             "delete": {"summary": "Delete a function with its variants and tests",
-                       "parameters": [NAME_PARAM],
-                       "responses": {"204": {"description": "Deleted"}, **_errors(400, 404)}},
+                       "parameters": [NAME_PARAM], "security": BEARER,
+                       "responses": {"204": {"description": "Deleted"},
+                                     **_errors(400, 401, 404)}},
         },
         "/v1/functions/{name}/run": {"post": {
             "summary": "Run the serving variant", "parameters": [NAME_PARAM],
             "requestBody": _body({"type": "object", "required": ["args"], "properties": {
                 "args": {"type": "array", "items": VALUE}, "tier": TIER}}),
-            "responses": {"200": _ok(_ref("RunReply")), **_errors(400, 404, 413, 422)}}},
+            "responses": {"200": _ok(_ref("RunReply")), **_errors(400, 401, 404, 413, 422)}}},
         "/v1/functions/{name}/bench": {"post": {
             "summary": "Time calls of a function in the node's sandbox",
             "parameters": [NAME_PARAM], "requestBody": _body(_ref("Bench")),
-            "responses": {"200": _ok(_ref("BenchReply")), **_errors(400, 404, 422)}}},
+            "responses": {"200": _ok(_ref("BenchReply")), **_errors(400, 401, 404, 422)}}},
         "/v1/functions/{name}/mutate": {"post": {
             "summary": "Derive a new variant from the serving one (lineage: parent → child)",
             "parameters": [NAME_PARAM], "requestBody": _body(_ref("Mutate")),
+            "security": BEARER,
             "responses": {"201": _ok(_ref("FunctionDetail"), "Created"),
-                          **_errors(400, 404, 422, 503)}}},
+                          **_errors(400, 401, 404, 422, 503)}}},
         "/v1/variants/{fingerprint}": {"get": {
             "summary": "The variant's portable .wasm bytes",
             "parameters": [{"name": "fingerprint", "in": "path", "required": True,
@@ -160,6 +243,16 @@ def openapi_document() -> dict[str, Any]:
         "/v1/colony": {"get": {"summary": "This node's view of the colony",
                                "responses": {"200": _ok({"type": "object"})}}},
         "/health": {"get": {"summary": "Liveness", "responses": {"200": _ok({"type": "object"})}}},
+        "/v1/export": {"get": {
+            "summary": "The curriculum export: every verified function as NDJSON, streamed",
+            "parameters": [
+                {"name": "format", "in": "query", "schema": {
+                    "type": "string", "enum": ["jsonl", "worldmodel"], "default": "jsonl"}},
+                {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0},
+                 "description": "resume after this sequence number (the last line's seq)"},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}}],
+            "responses": {"200": {"description": "one JSON object per line", "content": {
+                "application/x-ndjson": {"schema": {"type": "string"}}}}, **_errors(400)}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {
             "description": "Prometheus text format",
             "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
@@ -199,5 +292,8 @@ def openapi_document() -> dict[str, Any]:
                                 "Content-Type; replies follow Accept. Errors are RFC 9457 "
                                 "problem documents."},
         "paths": paths,
-        "components": {"schemas": SCHEMAS},
+        "components": {"schemas": schemas, "securitySchemes": {"apiToken": {
+            "type": "http", "scheme": "bearer",
+            "description": "the node's API token (`--api-token-file`), needed by the tool "
+                           "API's writes when the node has one"}}},
     }

@@ -52,7 +52,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import trio
@@ -105,6 +105,7 @@ INLINE_FUEL = 20_000
 _POOLED, _FRESH, _ISOLATED, _RESET = "pooled", "fresh", "isolated", "reset"
 
 _monotonic = time.monotonic
+T = TypeVar("T")
 
 
 class MemoryBusy(BudgetExceeded):
@@ -190,16 +191,8 @@ class _Slot:
         self.uses = 0
         self.idle = 0  # bytes of linear memory counted as idle while this slot waits in a pool
         self.store = 0
-        store = _store_new(rt._engine_p, _NULL, _NULL)
-        if not store:
-            raise SandboxError("wasmtime could not create a store")
-        self.store = store
-        sp = ctypes.c_void_p(store)
-        _store_limiter(sp, ctypes.c_int64(limit), ctypes.c_int64(_TABLE_ELEMENTS), _UNSET,
-                       _UNSET, _UNSET)
-        _store_epoch_callback(sp, rt._epoch_cbp, ctypes.c_void_p(key), _NO_FINALIZER)
-        self.ctx = ctypes.c_void_p(_store_context(sp))
-        _set_epoch_deadline(self.ctx, _ONE_TICK)
+        self.ctx = _NULL
+        self.open(limit, reserved)
         self.buf = (ffi.wasmtime_val_raw_t * nvals)()
         self.bufp = ctypes.c_void_p(ctypes.addressof(self.buf))
         self.nvals = ctypes.c_size_t(nvals)
@@ -215,6 +208,22 @@ class _Slot:
         self.memory = ctypes.c_void_p(ctypes.addressof(self.mext) + _UNION)
         self.deadline = 0.0
         self.ctl: _Control | None = None
+
+    def open(self, limit: int, reserved: int) -> None:
+        """Give this (closed) slot a new, empty Store; ``reserved``: budget it now holds."""
+        assert not self.store
+        store = _store_new(self.rt._engine_p, _NULL, _NULL)
+        if not store:
+            raise SandboxError("wasmtime could not create a store")
+        self.store = store
+        self.reserved = reserved
+        self.uses = 0
+        sp = ctypes.c_void_p(store)
+        _store_limiter(sp, ctypes.c_int64(limit), ctypes.c_int64(_TABLE_ELEMENTS), _UNSET,
+                       _UNSET, _UNSET)
+        _store_epoch_callback(sp, self.rt._epoch_cbp, ctypes.c_void_p(self.key), _NO_FINALIZER)
+        self.ctx = ctypes.c_void_p(_store_context(sp))
+        _set_epoch_deadline(self.ctx, _ONE_TICK)
 
     def close(self) -> None:
         store, self.store = self.store, 0
@@ -265,6 +274,8 @@ class Loaded:
         self.layout = layout if layout is not None else Layout(parsed=False)
         self._rt = rt
         self._idle: list[_Slot] = []
+        #: Closed slots of an isolated/reset function, kept to save rebuilding their buffers.
+        self._shells: list[_Slot] = []
         self._kind = signature.kind
         lay = self.layout
         if tier == "scalar" and lay.stateless:
@@ -412,13 +423,12 @@ class Loaded:
                 rt._arm(slot)
             ctx = slot.ctx
             slot.uses += 1
-            set_fuel(ctx, fuel)  # the start function, if any, runs under the same budget
+            set_fuel(ctx, fuel)  # one budget for the start function, if any, and the call
             err = instantiate(prep, ctx, slot.instp, slot.trapp)
             if err or slot.trap:
                 inflight.discard(slot)
                 raise failure(slot, err)
             export_get(ctx, slot.instp, namep, namelen, slot.fextp)
-            set_fuel(ctx, fuel)
             err = call_unchecked(ctx, slot.func, slot.bufp, slot.nvals, slot.trapp)
             inflight.discard(slot)
             if err or slot.trap:
@@ -437,12 +447,18 @@ class Loaded:
         if ctl is not None:
             ctl.started = True
         try:
-            if self.tier != "scalar":
-                return self._call_arrays(args, ctl)
-            return self._scalar_fresh(args, ctl)
+            return self.call_under(args, ctl)
         finally:
             if ctl is not None:
                 ctl.finished.set()
+
+    def call_under(self, args: tuple, ctl: _Control | None) -> Any:
+        """A blocking call that ``ctl`` can cancel (see :meth:`Runtime.run_cancellable`)."""
+        if self.tier == "gpu":
+            return self._rt._gpu_call(self, args)
+        if self.tier != "scalar":
+            return self._call_arrays(args, ctl)
+        return self._scalar_fresh(args, ctl)
 
     def _scalar_fresh(self, args: tuple, ctl: _Control | None) -> Any:
         """A scalar call through the general path: any mode, cancellable."""
@@ -605,7 +621,12 @@ class Loaded:
             rt._unreserve(reserved)
             self._idle.append(slot)
         else:
-            slot.close()
+            self._shelve(slot)
+
+    def _shelve(self, slot: _Slot) -> None:
+        slot.close()
+        if len(self._shells) < _POOL_MAX:
+            self._shells.append(slot)
 
     def _grow(self, slot: _Slot, need: int) -> None:
         have = slot.mem_len()
@@ -624,13 +645,13 @@ class Loaded:
         advise_hugepages(slot.mem_addr(), slot.mem_len())
 
     # -- slots ----------------------------------------------------------------------------
-    def _acquire(self, ctl: _Control | None = None) -> _Slot:
+    def _acquire(self, ctl: _Control | None = None, reserve: bool = True) -> _Slot:
         if self.mode == _ISOLATED:
-            return self._new_slot(ctl)
+            return self._new_slot(ctl, reserve)
         try:
             return self._idle.pop()
         except IndexError:
-            return self._spawn() if self.mode == _POOLED else self._new_slot(ctl)
+            return self._spawn() if self.mode == _POOLED else self._new_slot(ctl, reserve)
 
     def _release(self, slot: _Slot) -> None:
         """After a call that did not fail: keep the slot if its mode allows, else drop it."""
@@ -640,7 +661,9 @@ class Loaded:
             self._park(slot, self._floor)
             return
         spent = self.mode == _FRESH and slot.uses >= _STORE_REUSE
-        if self.mode == _ISOLATED or self._rt._closed or spent:
+        if self.mode == _ISOLATED:
+            self._shelve(slot)
+        elif self._rt._closed or spent:
             slot.close()
         elif len(self._idle) < _POOL_MAX:
             self._idle.append(slot)
@@ -651,9 +674,9 @@ class Loaded:
         self._rt._forget(slot)
         slot.close()
 
-    def _new_slot(self, ctl: _Control | None) -> _Slot:
+    def _new_slot(self, ctl: _Control | None, reserve: bool = True) -> _Slot:
         """An empty Store (no instance yet); an isolated one holds its memory reservation."""
-        return self._rt._new_slot(self, ctl)
+        return self._rt._new_slot(self, ctl, reserve)
 
     def _spawn(self) -> _Slot:
         """A pooled slot: a Store with its one instance."""
@@ -757,10 +780,18 @@ class Runtime:
             try:
                 check_module(module, name=name, signature=signature, tier=tier)
                 loaded = Loaded(self, module, fp, name, signature, tier, layout)
+                need = loaded._reserve_bytes if loaded.mode in (_ISOLATED, _RESET) else 0
+                if self._budget and need > self._budget:
+                    raise BudgetExceeded(
+                        f"{name}: an instance may use {need} bytes of linear memory, over the "
+                        f"node's memory budget of {self._budget} bytes", budget="memory",
+                    )
                 if tier != "gpu":
                     # Instantiate once now: a module whose start function traps or whose
-                    # memory is over the limit fails at load, not at its first call.
-                    slot = loaded._acquire(None)
+                    # memory is over the limit fails at load, not at its first call. This
+                    # trial holds no budget (so a busy node never refuses a load): it only
+                    # allocates the module's initial memory, for a moment.
+                    slot = loaded._acquire(None, reserve=False)
                     if loaded.mode != _POOLED:
                         loaded._instantiate(slot, None)
                     loaded._release(slot)
@@ -853,17 +884,40 @@ class Runtime:
                 loaded._invoke, args, ctl, abandon_on_cancel=True
             )
         except trio.Cancelled:
-            ctl.cancelled = True
-            self.engine.increment_epoch()
-            with trio.CancelScope(shield=True):
-                # Structured: the worker ends (it sees the flag at the next epoch check) before
-                # this task goes on. Bounded so that a stuck host step cannot hang the caller.
-                # A worker that had not started yet (still queued for a thread) never enters
-                # WASM: it sees the flag first. So only a started one is waited for.
-                give_up = _monotonic() + self._timeout + 1.0
-                while ctl.started and not ctl.finished.is_set() and _monotonic() < give_up:
-                    await trio.sleep(0.001)
+            await self._stop_control(ctl)
             raise
+
+    async def run_cancellable(self, fn: Callable[[_Control], T]) -> T:
+        """Run blocking ``fn(control)`` in a worker thread; calls it makes with
+        ``Loaded.call_under(args, control)`` stop (budget "cancelled") when the trio task is
+        cancelled, and the thread is awaited before ``trio.Cancelled`` propagates. For work of
+        many calls in one thread, e.g. a verification."""
+        ctl = _Control()
+
+        def run() -> T:
+            ctl.started = True
+            try:
+                return fn(ctl)
+            finally:
+                ctl.finished.set()
+
+        try:
+            return await trio.to_thread.run_sync(run, abandon_on_cancel=True)
+        except trio.Cancelled:
+            await self._stop_control(ctl)
+            raise
+
+    async def _stop_control(self, ctl: _Control) -> None:
+        ctl.cancelled = True
+        self.engine.increment_epoch()
+        with trio.CancelScope(shield=True):
+            # Structured: the worker ends (it sees the flag at the next epoch check) before
+            # this task goes on. Bounded so that a stuck host step cannot hang the caller.
+            # A worker that had not started yet (still queued for a thread) never enters
+            # WASM: it sees the flag first. So only a started one is waited for.
+            give_up = _monotonic() + self._timeout + 1.0
+            while ctl.started and not ctl.finished.is_set() and _monotonic() < give_up:
+                await trio.sleep(0.001)
 
     def in_flight(self) -> int:
         """Calls running inside WASM right now."""
@@ -900,16 +954,23 @@ class Runtime:
         finally:
             self._unreserve(held)
 
-    def _new_slot(self, loaded: Loaded, ctl: _Control | None) -> _Slot:
+    def _new_slot(self, loaded: Loaded, ctl: _Control | None, reserve: bool = True) -> _Slot:
         if self._closed:
             raise SandboxError("the runtime is closed")
         held = 0
-        if loaded.mode in (_ISOLATED, _RESET):
+        if reserve and loaded.mode in (_ISOLATED, _RESET):
             held = self._reserve(loaded._reserve_bytes, ctl, loaded.name)
-        with self._lock:
-            key = self._next_key
-            self._next_key += 1
         try:
+            shell = loaded._shells.pop()
+        except IndexError:
+            shell = None
+        try:
+            if shell is not None:
+                shell.open(loaded._mem_limit, held)
+                return shell
+            with self._lock:
+                key = self._next_key
+                self._next_key += 1
             slot = _Slot(self, key, loaded._nvals, loaded._mem_limit, held)
         except BaseException:
             self._unreserve(held)

@@ -44,6 +44,8 @@ from protocol._messages import (
 log = logging.getLogger("colony.sync")
 
 STATUSES = ("active", "quarantined", "retired")
+#: How the reason of a test held because every verified variant fails it begins.
+UNSUPPORTED = "every verified variant"
 _VARIANT_COLS = ("fingerprint, function, tier, wasm, wat, wgsl, origin_node, origin_signature, "
                  "generator, ir, created_at")
 
@@ -427,6 +429,16 @@ class SyncStore:
                 w.execute("DELETE FROM test_conflicts WHERE id = ?", (tid,))
                 n += 1
         return n
+
+    def reopen_unsupported(self, function: str) -> int:
+        """Held tests of ``function`` that were held only because no verified variant passed
+        them (not for contradicting a test, nor for their origin) go back to being checked:
+        a variant that arrived since may pass them (a correction travels as tests and a
+        variant, which may arrive in different rounds). Returns how many."""
+        with self.library._write() as w:
+            w.execute("UPDATE test_conflicts SET status = 'checking' WHERE function = ?"
+                      " AND status = 'held' AND reason LIKE ?", (function, UNSUPPORTED + "%"))
+            return int(w.changes())
 
     def hold(self, test_id: str, reason: str) -> None:
         with self.library._write() as w:

@@ -234,6 +234,10 @@ async def bench_function(node: Node, name: str, tier: str | None, iterations: in
 
 
 async def delete_function(node: Node, name: str) -> bool:
+    view = await trio.to_thread.run_sync(node.library.describe, name)
     deleted = bool(await node.write(node.library.delete_function, name))
     node.invalidate(name)
+    for v in view.variants if view is not None else ():
+        node.runtime.evict(v.fingerprint)  # nothing of a deleted function stays loaded
+        node.probe_runtime.evict(v.fingerprint)
     return deleted

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from node._errors import ColonyError
+from node._errors import BudgetExceeded, ColonyError
 from node._records import TestCase, TestFailure, Verdict
 from node._runtime import Loaded, MemoryBusy, Runtime
 from protocol import Signature
@@ -71,18 +71,27 @@ class Verifier:
         self.abs_tol = abs_tol
         self.node_id = node_id
 
-    def verify(self, loaded: Loaded, tests: Sequence[TestCase]) -> Verdict:
-        """Blocking: call it from a worker thread."""
+    async def averify(self, loaded: Loaded, tests: Sequence[TestCase]) -> Verdict:
+        """:meth:`verify` in a worker thread, cancellable: when the calling task is cancelled
+        (e.g. its client went away) the running WASM is stopped and no verdict is made."""
+        return await self.runtime.run_cancellable(lambda ctl: self.verify(loaded, tests, ctl))
+
+    def verify(self, loaded: Loaded, tests: Sequence[TestCase], control: Any = None) -> Verdict:
+        """Blocking: call it from a worker thread (or use :meth:`averify`). ``control``: the
+        cancel handle :meth:`Runtime.run_cancellable` passes."""
         sig: Signature = loaded.signature
         failures: list[TestFailure] = []
         failed = 0
         start = time.perf_counter_ns()
         for test in tests:
+            if control is not None and control.cancelled:
+                raise BudgetExceeded("verification cancelled", budget="cancelled")
             error: str | None = None
             trap: str | None = None
             got: Any = None
             try:
-                got = self.runtime.call(loaded, tuple(test.args))
+                got = loaded.call_under(tuple(test.args), control) if control is not None \
+                    else self.runtime.call(loaded, tuple(test.args))
                 ok = values_match(
                     sig.result, got, test.expected, rel_tol=self.rel_tol, abs_tol=self.abs_tol
                 )

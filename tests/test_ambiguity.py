@@ -88,8 +88,9 @@ def assert_honest(req: SynthesisRequest, ref: Callable[..., Any],
         assert "give the expected result" in exc.detail.lower()
         assert 1 <= len(exc.distinguishing) <= 3
         for d in exc.distinguishing:
-            assert len(d["args"]) == req.signature.arity and len(d["results"]) >= 2
-            assert d["results"][0] != d["results"][1]
+            assert len(d["args"]) == req.signature.arity and len(d["results"]) >= 1
+            # several candidates' results, or the one unusual winner's to confirm
+            assert len(d["results"]) == 1 or d["results"][0] != d["results"][1]
         json.dumps(exc.distinguishing)  # JSON-plain
         return "ambiguous"
     except SynthesisFailed:
@@ -194,14 +195,14 @@ def test_answering_the_distinguishing_inputs_converges_to_sign() -> None:
     out, rounds = converge("(i32) -> i32", [((-4,), -1), ((0,), 0), ((1,), 1)], sign,
                            "the sign of x")
     assert rounds >= 1 and out.disambiguated_on > 0 and not out.guess
-    got = _run_wat(out.wat, "f", ints(-100000, 100000, 200) + [(0,), (7,), (-7,)])
+    got = _run_wat(out.wat, "f", [*ints(-100000, 100000, 200), (0,), (7,), (-7,)])
     assert all(g == sign(a[0]) for g, a in got), f"not sign: {out.program}"
 
 
 def test_answering_the_distinguishing_inputs_converges_to_sum_to_n() -> None:
     out, _ = converge("(i32) -> i32", [((1,), 1), ((2,), 3), ((3,), 6)],
                       lambda n: n * (n + 1) // 2, "sum of 1..n")
-    got = _run_wat(out.wat, "f", ints(0, 1000, 100) + [(10,)])
+    got = _run_wat(out.wat, "f", [*ints(0, 1000, 100), (10,)])
     assert all(g == a[0] * (a[0] + 1) // 2 for g, a in got)  # sum(10) is 55, not 768
 
 
@@ -211,7 +212,8 @@ def _run_wat(wat: str, name: str, inputs: list[tuple[Any, ...]]) -> list[tuple[A
     store = wasmtime.Store(wasmtime.Engine())
     inst = wasmtime.Instance(store, wasmtime.Module(store.engine, wat_to_wasm(wat)), [])
     f = inst.exports(store)[name]
-    out = []
+    assert isinstance(f, wasmtime.Func)
+    out: list[tuple[Any, Any]] = []
     for a in inputs:
         try:
             out.append((f(store, *a), a))

@@ -14,8 +14,8 @@ import msgpack
 import pytest
 import trio
 
-from node._config import ApiLimits
 from colony import RunningNode
+from node._config import ApiLimits
 from tests.conftest import node_config, start_node
 
 ADD = {
@@ -28,7 +28,7 @@ ADD = {
                  {"args": [-1, -1], "result": -2}, {"args": [3, -5], "result": -2},
                  {"args": [100, 23], "result": 123}],
 }
-N_ADD = len(ADD["examples"])  # type: ignore[arg-type]
+N_ADD = len(ADD["examples"])
 VADD = {
     "description": "adds two vectors element-wise",
     "name": "vadd",
@@ -131,6 +131,37 @@ async def test_msgpack_in_and_out(client: httpx.AsyncClient) -> None:
     assert r.json()["result"] == [0, 3, 6, 9, 12, 15]
 
 
+async def test_msgpack_arrays_are_raw_f32_both_ways(client: httpx.AsyncClient) -> None:
+    import numpy as np
+
+    headers = {"Content-Type": "application/msgpack", "Accept": "application/msgpack"}
+    a = np.linspace(-3, 3, 1001, dtype="<f4")
+    b = np.full(1001, 0.25, dtype="<f4")
+    task = {**VADD, "args": [a.tobytes(), b.tobytes()]}
+    for path, body in (("/v1/tasks", task),
+                       ("/v1/functions/vadd/run", {"args": [a.tobytes(), b.tobytes()]})):
+        r = await client.post(path, content=msgpack.packb(task if path == "/v1/tasks" else body),
+                              headers=headers)
+        assert r.status_code == 200, r.content[:300]
+        out = msgpack.unpackb(r.content)
+        assert isinstance(out["result"], bytes)  # never a list of per-element floats
+        assert np.array_equal(np.frombuffer(out["result"], dtype="<f4"), a + b)
+    # lists in, bytes out; JSON stays a list of numbers
+    r = await client.post("/v1/functions/vadd/run", content=msgpack.packb(
+        {"args": [[1.5, 2], [1, -2]]}), headers=headers)
+    assert np.frombuffer(msgpack.unpackb(r.content)["result"], "<f4").tolist() == [2.5, 0]
+    r = await client.post("/v1/functions/vadd/run", json={"args": [[1.5, 2], [1, -2]]})
+    assert r.json()["result"] == [2.5, 0]
+    # a scalar result stays a number
+    total = {"description": "sum of all elements", "name": "total",
+             "signature": "(f32[]) -> f32", "args": [a.tobytes()],
+             "examples": [{"args": [[1, 2, 3]], "result": 6}, {"args": [[0.5, 4]], "result": 4.5},
+                          {"args": [[-1, -2.5, 0.5]], "result": -3}]}
+    r = await client.post("/v1/tasks", content=msgpack.packb(total), headers=headers)
+    assert r.status_code == 200, r.content[:300]
+    assert msgpack.unpackb(r.content)["result"] == pytest.approx(float(a.sum()), abs=1e-2)
+
+
 BAD_REQUESTS: list[tuple[str, Any, int, str]] = [
     ("not json", b"{nope", 400, "not valid JSON"),
     ("not an object", [1, 2], 400, "object"),
@@ -149,6 +180,9 @@ BAD_REQUESTS: list[tuple[str, Any, int, str]] = [
     ("bad example", {**ADD, "examples": [{"args": [1], "result": 2}]}, 422, "takes 2"),
     ("example shape", {**ADD, "examples": [{"in": [1, 2]}]}, 400, "exactly 'args'"),
     ("synthesize flag", {**ADD, "synthesize": "yes"}, 400, "synthesize"),
+    ("on_ambiguity", {**ADD, "on_ambiguity": "maybe"}, 400, "on_ambiguity"),
+    ("long signature", {**ADD, "signature": "(" + "i32, " * 100 + "i32) -> i32"}, 413,
+     "signature"),
 ]
 
 
@@ -289,7 +323,7 @@ def test_every_route_is_documented() -> None:
         if rule.endpoint == "static":
             continue
         path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
-        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             assert f"`{method} {path}`" in doc, f"{method} {path} is not documented in docs/api.md"
 
 
@@ -307,3 +341,17 @@ def test_problem_types_are_documented() -> None:
     doc = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
     for cls in ALL_ERRORS:
         assert f"`{cls.slug}`" in doc, f"problem type {cls.slug} is not documented"
+
+
+async def test_on_ambiguity_best_answers_with_a_marked_guess(client: httpx.AsyncClient) -> None:
+    body = {"description": "combines two integers", "name": "combine",
+            "signature": "(i32, i32) -> i32", "args": [2, 5],
+            "examples": [{"args": [1, 2], "result": 3}]}
+    doc = assert_problem(await client.post("/v1/tasks", json=body), 422)
+    assert doc["type"].endswith("/ambiguous") and doc["distinguishing"]
+    for d in doc["distinguishing"]:
+        assert set(d) == {"args", "results"} and len(d["results"]) >= 2
+    assert await functions(client) == []
+    r = await client.post("/v1/tasks", json={**body, "on_ambiguity": "best"})
+    assert r.status_code == 200, r.text
+    assert r.json()["evidence"]["basis"] == "guess"

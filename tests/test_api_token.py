@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -83,7 +84,7 @@ async def test_unreadable_or_short_token_file_stops_the_node(
 ) -> None:
     (tmp_path / "short").write_text("abc\n")
     for path in (tmp_path / "missing", tmp_path / "short"):
-        with pytest.raises(BaseException) as info:  # noqa: PT011 (trio may wrap it in a group)
+        with pytest.raises(BaseException) as info:
             await start_node(nursery, node_config(tmp_path, api=ApiLimits(token_file=str(path))))
         errors = info.value.exceptions if isinstance(info.value, BaseExceptionGroup) else [
             info.value]
@@ -110,3 +111,33 @@ async def test_cli_delete_sends_the_token(nursery: trio.Nursery, tmp_path: Path)
     assert code == 0 and "deleted add" in out, out
     async with httpx.AsyncClient(base_url=running.url) as c:
         assert await functions(c) == []
+
+
+async def test_colony_node_flag_sets_the_token(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token_file = tmp_path / "api.token"
+    token_file.write_text(TOKEN + "\n")
+    env = dict(os.environ, COLONY_EMBEDDINGS="false", COLONY_LOG_LEVEL="error")
+    url = f"http://127.0.0.1:{port}"
+    async with trio.open_nursery() as nursery:
+        proc = await nursery.start(lambda task_status: trio.run_process(
+            [sys.executable, "-m", "colony", "node", "--port", str(port), "--data",
+             str(tmp_path / "data"), "--no-mdns", "--api-token-file", str(token_file)],
+            env=env, check=False, stdout=subprocess.DEVNULL, task_status=task_status))
+        try:
+            async with httpx.AsyncClient(base_url=url) as c:
+                with trio.fail_after(120):
+                    while True:
+                        try:
+                            if (await c.get("/health")).status_code == 200:
+                                break
+                        except httpx.HTTPError:
+                            await trio.sleep(0.2)
+                assert_problem(await c.delete("/v1/functions/add"), 401)
+                assert_problem(await c.delete("/v1/functions/add", headers=_auth()), 404)
+        finally:
+            proc.terminate()

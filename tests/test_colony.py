@@ -877,3 +877,22 @@ def test_the_sync_state_over_a_library_keeps_only_metadata(tmp_path: Path) -> No
                                                                   "example", more.id)),))])
     assert state.get(origin, "test", more.id) is None and loads == [[4]]  # not on disk: gone
     lib.close()
+
+
+async def test_resolving_a_conflict_needs_the_api_token(nursery: trio.Nursery,
+                                                        tmp_path: Path) -> None:
+    key_file, _ = write_key(tmp_path)
+    token = tmp_path / "api.token"
+    token.write_text("s3cret-token-for-this-test\n")
+    (port,) = free_ports(1)
+    cfg = colony_config(tmp_path, "tok", port, key_file, [])
+    cfg = replace(cfg, api=replace(cfg.api, token_file=str(token)))
+    node = await start_node(nursery, cfg)
+    tid = "sha256:" + "0" * 64
+    async with httpx.AsyncClient(timeout=30) as c:
+        url = f"{node.url}/v1/functions/add/conflicts/{tid}"
+        r = await c.post(url, json={"action": "accept"})
+        assert r.status_code == 401, r.text
+        r = await c.post(url, json={"action": "accept"},
+                         headers={"Authorization": "Bearer s3cret-token-for-this-test"})
+        assert r.status_code == 404, r.text  # past the token: there is no such conflict

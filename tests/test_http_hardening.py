@@ -18,7 +18,7 @@ from hypercorn.trio import serve
 from colony import RunningNode
 from node import ApiLimits, ConflictError, create_app
 from tests.conftest import node_config, start_node
-from tests.test_api import ADD, assert_problem, functions
+from tests.test_api import ADD, VADD, assert_problem, functions
 
 BODY_ROUTES = ["/v1/tasks", "/v1/functions", "/v1/functions/add/run",
                "/v1/functions/add/mutate", "/v1/functions/add/bench"]
@@ -215,3 +215,14 @@ async def test_wat_behaving_like_an_existing_function_is_409_naming_it(
     doc = assert_problem(await client.post("/v1/functions", json=body), 409, "add")
     assert doc["twin"] == "add"
     assert [f["name"] for f in await functions(client)] == ["add"]
+
+
+async def test_bench_work_is_bounded(client: httpx.AsyncClient) -> None:
+    r = await client.post("/v1/tasks", json={k: v for k, v in VADD.items() if k != "args"})
+    assert r.status_code == 200, r.text
+    with trio.fail_after(60):  # unbounded, this bench would run for hours
+        r = await client.post("/v1/functions/vadd/bench",
+                              json={"iterations": 1_000_000, "size": 1 << 24})
+    assert_problem(r, 422, "iterations × size")
+    r = await client.post("/v1/functions/vadd/bench", json={"iterations": 4, "size": 1000})
+    assert r.status_code == 200 and r.json()["iterations"] == 4

@@ -72,6 +72,25 @@ def test_an_answer_is_right_only_when_it_matches_the_reference() -> None:
     assert lb.same(lb.reference(vsum, [[0.1, 0.2, 0.3]]), 0.6)
 
 
+def test_the_user_answers_a_question_only_where_the_reference_has_an_answer() -> None:
+    fns = {(f.name, f.tier_): f for f in lb.FUNCTIONS}
+    factorial, pow2 = fns["factorial", "scalar"], fns["pow2", "scalar"]
+    assert lb.answer(factorial, [5]) == (True, 120)
+    assert lb.answer(factorial, [-3]) == (False, None)  # no n! for a negative n
+    assert lb.answer(pow2, [40]) == (False, None)  # does not fit an i32
+    assert lb.answer(fns["mod7", "scalar"], [-8]) == (True, -1)  # a program's remainder
+    assert lb.answer(fns["popcount", "scalar"], [-1]) == (True, 32)  # of the i32 bits
+
+
+def test_probe_inputs_tell_apart_functions_that_agree_on_small_positive_numbers() -> None:
+    fns = {(f.name, f.tier_): f for f in lb.FUNCTIONS}
+    probes = lb._probe_inputs("(i32) -> i32")
+    assert len({repr(p) for p in probes}) == len(probes)
+    results = {name: [lb.reference(fns[name, "scalar"], p) for p in probes]
+               for name in ("abs", "clamp_byte", "square", "is_even", "sign", "mod7")}
+    assert len({repr(r) for r in results.values()}) == len(results)
+
+
 def test_duplicate_groups_are_same_signature_same_results() -> None:
     behaviours = {
         "add": ("(i32, i32) -> i32", [3, 5, 7]),
@@ -108,20 +127,23 @@ async def test_a_wrong_stored_function_is_counted_wrong(nursery: trio.Nursery,
 
 
 def test_a_short_replay_over_three_real_nodes_runs_end_to_end() -> None:
-    result = lb.run_all(quick=True, limit=10)
+    result = lb.run_all(quick=True, limit=10, embeddings=False)
     assert result["tasks"] == 10 and result["nodes"] == 3
     assert len(result["quarters"]) == 4
     for q in result["quarters"]:
         answered = sum(q["sources"].values())
         assert answered + sum(q["refused"].values()) == q["n"]
         assert q["synthesized"] == q["sources"]["synthesized"] + q["sources"]["mutated"]
+        assert q["resynthesized"] <= q["synthesized"] <= q["attempts"]
     assert sum(q["n"] for q in result["quarters"]) == 10
     assert len(result["duplicates"]["per_node"]) == 3
     md = lb.to_markdown(result)
     header = md.splitlines()[0]
-    for column in ("tasks", "synthesized", "synthesis/task", "cache", "search", "peer",
+    for column in ("tasks", "synthesized", "synthesis/task", "of a known function",
+                   "synthesis attempts", "cache", "search", "peer", "mutated",
                    "settled after asking", "wrong", "refused: ambiguous", "refused: not found",
                    "refused: synthesis failed", "refused: other"):
         assert f"| {column} |" in header
     assert md.count("\n| ") == 4  # one row per quarter under the header
     assert "Duplicates" in md and "Wrong answers" in md and "embeddings off" in md
+    assert f"synthesis limit {lb._default_synth_timeout():g} s per task" in md

@@ -56,17 +56,9 @@ def test_schemas_are_the_openapi_definitions() -> None:
 
 @pytest.fixture
 async def mcp_node(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[str]:
-    """A live node and, on a second port, the same node's app with /mcp routed to MCP."""
+    """A live node, served as every node is (colony/_root.py): /mcp beside the HTTP API."""
     running = await start_node(nursery, node_config(tmp_path))
-    app = create_app(running.node)
-    endpoint = McpEndpoint(app, host="127.0.0.1")
-    await nursery.start(endpoint.run)
-    config = HyperConfig()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    config.graceful_timeout = 0.1
-    binds: list[str] = await nursery.start(serve, with_mcp(app, endpoint), config)
-    yield binds[0]
+    yield running.url
 
 
 def _structured(result: Any) -> dict[str, Any]:

@@ -128,6 +128,10 @@ def test_budget_refusals_are_clear() -> None:
     with pytest.raises(MemoryBusy) as busy:
         bomb.call((1,))
     assert busy.value.status == 503 and busy.value.problem()["trap"] == "budget:memory"
+    # A busy node still loads (and so never refuses or quarantines a variant for being busy).
+    other = rt.load(wat_to_wasm(BOMB.replace("(memory 1)", "(memory 2 16)")), name="bomb",
+                    signature=SIG, tier="scalar")
+    assert other.mode == "isolated"
     rt._unreserve(held)
     assert bomb.call((1,)) == 1
     rt.close()

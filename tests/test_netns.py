@@ -36,9 +36,13 @@ pytestmark = [
 ]
 
 ADD = {"description": "adds two integers", "name": "add", "signature": "(i32, i32) -> i32",
-       "args": [1, 1], "examples": [{"args": [1, 2], "result": 3}, {"args": [5, 7], "result": 12}]}
+       "args": [1, 1], "examples": [{"args": [1, 2], "result": 3}, {"args": [5, 7], "result": 12},
+                                    {"args": [-2, -2], "result": -4}, {"args": [1, 0], "result": 1},
+                                    {"args": [10, -3], "result": 7}]}
 SUB = {"description": "subtracts", "name": "sub", "signature": "(i32, i32) -> i32",
-       "args": [5, 1], "examples": [{"args": [5, 2], "result": 3}, {"args": [1, 7], "result": -6}]}
+       "args": [5, 1], "examples": [{"args": [5, 2], "result": 3}, {"args": [1, 7], "result": -6},
+                                    {"args": [-2, -2], "result": 0}, {"args": [0, 4], "result": -4},
+                                    {"args": [9, -3], "result": 12}]}
 
 
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -17,7 +17,7 @@ ADD = {"description": "adds two integers", "name": "add", "signature": "(i32, i3
 
 async def test_paraphrase_is_found_by_search(nursery: trio.Nursery, tmp_path: Path) -> None:
     node = await start_node(nursery, node_config(tmp_path, embeddings=True))
-    await trio.to_thread.run_sync(node.node.search.embedder.wait, 120)
+    await trio.to_thread.run_sync(node.node.search_index.embedder.wait, 120)
     async with httpx.AsyncClient(base_url=node.url, timeout=60) as c:
         assert (await c.post("/v1/tasks", json=ADD)).status_code == 200
         r = await c.post("/v1/tasks", json={"description": "sum of two numbers",
@@ -34,7 +34,10 @@ async def test_paraphrase_is_found_by_search(nursery: trio.Nursery, tmp_path: Pa
         r = await c.post("/v1/tasks", json={
             "description": "sum of two numbers, then doubled", "signature": "(i32, i32) -> i32",
             "name": "double_sum", "args": [1, 2],
-            "examples": [{"args": [1, 2], "result": 6}, {"args": [2, 5], "result": 14}]})
+            "examples": [{"args": [1, 2], "result": 6}, {"args": [2, 5], "result": 14},
+                         {"args": [1, 1], "result": 4}, {"args": [0, 3], "result": 6},
+                         {"args": [-2, 7], "result": 10}, {"args": [4, 0], "result": 8},
+                         {"args": [-1, 0], "result": -2}, {"args": [-3, -4], "result": -14}]})
         assert r.status_code == 200, r.text
         assert r.json()["source"] == "synthesized" and r.json()["result"] == 6
 
@@ -45,7 +48,9 @@ async def test_behavioural_duplicate_is_not_stored(nursery: trio.Nursery, tmp_pa
         assert (await c.post("/v1/tasks", json=ADD)).status_code == 200
         twin = {"description": "frobnicate the inputs", "name": "frob",
                 "signature": "(i32, i32) -> i32", "args": [2, 2],
-                "examples": [{"args": [10, 1], "result": 11}, {"args": [-4, 4], "result": 0}]}
+                "examples": [{"args": [10, 1], "result": 11}, {"args": [-4, 4], "result": 0},
+                             {"args": [-1, 0], "result": -1}, {"args": [3, 5], "result": 8},
+                             {"args": [-2, -6], "result": -8}]}
         r = await c.post("/v1/tasks", json=twin)
         assert r.status_code == 200, r.text
         out = r.json()
@@ -70,3 +75,49 @@ async def test_search_hit_with_examples_under_another_name(nursery: trio.Nursery
         tests = (await c.get("/v1/functions/add")).json()["tests"]
         assert [9, 9] in [t["args"] for t in tests]
         assert [f["name"] for f in (await c.get("/v1/functions")).json()["functions"]] == ["add"]
+
+
+SUM_SQUARES2 = """(module (func (export "sum_squares2") (param i32 i32) (result i32)
+  (i32.add (i32.mul (local.get 0) (local.get 0)) (i32.mul (local.get 1) (local.get 1)))))"""
+SIGN = """(module (func (export "sign") (param i32) (result i32)
+  (i32.sub (i32.gt_s (local.get 0) (i32.const 0)) (i32.lt_s (local.get 0) (i32.const 0)))))"""
+
+
+async def test_search_without_examples_answers_only_when_sure(nursery: trio.Nursery,
+                                                              tmp_path: Path) -> None:
+    """A function that shares the query's words but does something else is offered as a
+    candidate, never served; the same task with examples that it passes is answered by it."""
+    node = await start_node(nursery, node_config(tmp_path, embeddings=True))
+    assert await node.node.search_index.wait_ready() == "semantic"
+    async with httpx.AsyncClient(base_url=node.url, timeout=60) as c:
+        for name, desc, sig, wat, ex in [
+                ("sum_squares2", "sum of the squares of two integers", "(i32, i32) -> i32",
+                 SUM_SQUARES2, [{"args": [1, 2], "result": 5}, {"args": [3, 4], "result": 25}]),
+                ("sign", "the sign of an integer: -1, 0 or 1", "(i32) -> i32", SIGN,
+                 [{"args": [-4], "result": -1}, {"args": [0], "result": 0},
+                  {"args": [9], "result": 1}])]:
+            r = await c.post("/v1/functions", json={"name": name, "description": desc,
+                                                     "signature": sig, "wat": wat,
+                                                     "examples": ex})
+            assert r.status_code == 201, r.text
+        r = await c.post("/v1/tasks", json={"description": "sum of two numbers",
+                                             "signature": "(i32, i32) -> i32", "args": [2, 3]})
+        assert r.status_code == 404, r.text  # not 200 with 13
+        candidates = r.json()["candidates"]
+        assert [x["name"] for x in candidates] == ["sum_squares2"]
+        assert 0 < candidates[0]["score"] < 0.65
+        r = await c.post("/v1/tasks", json={"description": "is x even", "signature": "(i32) -> i32",
+                                             "args": [4]})
+        assert r.status_code in (404, 503), r.text  # never sign(4) = 1
+        # with examples the candidate is checked, and answers when it reproduces them
+        r = await c.post("/v1/tasks", json={
+            "description": "sum of two numbers", "signature": "(i32, i32) -> i32", "args": [2, 3],
+            "examples": [{"args": [1, 1], "result": 2}, {"args": [0, 3], "result": 3}]})
+        assert r.status_code != 200 or r.json()["function"]["name"] != "sum_squares2", r.text
+        r = await c.post("/v1/tasks", json={
+            "description": "sum of two numbers", "signature": "(i32, i32) -> i32", "args": [2, 3],
+            "name": "squares_sum",
+            "examples": [{"args": [1, 1], "result": 2}, {"args": [1, 3], "result": 10},
+                         {"args": [2, 2], "result": 8}]})
+        assert r.status_code == 200, r.text
+        assert r.json()["source"] == "search" and r.json()["result"] == 13

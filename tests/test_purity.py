@@ -121,3 +121,16 @@ async def test_http_runs_are_pure(client: httpx.AsyncClient, wat: str) -> None:
         assert run.status_code == 200, run.text
         got.append(run.json()["result"])
     assert got == [3] * 60
+
+
+async def test_http_simd_runs_see_initial_memory(client: httpx.AsyncClient) -> None:
+    r = await client.post("/v1/functions", json={
+        "name": "acc", "description": "adds one to every element (remembers its calls)",
+        "signature": "(f32[]) -> f32[]", "tier": "simd", "wat": SIMD_REMEMBERS,
+        "examples": [{"args": [[1.0, 2.0, 3.0]], "result": [2.0, 3.0, 4.0]},
+                     {"args": [[0.0, -1.0]], "result": [1.0, 0.0]}]})
+    assert r.status_code == 201, r.text
+    for _ in range(20):
+        run = await client.post("/v1/functions/acc/run", json={"args": [[1.0, 2.0, 3.0]]})
+        assert run.status_code == 200, run.text
+        assert run.json()["result"] == [2.0, 3.0, 4.0]

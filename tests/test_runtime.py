@@ -561,3 +561,25 @@ async def test_inline_acall_honours_a_pending_cancel(rt: Runtime) -> None:
         await rt.acall(add, (1, 2))
         raise AssertionError("not cancelled")  # pragma: no cover
     assert scope.cancelled_caught
+
+
+async def test_cancelled_verification_stops_its_wasm() -> None:
+    from node._records import TestCase
+    from node._verify import Verifier
+
+    rt = Runtime(SandboxLimits(fuel=10**15, timeout_s=60))
+    spin = scalar(rt, LOOP, "spin", "(i32) -> i32")
+    tests = [TestCase("spin", "(i32) -> i32", (i,), 0) for i in range(3)]
+    verifier = Verifier(rt, rel_tol=1e-5, abs_tol=1e-6, node_id="t")
+    with trio.fail_after(20):  # each test could spin for its 60 s time budget otherwise
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(verifier.averify, spin, tests)
+            while rt.in_flight() == 0:
+                await trio.sleep(0.001)
+            nursery.cancel_scope.cancel()
+    assert rt.in_flight() == 0
+    # not cancelled, it gives its verdict as before
+    add = scalar(rt, ADD_I32, "add", "(i32, i32) -> i32")
+    verdict = await verifier.averify(add, [TestCase("add", "(i32, i32) -> i32", (1, 2), 3)])
+    assert verdict.passed and verdict.tests_run == 1
+    rt.close()

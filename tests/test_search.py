@@ -13,6 +13,7 @@ from typing import Any
 import apsw
 import numpy as np
 import pytest
+import trio
 
 from node._config import SandboxLimits
 from node._embed import MODEL_NAME, Embedder
@@ -65,9 +66,71 @@ def seeded(lib: Library, embedder: Embedder) -> SearchIndex:
 def test_paraphrase_set_hit_rate_and_no_near_miss_matches(seeded: SearchIndex) -> None:
     data = bench.load_set()
     assert len(data["paraphrases"]) >= 40 and len(data["near_misses"]) >= 20
-    result = bench.evaluate(seeded, data)
-    assert result["hit_rate"] >= 0.95, result["misses"]
+    result = bench.evaluate(seeded, data)  # counts confident hits only
+    assert result["hit_rate"] >= 0.7, result["misses"]
     assert result["false_matches"] == 0, result["false_match_list"]
+
+
+NEAR_MISSES_SHA256 = "7491c018226c5b0e2d4da56934eb59de2250d1dccbfa9bf26d5ae416ad6d8e8a"
+
+
+def test_near_miss_set_is_the_one_written_before_calibration() -> None:
+    """The calibration is only honest on the set written before tuning: it must not drift."""
+    import hashlib
+
+    digest = hashlib.sha256(bench.NEAR_MISSES.read_bytes()).hexdigest()
+    assert digest == NEAR_MISSES_SHA256
+    cal = bench.load_calibration()
+    assert len(cal["near_misses"]) >= 40
+    queries = {m["query"] for m in cal["near_misses"]}
+    assert {"sum of all elements", "is x even", "how far apart are a and b"} <= queries
+
+
+@pytest.fixture(scope="module")
+def calibration(embedder: Embedder, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    result: dict[str, Any] = bench.calibration(embedder, tmp_path_factory.mktemp("calibration"))
+    return result
+
+
+@pytest.mark.parametrize("mode, min_hit_rate, max_false", [
+    ("semantic", 0.65, 2), ("keyword-only", 0.4, 1)])
+def test_calibrated_threshold_on_paraphrases_vs_near_misses(
+        calibration: dict[str, Any], mode: str, min_hit_rate: float, max_false: int) -> None:
+    """At the configured threshold (the figures in BENCHMARKS.md): most paraphrases answered,
+    none answered by a wrong function, near misses (almost) never answered."""
+    chosen = calibration[mode]["chosen"]
+    assert chosen["threshold"] == Thresholds().confident
+    assert chosen["hit_rate"] >= min_hit_rate, chosen["refused_list"]
+    assert chosen["wrong"] == 0, chosen["wrong_list"]
+    assert chosen["false_matches"] <= max_false, chosen["false_match_list"]
+    # the score is a calibrated ranking, not noise: a lower threshold answers more
+    sweep = calibration[mode]["sweep"]
+    assert sweep[0]["right"] + sweep[0]["wrong"] >= chosen["right"] + chosen["wrong"]
+
+
+def test_near_misses_from_the_issue_are_candidates_not_answers(lib: Library,
+                                                             embedder: Embedder) -> None:
+    """Without the function a query means, the one that shares its words is offered as a
+    candidate (name, description, signature, score), never as a confident answer."""
+    bench.save_function(lib, "sum_squares", "(f32[]) -> f32", "sum of squares of the elements")
+    bench.save_function(lib, "sign", "(i32) -> i32", "the sign of an integer: -1, 0 or 1")
+    bench.save_function(lib, "min", I2, "the smaller of two integers")
+    bench.save_function(lib, "add", I2, "adds two integers")
+    for index in (SearchIndex(lib, embedder), SearchIndex(lib, None)):
+        index.backfill()
+        for query, sig in [("sum of all elements", "(f32[]) -> f32"), ("is x even", "(i32) -> i32"),
+                           ("how far apart are a and b", I2)]:
+            assert index.search(query, signature=sig, confident_only=True) == [], query
+            assert all(not h.confident for h in index.search(query, signature=sig)), query
+        hits = index.search("sum of all elements", signature="(f32[]) -> f32")
+        assert [h.candidate() for h in hits] == [
+            {"name": "sum_squares", "description": "sum of squares of the elements",
+             "signature": "(f32[]) -> f32", "score": round(hits[0].score, 3)}]
+        assert 0 < hits[0].score < Thresholds().confident
+    semantic = SearchIndex(lib, embedder)
+    best = semantic.search("sum of two numbers", signature=I2)[0]
+    assert (best.name, best.confident) == ("add", True)
+    assert semantic.search("add", signature=I2)[0].score == 1.0  # named exactly
 
 
 def test_hits_carry_ranks_and_scores(seeded: SearchIndex) -> None:
@@ -266,3 +329,67 @@ def test_examples_reject_a_wrong_candidate(runtime: Runtime, seeded: SearchIndex
     assert not passes_examples(div, [([1, 0], 0)], I2, rel_tol=0, abs_tol=0)  # trap = fail
     assert passes_examples(lambda a: a[0] * 1.8 + 32, [([100.0], 212.0000001)], "(f64) -> f64",
                            rel_tol=1e-6, abs_tol=1e-6)
+
+
+# ---------------------------------------------------------------------- readiness, backends
+
+
+async def test_mode_is_keyword_only_until_the_model_and_vectors_are_in(lib: Library) -> None:
+    bench.save_function(lib, "add", I2, "adds two integers")
+    late = Embedder()
+    index = SearchIndex(lib, late)
+    assert index.mode == "keyword-only" and not index.settled
+    assert index.status() == {"mode": "keyword-only", "model": "idle", "backend": "numpy",
+                              "reason": None}
+    with trio.fail_after(120):
+        assert await index.wait_ready() == "semantic"  # starts the embedder itself
+    assert index.settled and index.status()["model"] == "ready"
+    assert lib.missing_vectors(MODEL_NAME) == []  # the vectors were backfilled before
+    with trio.fail_after(5):
+        assert await index.wait_ready() == "semantic"  # at once when settled
+
+
+async def test_wait_ready_ends_keyword_only_when_the_model_cannot_load(lib: Library,
+                                                                     tmp_path: Path) -> None:
+    index = SearchIndex(lib, Embedder(tmp_path / "no-model-here"))
+    with trio.fail_after(60):
+        assert await index.wait_ready() == "keyword-only"
+    status = index.status()
+    assert status["model"] == "failed" and status["reason"] and index.settled
+    nothing = SearchIndex(lib, None)
+    assert nothing.settled and nothing.status()["model"] == "off"
+    with trio.fail_after(5):
+        assert await nothing.wait_ready() == "keyword-only"
+
+
+async def test_wait_ready_is_cancellable(lib: Library, tmp_path: Path) -> None:
+    index = SearchIndex(lib, Embedder())
+    with trio.move_on_after(0.01) as scope:
+        await index.wait_ready()
+    if scope.cancelled_caught:  # the model loaded in 10 ms only if another test loaded it
+        assert index._waiters == []  # the cancelled waiter is gone
+    with trio.fail_after(120):
+        assert await index.wait_ready() == "semantic"
+
+
+def test_numpy_backend_gives_the_reference_vectors(embedder: Embedder) -> None:
+    """The light backend (no torch) against sentence-transformers on the paraphrase set."""
+    assert embedder.backend == "numpy"
+    reference = Embedder(backend="sentence-transformers")
+    assert reference.wait(300), reference.failed
+    data = bench.load_set()
+    texts = [p["query"] for p in data["paraphrases"]] + \
+        [f"{f['name']}: {f['description']}" for f in data["library"]] + ["x" * 3000]
+    ours, theirs = embedder.embed(texts), reference.embed(texts)
+    cosines = (ours * theirs).sum(axis=1)
+    assert cosines.min() >= 0.999, cosines.min()
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="backend"):
+        Embedder(backend="onnx")
+
+
+def test_heap_is_frozen_after_the_model_loads(embedder: Embedder) -> None:
+    import gc
+
+    assert embedder.ready
+    assert gc.get_freeze_count() > 0

@@ -100,3 +100,15 @@ def test_ci_sample_serves_no_overfit_answer() -> None:
     assert off["generalized"] + off["ambiguous"] + off["refused"] == 2
     md = to_markdown(result)
     assert "| offline |" in md and "| family |" in md
+
+
+@needs_data
+@pytest.mark.parametrize("family", ["24", "68"])
+def test_chance_case_split_is_not_served(family: str) -> None:
+    """These families' ten examples are split by deep bit tests (bit 47, bit 52 ...) into
+    groups simple terms fit: with ten examples some such split always exists, so it is no
+    evidence, and was served as verified before (fit the 10, failed the 1000)."""
+    small = parse((DEFAULT_DIR / f"PRE_{family}_10.sl").read_text())
+    big = parse((DEFAULT_DIR / f"PRE_{family}_1000.sl").read_text())
+    row = run_offline(small, big, 10.0)
+    assert row["outcome"] in ("generalized", "ambiguous", "refused"), row

@@ -12,7 +12,11 @@ import trio
 from tests.test_colony import describe, serving, start_colony, wait_for
 from tests.test_trust import SIGN, SIGN_OVERFIT_WAT
 
-CORRECT = [{"args": [x], "result": (x > 0) - (x < 0)}
+def _sign(x: int) -> int:
+    return (x > 0) - (x < 0)
+
+
+CORRECT = [{"args": [x], "result": _sign(x)}
            for x in (-4, 0, 1, 7, -9, 100, 2, -1, 13, -300, 5, -2)]
 
 
@@ -38,9 +42,16 @@ async def test_examples_sent_to_one_node_correct_the_colony(nursery: trio.Nurser
     assert await _run(b.url, 7) == 7  # the overfit answer, on every node
 
     async with httpx.AsyncClient(base_url=c.url, timeout=120) as cc:
-        r = await cc.post("/v1/tasks", json={**SIGN, "args": [7], "examples": CORRECT})
+        examples = list(CORRECT)
+        for _ in range(4):  # a user answering the distinguishing inputs, as `colony submit` asks
+            r = await cc.post("/v1/tasks", json={**SIGN, "args": [7], "examples": examples})
+            if r.status_code != 422 or not r.json()["type"].endswith("/ambiguous"):
+                break
+            examples += [{"args": d["args"], "result": _sign(d["args"][0])}
+                         for d in r.json()["distinguishing"]]
         assert r.status_code == 200, r.text
-        assert r.json()["result"] == 1 and r.json().get("corrected") is True
+        # corrected on the first try, or synthesized over the kept tests after answering
+        assert r.json()["result"] == 1 and r.json()["source"] == "synthesized"
         fixed = r.json()["function"]["fingerprint"]
 
     async def everywhere_corrected() -> bool:

@@ -5,8 +5,19 @@ examples (and its description as a ranking hint) it searches a small typed IR (`
 with observational equivalence (``_enum``) and lowers the winner to WAT (``_lower_wat``; the gpu
 tier through ``_lower_gpu`` when present).
 
+The winner is then compared with every plausible competitor (every program met that fits the
+examples and ranks within ``SynthLimits.ambiguity_margin`` of it) on a distinguishing pool
+(``_ambiguity``). When one computes something else there, the examples are ambiguous: with
+``on_ambiguity="ask"`` (default) ``synthesize`` raises ``AmbiguousError`` with up to three
+distinguishing inputs and each candidate's result; with ``"best"`` it returns the winner with
+``guess=True`` (never to be stored or shared). Otherwise ``disambiguated_on`` says on how many
+inputs the winner was found unique. The search is budgeted in programs enumerated
+(``SynthLimits.max_programs``, ``after_fit_programs``), the timeout being only a safety net, so
+the same request gives the same program on any machine.
+
 Also public, for the GPU lowering and offline mutation: ``synthesize_program(request, ...)`` (the IR
-program, not lowered) and ``lower(program, name, tier)``.
+program, not lowered) and ``lower(program, name, tier)``; and ``distinguishing_inputs(signature,
+n, seed)``, the large deterministic input set a challenger must agree with the champion on.
 """
 
 from __future__ import annotations
@@ -119,10 +130,13 @@ def _ambiguous(request: SynthesisRequest, verdict: _ambiguity.Comparison,
         f"{_show_args(d['args'])} -> " + " or ".join(_show(r) for r in d["results"])
         for d in verdict.distinguishing)
     n = len(verdict.rivals) + 1
+    what = (f"fit {n} plausible programs that disagree elsewhere" if not verdict.unsure else
+            "fit only an unusual program, and the search ended before ruling out others; "
+            "it would answer")
     return AmbiguousError(
-        f"the {len(request.examples)} example(s) fit {n} plausible programs that disagree "
-        f"elsewhere: {shown}. Give the expected result for these inputs (as more examples) to "
-        "settle it", distinguishing=list(verdict.distinguishing), candidates=n,
+        f"the {len(request.examples)} example(s) {what}: {shown}. Give the expected result "
+        "for these inputs (as more examples) to settle it",
+        distinguishing=list(verdict.distinguishing), candidates=n,
         searched={k: v for k, v in stats.items() if k != "bank"})
 
 
@@ -182,9 +196,8 @@ def _synthesize(
         if _fits_all(program, request):
             stats["cost"] = round(cand.cost, 3)
             stats["size"] = cand.expr.size()
-            verdict = _check_ambiguity(request, program, cand, ranked[w + 1:],
-                                       search.margin_for(cand), limits.ambiguity_pool,
-                                       hints.nonneg)
+            verdict = _check_ambiguity(request, program, cand, ranked[w + 1:], search,
+                                       limits.ambiguity_pool, hints.nonneg)
             stats["competitors"] = len(verdict.rivals)
             return program, stats, verdict
     raise SynthesisFailed(
@@ -197,19 +210,26 @@ _MAX_COMPETITORS = 60
 
 
 def _check_ambiguity(request: SynthesisRequest, winner: Program, best: _enum.Candidate,
-                     rest: list[_enum.Candidate], margin: float, pool_size: int,
+                     rest: list[_enum.Candidate], search: _enum.Search, pool_size: int,
                      nonneg: bool = False) -> _ambiguity.Comparison:
-    """The winner against every plausible competitor (ranked within ``margin``, reproducing
+    """The winner against every plausible competitor (ranked within the margin, reproducing
     every example) on the distinguishing pool."""
     sig = request.signature
     # strictly within the margin: a competitor exactly ``margin`` worse (one more op and a
     # free constant, e.g. ``max(1, e)``) is the kind of decoration a few examples always allow
-    limit = best.cost + margin - 1e-9
+    limit = best.cost + search.margin_for(best) - 1e-9
+    if not search.complete and search.margin_for(best) > search.margin:
+        # The budget ended the search before every program within the margin was met, and
+        # the winner leans on rarely intended ops: then any fitting program that computes
+        # something else is a competitor, however it ranks.
+        limit = math.inf
     shown = {_ir_key(winner)}
     rivals: list[Program] = []
     for cand in rest:
         if cand.cost > limit or len(rivals) >= _MAX_COMPETITORS:
             break
+        if not search.plausible_rival(best, cand, limit):
+            continue
         program = _program(sig, cand)
         key = _ir_key(program)
         if key in shown:
@@ -222,12 +242,17 @@ def _check_ambiguity(request: SynthesisRequest, winner: Program, best: _enum.Can
     # asked about on their domain: a remainder or a bit count learnt from non-negative inputs
     # is not ambiguous because it might differ on negative ones nobody asked for.
     nonneg_params = tuple(
-        isinstance(given[0][j], int) and all(ex[j] >= 0 for ex in given)
+        not isinstance(given[0][j], list) and all(ex[j] >= 0 for ex in given)
         and (nonneg or any(ex[j] > 0 for ex in given))
         for j in range(len(given[0]))) if given else ()
     inputs = _ambiguity.pool(sig, given, pool_size, nonneg=nonneg_params)
     result_ty = "f32" if sig.kind != "scalar" else sig.result
-    return _ambiguity.compare([winner, *rivals], inputs, result_ty)
+    verdict = _ambiguity.compare([winner, *rivals], inputs, result_ty)
+    if not verdict.rivals and limit == math.inf:
+        # Nothing else fits, but the search was cut short and the winner is an unusual
+        # program: ask the user to confirm (or correct) it on a few simple inputs.
+        verdict = _ambiguity.confirm(winner, inputs, result_ty)
+    return verdict
 
 
 def _ir_key(p: Program) -> str:

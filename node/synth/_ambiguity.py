@@ -29,11 +29,11 @@ import numpy as np
 
 from node.synth._ir import (
     DTYPES,
-    Expr,
     INT_MAX,
     INT_MIN,
     INT_TYPES,
     ArrayProgram,
+    Expr,
     Program,
     ScalarProgram,
     Unevaluable,
@@ -230,15 +230,29 @@ class Comparison:
     checked: int  # pool inputs the winner was evaluated on
     rivals: list[int]  # indices of competitors that differ from the winner somewhere
     distinguishing: list[dict[str, Any]]
+    #: no competitor was found, but the winner is not trusted either (``confirm``): the
+    #: distinguishing inputs carry the winner's results only, for the user to confirm
+    unsure: bool = False
+
+
+def confirm(program: Program, inputs: list[tuple[Any, ...]], result_ty: str, most: int = 3
+            ) -> Comparison:
+    """The winner's results on the simplest pool inputs, for the user to confirm or correct."""
+    out = outputs(program, inputs)
+    order = sorted(range(len(inputs)), key=lambda j: (_magnitude(inputs[j]), j))
+    dist = []
+    for j in order:
+        if out.valid[j] and not out.trap[j]:
+            dist.append({"args": [_json(a) for a in inputs[j]], "results": [out.values[j]]})
+            if len(dist) == most:
+                break
+    return Comparison(int(out.valid.sum()), [0], dist, unsure=True)
 
 
 def _magnitude(args: tuple[Any, ...]) -> float:
     m = 0.0
     for a in args:
-        if isinstance(a, list):
-            m = max([m, *(abs(x) for x in a)], default=m)
-        else:
-            m = max(m, abs(float(a)))
+        m = max([m, *(abs(x) for x in a)]) if isinstance(a, list) else max(m, abs(float(a)))
     return m
 
 
@@ -252,7 +266,7 @@ def _scalar_outputs(program: ScalarProgram, inputs: list[tuple[Any, ...]]) -> Ou
     except Unevaluable:
         # A loop bounded by a large input: use the inputs the evaluator can run.
         mag = np.asarray([_magnitude(a) for a in inputs])
-        vals = trap = None
+        vals, trap = None, None
         for limit in (1000.0, 100.0, 20.0):
             sel = np.flatnonzero(mag <= limit)
             try:
@@ -271,6 +285,7 @@ def _scalar_outputs(program: ScalarProgram, inputs: list[tuple[Any, ...]]) -> Ou
         if vals is None:
             return Outputs([None] * n, np.zeros(n, bool), np.zeros(n, bool))
     tr = np.zeros(n, bool) if trap is None else np.broadcast_to(trap, (n,)).copy()
+    assert vals is not None
     v = np.broadcast_to(vals, (n,))
     return Outputs([_plain(program.result, x) for x in v], valid, tr)
 
@@ -360,11 +375,9 @@ def compare(programs: Sequence[Program], inputs: list[tuple[Any, ...]], result_t
         for ov in (over[0], over[i]):
             if ov is not None:
                 both &= ~ov
-        for j in np.flatnonzero(both):
-            j = int(j)
-            if win.trap[j] != o.trap[j]:
-                d[j] = True
-            elif not win.trap[j] and not same(win.values[j], o.values[j], result_ty):
+        for j in np.flatnonzero(both).tolist():
+            if win.trap[j] != o.trap[j] or (
+                    not win.trap[j] and not same(win.values[j], o.values[j], result_ty)):
                 d[j] = True
         if d.any():
             rivals.append(i)
@@ -380,8 +393,7 @@ def compare(programs: Sequence[Program], inputs: list[tuple[Any, ...]], result_t
                 score += differs[r]
             # prefer inputs where nobody traps and that are simple to answer
             best_j, best_key = -1, (0.0, 0.0, 0.0)
-            for j in np.flatnonzero(score > 0):
-                j = int(j)
+            for j in np.flatnonzero(score > 0).tolist():
                 traps = any(outs[x].trap[j] for x in (0, *(rivals[r] for r in left)))
                 # a separating input the user can answer at a glance beats a bigger one
                 simple = float(score[j]) / (1.0 + 0.5 * math.log10(1.0 + mags[j]))

@@ -43,6 +43,8 @@ MAX_TERMS = 3000
 MAX_PREDS = 3000
 #: Programs kept per pattern: the smallest, and runners-up offered as its competitors.
 ALTERNATIVES = 3
+#: How much less likely than the examples' fit a chance fit of a split's predicate must be.
+EVIDENCE_BITS = 3.0
 #: Candidates offered per shape (the best ones by size; the ranking decides among them).
 OFFERS = 12
 
@@ -114,6 +116,9 @@ class BitvecSearch:
         self.covers = _Best()
         self.preds = _Best()
         self.offered = 0
+        # case splits only over words: with small outputs a term fits some examples by chance
+        # (``x & 1`` is 0 or 1 half the time), and a split of chance fits is no evidence
+        self.splits = looks_bitlevel(search)
         self.consts = [(_ir.const(c, self.ty), np.asarray(c, dtype=np.int64).astype(self.st)
                         .view(self.ut)) for c in CONSTS]
 
@@ -193,7 +198,7 @@ class BitvecSearch:
                     return
                 ex = prev.exprs
                 if by is None:
-                    self._add(s, vals, lambda i, op=op, ex=ex: _ir.node(op, ex[i]))
+                    self._add(s, vals, lambda i, op=op, ex=ex: _ir.node(op, ex[i]))  # type: ignore[misc]
                 else:
                     c = _ir.const(by, self.ty)
                     self._add(s, vals,
@@ -278,12 +283,28 @@ class BitvecSearch:
         for total, p, a, b in found[:OFFERS]:
             for pe, ae, be in self._variants(pk[p], ck[a], ck[b]):
                 shown.append((total, _select(pe, ae, be)))
+            # other terms that fit a side's examples (with another pattern elsewhere): if they
+            # disagree inside that side's domain, the split does not settle the branch
+            pe0, ae0, be0 = self._variants(pk[p], ck[a], ck[b])[0]
+            for on_true, side, mine in ((True, prd[p], a), (False, ~prd[p], b)):
+                fits_side = ~(side[None, :] & ~cov).any(axis=1)
+                alts = [int(i) for i in np.flatnonzero(fits_side) if int(i) != mine]
+                alts.sort(key=lambda i: csz[i])
+                for alt in alts[:ALTERNATIVES]:
+                    e_alt = self.covers.size[ck[alt]][0][1]
+                    tree = (_select(pe0, e_alt, be0) if on_true
+                            else _select(pe0, ae0, e_alt))
+                    shown.append((total + float(csz[alt] - csz[mine]), tree))
         if not found:
             # one side a single term, the other a split of its own
+            bits = np.log2(np.searchsorted(psz, psz, side="right").astype(np.float64))
             for total, p, a, side in self._nested_heads(full, cov, csz, prd, psz):
                 rest = (~prd[p]) if side == 0 else prd[p]
                 sub = self._split(rest, cov, csz, prd, psz)
                 for t2, q, b, c in sub[:3]:
+                    # both predicates were chosen: the examples must outweigh the two choices
+                    if bits[p] + bits[q] + EVIDENCE_BITS > self.n:
+                        continue
                     for qe, be, ce in self._variants(pk[q], ck[b], ck[c]):
                         inner = _select(qe, be, ce)
                         for pe, ae, _ in self._variants(pk[p], ck[a], ck[a])[:3]:
@@ -291,27 +312,28 @@ class BitvecSearch:
                                  else _select(pe, inner, ae))
                             shown.append((total + t2, e))
         shown.sort(key=lambda x: x[0])
-        for _, e in shown[:OFFERS]:
+        for _, e in shown[:3 * OFFERS]:
             self._offer(e)
 
     def _split(self, within: np.ndarray, cov: np.ndarray, csz: np.ndarray, prd: np.ndarray,
                psz: np.ndarray) -> list[tuple[float, int, int, int]]:
         """Splits of the examples ``within``: (size, predicate, term if true, term if false),
         smallest first."""
-        w = within.astype(np.float32)
         t = (prd & within[None, :]).astype(np.float32)
         f = (~prd & within[None, :]).astype(np.float32)
         miss = (~cov).astype(np.float32).T  # (n, K)
         ok_t = (t @ miss) == 0  # (P, K): term covers every true example
         ok_f = (f @ miss) == 0
-        del w
         big = np.float64(1e9)
         ct = np.where(ok_t, csz[None, :], big)
         cf = np.where(ok_f, csz[None, :], big)
         at, af = ct.argmin(axis=1), cf.argmin(axis=1)
         tot = psz + ct[np.arange(len(prd)), at] + cf[np.arange(len(prd)), af] + 1
         nonempty = t.any(axis=1) & f.any(axis=1)
-        good = np.flatnonzero((tot < big) & nonempty)
+        # examples both branches fit do not test the predicate
+        both = (cov[at] & cov[af] & within[None, :]).sum(axis=1)
+        tested = int(within.sum()) - both
+        good = np.flatnonzero((tot < big) & nonempty & _evidenced(psz, tested))
         order = good[np.argsort(tot[good], kind="stable")]
         return [(float(tot[i]), int(i), int(at[i]), int(af[i])) for i in order[:OFFERS]]
 
@@ -326,7 +348,8 @@ class BitvecSearch:
             c = np.where(ok, csz[None, :], 1e9)
             a = c.argmin(axis=1)
             tot = psz + c[np.arange(len(prd)), a] + 1
-            for i in np.flatnonzero(tot < 1e9):
+            ok_head = _evidenced(psz, np.full(len(prd), int(within.sum())))
+            for i in np.flatnonzero((tot < 1e9) & ok_head):
                 heads.append((float(tot[i]), int(i), int(a[i]), side))
         heads.sort(key=lambda h: h[0])
         return heads[:16]
@@ -344,12 +367,21 @@ class BitvecSearch:
             if not self._room(1):
                 break
             self.level(s)
-            if s >= 3:
+            if s >= 3 and self.splits:
                 self.trees()
             if self.offered and found_at is None:
                 found_at = s
             if found_at is not None and s > found_at:
                 break
+
+
+def _evidenced(psz: np.ndarray, tested: np.ndarray) -> np.ndarray:
+    """Whether a split's examples outweigh the choice of its predicate: among the ``r``
+    distinct predicate patterns no bigger than it, one fits ``tested`` examples' sides by chance
+    with odds about ``r / 2**tested``; demand ``2**EVIDENCE_BITS`` better than that. (With ten
+    examples a deep or exotic bit test always fits some split: that is no evidence.)"""
+    rank = np.searchsorted(psz, psz, side="right").astype(np.float64)  # psz is sorted
+    return np.log2(np.maximum(rank, 1.0)) + EVIDENCE_BITS <= tested
 
 
 def _first_per_pattern(rows: np.ndarray) -> list[tuple[int, bytes]]:

@@ -193,6 +193,8 @@ class Search:
         self.hard_deadline = deadline
         self.timed_out = False
         self.budget_hit = False
+        #: the levels reached the bound (every program ranked within the margin was met)
+        self.complete = False
         self.cancelled = cancelled
         self.progress = progress
         self.lanes = len(prob.args[0]) if prob.args else 1
@@ -250,6 +252,25 @@ class Search:
         hinted = set().union(*self.p.hints.groups) if self.p.hints.groups else set()
         exotic = {n.op for n in cand.expr.walk() if n.op in EXOTIC} - hinted
         return self.margin + 1.0 * len(exotic)
+
+    def _op_set(self, cand: Candidate) -> set[str]:
+        ops = {n.op for n in cand.expr.walk()} - {"arg", "const", "acc", "len", "lvar"}
+        if cand.extra.get("reduce_op"):
+            ops.add(f"reduce_{cand.extra['reduce_op']}")
+        return ops
+
+    def plausible_rival(self, best: Candidate, cand: Candidate, limit: float) -> bool:
+        """Whether ``cand`` (fitting every example, ranked below ``best``) is a competitor
+        worth asking about. Rarely intended ops it adds count once more (as the winner's do
+        in ``margin_for``); and when the description explains every op of the winner, a
+        competitor that brings in ops the description never mentions is dismissed: "adds two
+        vectors" is ``a + b`` even if the examples' ``b`` were all positive."""
+        hinted = set().union(*self.p.hints.groups) if self.p.hints.groups else set()
+        mine, theirs = self._op_set(best), self._op_set(cand)
+        extra = theirs - mine - hinted
+        if hinted and mine <= hinted | {"neg"} and extra:
+            return False
+        return cand.cost + 0.5 * len(extra & EXOTIC) <= limit
 
     def bound(self) -> float:
         """Rank below which the search must still look (best + its margin)."""
@@ -1007,10 +1028,12 @@ def _pair_trap(a: Level, b: Level, ia: np.ndarray, ib: np.ndarray, t: np.ndarray
 
 
 #: When the loop families are tried, and how many of their candidates (the schedule as data):
-#: (phase, tries; None = all of them). The families yield small bodies first, so the usual
-#: recurrences (factorial, fibonacci, gcd, digit loops) come within the first two thousand. ``wanted``: the description asks for iteration; ``early``:
-#: nothing fits after size 4; ``stuck``: nothing fits from size 5 on; ``last``: nothing fit.
-LOOP_SCHEDULE: dict[str, int | None] = {"wanted": 6000, "early": 2000, "stuck": 3000,
+#: phase -> tries (None = all of them; a try whose examples need many iterations counts for
+#: more). The families yield small bodies first, so the usual recurrences (factorial,
+#: fibonacci, gcd, digit loops) come within the first two thousand. ``wanted``: the
+#: description asks for iteration; ``early``: nothing fits after size 4; ``stuck``: nothing
+#: fits from size 5 on; ``last``: nothing fit at all.
+LOOP_SCHEDULE: dict[str, int | None] = {"wanted": 3000, "early": 2000, "stuck": 3000,
                                         "last": 8000}
 
 
@@ -1035,6 +1058,7 @@ def run(search: Search) -> list[Candidate]:
             elif s >= 5 and not search.best and not search.loops_exhausted:
                 search.loops(LOOP_SCHEDULE["stuck"])
             if s - p.hints.max_bonus - 0.01 > search.bound():
+                search.complete = True
                 break
             search.level(s)
             search.say(f"size {s}: {search.enumerated} programs, "
@@ -1046,6 +1070,8 @@ def run(search: Search) -> list[Candidate]:
                 loops_done = True
             if s >= 4 and not search.best:
                 search.meet()
+        else:
+            search.complete = True
     except Deadline:
         search.say("search budget spent" if not search.timed_out else "deadline reached")
     if not search.best and not search.loops_exhausted and not search.timed_out:

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from node._config import LlmSettings
-from node._errors import SynthesisError
+from node._errors import SynthesisError, SynthesisTimeout
 
 __all__ = ["ChatReply", "LlmClient", "Message", "SynthesisTimeout", "detect_api"]
 
@@ -42,17 +42,6 @@ _POLL_S = 0.05
 _PROBE_S = 3.0
 #: Ollama's well-known port.
 OLLAMA_PORT = 11434
-
-
-class SynthesisTimeout(SynthesisError):
-    """The LLM did not answer within the request's or the synthesis's time limit.
-
-    Still a 503 (try again later, or give the server more time: ``llm_settings``), but with its
-    own type and title: the synthesizer exists and was asked, it was too slow.
-    """
-
-    slug = "synthesis-timeout"
-    title = "The LLM did not answer in time"
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,9 @@ pool (so the ranking and the ambiguity check see their programs as competitors).
 
 ``before_levels(search)`` runs right after the leaves, for tasks a strategy is clearly for (64-bit
 words: the bit-vector bank first); ``after_levels(search)`` runs when the levels found nothing
-(the bit-vector bank for other integer tasks; the extra loop shapes of ``_loops`` when the
-description asks for a loop).
+(the bit-vector bank and the loop shapes of ``_loops`` for the other integer tasks). The loop
+shapes never run first: a count loop fitted on small inputs cannot be checked on big ones, and
+an early fit would cut short the level search's own loop families (Euclid and co.).
 Each strategy has its own deterministic budget; the search's hard deadline stays the safety net.
 """
 
@@ -28,7 +29,5 @@ def before_levels(search: Search) -> None:
 def after_levels(search: Search) -> None:
     if not search.best and search not in _RAN and _bitvec.applies(search):
         _bitvec.run(search)
-    # the extra loop shapes cost seconds (one evaluation per candidate): only when the
-    # description asks for a recurrence
-    if not search.best and _loops.applies(search) and search.p.hints.wants("loop"):
+    if not search.best and _loops.applies(search):
         _loops.run(search)
