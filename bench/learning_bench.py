@@ -303,8 +303,10 @@ def make_stream(n: int = TASKS, seed: int = SEED, nodes: int = NODES,
     """The first ``n`` of ``total`` tasks: every function asked 3-7 times (seeded), in a
     shuffled order, each on a random node.
 
-    Per task: a paraphrase, the name in 60 % of tasks, 3-10 examples in 65 %, call arguments
-    from the function's natural inputs. Deterministic for a seed."""
+    Per task: a paraphrase, the name in 60 % of tasks, 3-10 examples in the first task that
+    asks for a function (whoever first needs it brings examples: offline, nothing can be made
+    without) and in 60 % of the others, call arguments from the function's natural inputs.
+    Deterministic for a seed."""
     rng = random.Random(seed)
     fns = list(functions)
     if not 3 * len(fns) <= total <= 7 * len(fns):
@@ -319,8 +321,11 @@ def make_stream(n: int = TASKS, seed: int = SEED, nodes: int = NODES,
     order = [i for i, c in enumerate(counts) for _ in range(c)]
     rng.shuffle(order)
     tasks = []
+    asked: set[int] = set()
     for index, fi in enumerate(order[:n]):
         fn = fns[fi]
+        first = fi not in asked
+        asked.add(fi)
         body: dict[str, Any] = {"description": rng.choice(fn.phrases),
                                 "signature": fn.signature}
         if fn.tier:
@@ -329,7 +334,7 @@ def make_stream(n: int = TASKS, seed: int = SEED, nodes: int = NODES,
             body["name"] = fn.name
         args = fn.gen(rng)
         body["args"] = list(args)
-        if rng.random() < 0.65:
+        if rng.random() < 0.6 or first:
             k = rng.randint(3, 10)
             seen = {repr(args)}
             examples: list[dict[str, Any]] = []
@@ -637,14 +642,20 @@ def quarters(n: int) -> list[tuple[int, int]]:
 
 def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
+    firsts: dict[tuple[str, str], int] = {}
+    for o in outcomes:
+        firsts.setdefault((o.fn, o.tier), o.index)
     for lo, hi in quarters(len(outcomes)):
         span = outcomes[lo - 1:hi]
         n = len(span)
+        # what a colony that never re-makes nor forgets must synthesize: each function once,
+        # at its first ask (which always brings examples)
+        new = sum(lo - 1 <= i < hi for i in firsts.values())
         synth = sum(o.status == 200 and o.source in ("synthesized", "mutated") for o in span)
         src = Counter(o.source for o in span if o.status == 200)
         ref = Counter(o.refusal for o in span if o.status != 200)
         rows.append({
-            "tasks": f"{lo}–{hi}", "n": n, "synthesized": synth,
+            "tasks": f"{lo}–{hi}", "n": n, "first_asks": new, "synthesized": synth,
             "synthesis_per_task": synth / n if n else 0.0,
             "resynthesized": sum(o.status == 200 and o.source in ("synthesized", "mutated")
                                  and o.known for o in span),
@@ -706,15 +717,16 @@ def _default_synth_timeout() -> float:
 
 
 def to_markdown(result: dict[str, Any]) -> str:
-    head = ("| tasks | synthesized | synthesis/task | of a known function | synthesis attempts "
-            "| cache | search | peer "
+    head = ("| tasks | functions asked for the first time | synthesized | synthesis/task "
+            "| of a known function | synthesis attempts | cache | search | peer "
             "| mutated | settled after asking | wrong | refused: ambiguous | refused: not found "
             "| refused: synthesis failed | refused: other |")
     lines = [head, "|---|" + "---:|" * (head.count("|") - 2)]
     for q in result["quarters"]:
         s, r = q["sources"], q["refused"]
         lines.append(
-            f"| {q['tasks']} | {q['synthesized']} | {q['synthesis_per_task']:.2f} | "
+            f"| {q['tasks']} | {q['first_asks']} | {q['synthesized']} | "
+            f"{q['synthesis_per_task']:.2f} | "
             f"{q['resynthesized']} | {q['attempts']} | {s['cache']} | {s['search']} | "
             f"{s['peer']} | {s['mutated']} | "
             f"{q['settled']} | {q['wrong']} | {r['ambiguous']} | {r['not found']} | "
@@ -754,6 +766,8 @@ def to_markdown(result: dict[str, Any]) -> str:
         + (": " + "; ".join(" = ".join(f"`{n}`" for n in g) for g in d["colony_groups"])
            if d["colony_groups"] else "") + ".",
         "",
+        "Functions asked for the first time: what a colony that neither re-makes nor forgets "
+        "must synthesize (each first ask brings examples). "
         "Synthesized: answers made by synthesis (stored); of a known function: synthesized "
         "although the colony had already answered that function correctly (re-made, often under "
         "another name); attempts: requests that reached the "

@@ -14,14 +14,14 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import trio
 from hypercorn.config import Config as HyperConfig
 from hypercorn.trio import serve
 
 from colony._http import register_routes
-from colony._mcp import McpEndpoint, with_mcp
+from colony._mcp import ASGIApp, McpEndpoint, with_mcp
 from colony._service import ColonyService, load_colony_key
 from node import Node, NodeConfig, NodePort, create_app
 
@@ -79,7 +79,8 @@ async def serve_node(config: NodeConfig, *, task_status: Any = trio.TASK_STATUS_
         app = create_app(node)
         # the colony layer runs alone without a colony key; its routes exist either way
         register_routes(app, colony)
-        mcp = McpEndpoint(app, host=config.host)  # the tool API for agents, at /mcp
+        asgi = cast(ASGIApp, app)  # quart's own scope types are narrower than ASGI's
+        mcp = McpEndpoint(asgi, host=config.host)  # the tool API for agents, at /mcp
         hyper = HyperConfig()
         hyper.bind = [f"{config.host}:{config.port}"]
         hyper.accesslog = None
@@ -90,7 +91,7 @@ async def serve_node(config: NodeConfig, *, task_status: Any = trio.TASK_STATUS_
             async with trio.open_nursery() as nursery:
                 await nursery.start(node.run_background)
                 await nursery.start(mcp.run)
-                binds: list[str] = await nursery.start(serve, with_mcp(app, mcp), hyper)
+                binds: list[str] = await nursery.start(serve, with_mcp(asgi, mcp), hyper)
                 url = binds[0].replace("0.0.0.0", "127.0.0.1")
                 node.config = _with_port(node.config, url)
                 colony.api_url = _advertised(url, config)

@@ -35,11 +35,13 @@ import httpx
 import trio
 
 from colony._discovery import Discovery, Found
-from colony._fitness import select
+from colony._fitness import Regime, regime, select
+from colony._harness import Timing, make_inputs, time_variants
 from colony._http import HttpTransport, check_needs, check_peers
 from colony._peers import Peer, PeerTable
 from colony._transport import run_exchange
 from colony._view import summarize
+from node import MemoryBusy
 from node._errors import ColonyError, NotFoundError, PeerError, StoreError
 from node._sync_store import UNSUPPORTED, StoreResult, SyncStore, VariantState
 from protocol import (
@@ -78,6 +80,25 @@ SOFTWARE = "qt45-colony/0.1"
 Mutator = Callable[[str, str, str], Awaitable[None]]
 _FIND_REQUESTS = 16  # pulls one find may make
 _BUSY_ROUNDS = 100  # back-to-back rounds while catching up, before a normal pause
+#: A mutation that found nothing waits this long, doubled per further miss, before it is tried
+#: again on unchanged tests and champion (a change of either retries it at once).
+MUTATION_BACKOFF_S = 300.0
+MUTATION_BACKOFF_MAX_S = 86_400.0
+_REGIME_WINDOW = 200  # recent task outcomes the regime looks at
+
+
+class _Miss:
+    """A mutation (function, instruction) that found nothing on these tests and champions."""
+
+    __slots__ = ("key", "misses", "next_at")
+
+    def __init__(self, key: tuple[Any, ...], misses: int, next_at: float) -> None:
+        self.key, self.misses, self.next_at = key, misses, next_at
+
+
+def mutation_instruction(reason: str) -> str:
+    """The mutate tool's instruction for a scheduled mutation's reason."""
+    return "faster" if reason.startswith("hot") else "fix failing tests"
 
 
 def load_colony_key(path: str) -> bytes | None:
@@ -116,6 +137,13 @@ class ColonyService:
         self.mutator: Mutator | None = self._mutate_scheduled
         self._mutating = False
         self._last_mutation = 0.0
+        # what mutation learnt: (function, instruction) -> the miss (see MUTATION_BACKOFF_S)
+        self._misses: dict[tuple[str, str], _Miss] = {}
+        self.mutation_attempts: Counter[str] = Counter()  # per outcome: created/nothing/skipped
+        # one harness run per (function, tier) and set of correct variants (see _harness.py)
+        self._timings: dict[tuple[str, str], tuple[frozenset[str], int, Timing]] = {}
+        self.regime: Regime = regime([])
+        self._background: list[str] = []  # what the last pass chose to do, for the view
         self._nursery: trio.Nursery | None = None
         self.discovery: Discovery | None = None
         self.transport: HttpTransport | None = None
@@ -745,7 +773,10 @@ class ColonyService:
         except ColonyError as exc:
             self._quarantine(st, None, f"does not load here: {exc.detail}", events)
             return True
-        verdict = self.node.verify(loaded, tests)
+        try:
+            verdict = self.node.verify(loaded, tests)
+        except MemoryBusy:
+            return False  # the node's memory budget is full now: judge it on the next check
         if verdict.passed and first_check and st.origin != self.node_id:
             # Passing the tests is not enough: a peer's challenger must also behave like the
             # champion it would replace (behaviour changes only through new tests).
@@ -813,6 +844,7 @@ class ColonyService:
                                                "fingerprint": st.fingerprint,
                                                "origin": st.origin, "reason": why[:500]}))
         self.store.judge(st.fingerprint, verdict, "quarantined", why)
+        self.node.evict(st.fingerprint)  # nothing of a quarantined variant stays loaded
 
     # ------------------------------------------------------------------ selection
 
@@ -827,6 +859,7 @@ class ColonyService:
     async def select_once(self) -> None:
         """One selection pass over every function (champions, retirement, mutation schedule);
         skipped when nothing it reads changed since the last pass (an idle node stays idle)."""
+        self.regime = self._current_regime()
         stamp = await trio.to_thread.run_sync(self.store.selection_stamp)
         if stamp == self._selection_stamp:
             await self._run_mutations()
@@ -839,31 +872,127 @@ class ColonyService:
             groups[(s.function, s.tier)].append(s)
             use[s.function] += s.calls
         hottest = use.most_common(1)[0][0] if use and use.most_common(1)[0][1] else None
+        explore = self.regime.mode == "explore"
+        chosen: list[str] = []
         for (fn, tier), group in sorted(groups.items()):
+            # the colony's rule first (merged metrics only); the harness only decides retirement
             d = select(fn, tier, group, counts.get(fn, 0), self.settings.min_calls,
                        fn == hottest)
+            timing = None
+            if not explore:  # exploiting: spend time on timing challengers to retire them
+                timing = await self._harness(fn, tier, group, counts.get(fn, 0), d.champion)
+                if timing is not None:
+                    d = select(fn, tier, group, counts.get(fn, 0), self.settings.min_calls,
+                               fn == hottest, timing.ns)
             changed = False
             if d.champion is not None:
+                champ = next(s for s in group if s.fingerprint == d.champion)
+                if champ.status == "retired":  # the colony crowned it: it serves here too
+                    changed |= await trio.to_thread.run_sync(
+                        self.store.judge, champ.fingerprint, None, "active", None)
                 changed |= await trio.to_thread.run_sync(
                     self.store.set_champion, fn, tier, d.champion, d.scores[d.champion].fitness)
             for fp in d.retire:
                 if any(s.fingerprint == fp and s.status == "active" for s in group):
                     self.node.events.emit("variant.retired", function=fn, tier=tier,
                                           fingerprint=fp, reason=f"dominated by {d.champion}")
+                    chosen.append(f"retire {fn}/{tier} {fp[:19]}")
                 changed |= await trio.to_thread.run_sync(
-                    self.store.judge, fp, None, "retired", f"dominated (champion {d.champion})")
+                    self.store.judge, fp, None, "retired",
+                    f"dominated in timing run {timing.run if timing else '?'}"
+                    f" (champion {d.champion})")
+            key = await self._mutation_key(fn, counts.get(fn, 0))
             for fp, reason in d.mutate:
-                await trio.to_thread.run_sync(self.store.schedule_mutation, fp, fn, reason)
+                if explore and reason.startswith("hot"):
+                    continue  # exploring: background time goes to what fails, not to speed
+                if self._backed_off(fn, mutation_instruction(reason), key):
+                    continue
+                if await trio.to_thread.run_sync(self.store.schedule_mutation, fp, fn, reason):
+                    chosen.append(f"mutate {fn} ({reason})")
             if changed:
                 self.node.invalidate(fn)
+        if chosen:
+            self._background = (chosen + self._background)[:20]
         await self._run_mutations()
         await self._refresh_view()
         # What this pass wrote (champions, retirements) is part of the next stamp: read it now.
         self._selection_stamp = await trio.to_thread.run_sync(self.store.selection_stamp)
 
+    def _current_regime(self) -> Regime:
+        """The regime from this node's recent task outcomes (the event ring)."""
+        recent = self.node.events.recent(_REGIME_WINDOW, kinds=("task", "task.failed"))
+        return regime([str(e.data.get("source", "?")) if e.kind == "task" else "failed"
+                       for e in recent])
+
+    async def _harness(self, fn: str, tier: str, group: list[VariantState], tests: int,
+                       champion: str | None) -> Timing | None:
+        """Time the group's correct variants together (one harness run) when the set changed;
+        None when fewer than two compete."""
+        correct = frozenset(s.fingerprint for s in group if s.status in ("active", "retired")
+                            and s.passed and s.tests_run >= tests > 0)
+        if len(correct) < 2:
+            self._timings.pop((fn, tier), None)
+            return None
+        cached = self._timings.get((fn, tier))
+        if cached is not None and cached[0] == correct and cached[1] == tests:
+            return cached[2]
+        timing = await trio.to_thread.run_sync(self._time_blocking, fn, tier, sorted(correct))
+        if timing is None:
+            return None
+        self._timings[(fn, tier)] = (correct, tests, timing)
+        self.stats["timing_runs"] += 1
+        return timing
+
+    def _time_blocking(self, name: str, tier: str, fps: list[str]) -> Timing | None:
+        fn = self.node.library.get_function(name)
+        view = self.node.library.describe(name)
+        if fn is None or view is None:
+            return None
+        calls = {}
+        for fp in fps:
+            v = self.node.library.variant(fp)
+            if v is None:
+                return None
+            try:
+                calls[fp] = self.node.load(v.wasm, fn.name, fn.sig, v.tier).call
+            except ColonyError:
+                return None
+        inputs = make_inputs([str(p) for p in fn.sig.params], tier,
+                             [t.args for t in view.tests])
+        try:
+            return time_variants(calls, inputs)
+        except MemoryBusy:
+            return None
+
+    async def _mutation_key(self, fn: str, tests: int) -> tuple[Any, ...]:
+        """What a mutation's outcome depends on: the function's tests and champions."""
+        states = await trio.to_thread.run_sync(self.store.variant_states, fn)
+        return (tests, tuple(sorted(s.fingerprint for s in states if s.champion)))
+
+    def _backed_off(self, fn: str, instruction: str, key: tuple[Any, ...]) -> bool:
+        miss = self._misses.get((fn, instruction))
+        if miss is None:
+            return False
+        if miss.key != key:  # new tests or a new champion: worth trying again now
+            del self._misses[(fn, instruction)]
+            return False
+        return trio.current_time() < miss.next_at
+
+    def _remember(self, fn: str, instruction: str, key: tuple[Any, ...], found: bool) -> None:
+        if found:
+            self._misses.pop((fn, instruction), None)
+            return
+        prev = self._misses.get((fn, instruction))
+        misses = prev.misses + 1 if prev is not None and prev.key == key else 1
+        wait = min(MUTATION_BACKOFF_MAX_S, MUTATION_BACKOFF_S * 2 ** (misses - 1))
+        self._misses[(fn, instruction)] = _Miss(key, misses, trio.current_time() + wait)
+
     async def _run_mutations(self) -> None:
-        """Start the oldest scheduled mutation in the background: one at a time, at most one per
-        ``mutation_interval_s`` (a mutation may search for seconds; selection goes on)."""
+        """Start the first due scheduled mutation in the background: one at a time, at most one
+        per ``mutation_interval_s`` (a mutation may search for seconds; selection goes on).
+        Exploring, failing functions go first; exploiting, hot champions do. A mutation that
+        found nothing on the same tests and champion waits out its backoff (dropped from the
+        queue; selection schedules it again when it is due)."""
         interval = self.settings.mutation_interval_s
         if self.mutator is None or self._mutating or interval <= 0:
             return
@@ -872,20 +1001,38 @@ class ColonyService:
         queue = await trio.to_thread.run_sync(self.store.mutation_queue)
         if not queue:
             return
+        counts = await trio.to_thread.run_sync(self.store.test_counts)
+        due = []
+        for item in queue:
+            key = await self._mutation_key(item["function"], counts.get(item["function"], 0))
+            if self._backed_off(item["function"], mutation_instruction(item["reason"]), key):
+                self.mutation_attempts["skipped"] += 1
+                await trio.to_thread.run_sync(self.store.take_mutation, item["fingerprint"])
+                continue
+            due.append((item, key))
+        if not due:
+            return
+        hot_first = self.regime.mode != "explore"
+        due.sort(key=lambda ik: (ik[0]["reason"].startswith("hot") != hot_first, ik[0]["at"]))
         self._mutating = True
         self._last_mutation = trio.current_time()
         if self._nursery is not None:
-            self._nursery.start_soon(self._mutate_one, queue[0])
+            self._nursery.start_soon(self._mutate_one, *due[0])
         else:
-            await self._mutate_one(queue[0])
+            await self._mutate_one(*due[0])
 
-    async def _mutate_one(self, item: dict[str, Any]) -> None:
+    async def _mutate_one(self, item: dict[str, Any], key: tuple[Any, ...] = ()) -> None:
+        instruction = mutation_instruction(item["reason"])
+        found = False
         try:
             assert self.mutator is not None
             await self.mutator(item["function"], item["fingerprint"], item["reason"])
+            found = True
         except ColonyError as exc:
             log.warning("mutation of %s failed: %s", item["function"], exc.detail)
         finally:
+            self._remember(item["function"], instruction, key, found)
+            self.mutation_attempts["created" if found else "nothing"] += 1
             self._mutating = False
             self._last_mutation = trio.current_time()
             await trio.to_thread.run_sync(self.store.take_mutation, item["fingerprint"])
@@ -894,7 +1041,7 @@ class ColonyService:
         """The default mutator: the node's mutate tool on the function's serving variant,
         "faster" for a hot champion, "fix failing tests" for a failing one. (The tool derives
         from the serving variant; a quarantined one that no longer serves is not its parent.)"""
-        instruction = "faster" if reason.startswith("hot") else "fix failing tests"
+        instruction = mutation_instruction(reason)
         fp, _ = await self.node.mutate(function, instruction, None)
         log.info("mutated %s (%s, scheduled %s): %s", function, instruction, fingerprint[:19],
                  fp[:19])
@@ -992,6 +1139,18 @@ class ColonyService:
                 **{k: v for k, v in sorted(self.stats.items())},
             },
             "fitness_formula": "c * r * (0.6 speed + 0.2 size + 0.2 use); see docs/colony.md",
+            "selection": {
+                "rule": "colony-wide: merged metrics, incumbent = oldest correct variant, "
+                        "5 % hysteresis; the same champion on every node",
+                "tier": "each tier has its own champion; which tier serves a call is this "
+                        "node's choice (its hardware, measured locally)",
+                "retirement": "only when dominated in one timing-harness run (same inputs)",
+            },
+            "regime": {**self.regime.as_dict(), "background": list(self._background),
+                       "mutations": dict(self.mutation_attempts),
+                       "backed_off": [{"function": f, "instruction": i, "misses": m.misses,
+                                       "retry_in_s": round(max(0.0, m.next_at - now), 1)}
+                                      for (f, i), m in sorted(self._misses.items())][:100]},
             # a summary: per-function details are paged (colony/_view.py, GET /v1/colony/fitness)
             **summarize(self._view_cache),
         }

@@ -418,7 +418,7 @@ def cmd_status(args: argparse.Namespace) -> None:
         print(f"    peer {p.get('name') or '?':<8} {p['url']:<26} {p['state']}")
     quarantined = v.get("quarantined") or []
     if quarantined:
-        print(f"  quarantined variants: {len(quarantined)}")
+        print(f"  quarantined variants: {v.get('quarantined_count', len(quarantined))}")
     gpu = v.get("gpu") or {}
     if gpu.get("started"):
         kind = "CPU fallback" if gpu.get("cpu_fallback") else gpu.get("device_type", "")

@@ -61,7 +61,8 @@ class GpuLimits:
 class SynthLimits:
     """Budget of the offline (example-driven) synthesizer."""
 
-    #: Seconds one synthesis may search before giving up.
+    #: Seconds one synthesis may search before giving up: a safety net, the program budget
+    #: (``max_programs``) normally ends a search first.
     timeout_s: float = 20.0
     #: Largest expression size (IR nodes) enumerated.
     max_size: int = 9

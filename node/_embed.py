@@ -11,7 +11,7 @@ holds the reason and the embedder stays unready forever: search degrades, nothin
 Vectors are float32, L2-normalised (cosine similarity is a dot product) and deterministic: the
 model runs in eval mode on the CPU, one thread pool, no dropout.
 
-Backends (``Embedder(backend=...)``, default ``QT45_EMBED_BACKEND`` or ``"numpy"``)
+Backends (``Embedder(backend=...)``, default ``COLONY_EMBED_BACKEND`` or ``"numpy"``)
     ``"sentence-transformers"``: the reference, torch + sentence-transformers. Importing them
     costs ~420 MB of RSS (torch +229 MB, sentence-transformers and transformers +193 MB) before
     the 58 MB model, and ~479k Python objects that every full GC pass would walk.
@@ -83,7 +83,7 @@ class Embedder:
 
     def __init__(self, path: Path | None = None, *, threads: int | None = None,
                  backend: str | None = None) -> None:
-        backend = backend or os.environ.get("QT45_EMBED_BACKEND") or BACKENDS[0]
+        backend = backend or os.environ.get("COLONY_EMBED_BACKEND") or BACKENDS[0]
         if backend not in BACKENDS:
             raise ValueError(f"unknown embedding backend {backend!r}; one of {BACKENDS}")
         #: Which inference path runs the model.

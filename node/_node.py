@@ -211,6 +211,10 @@ class Node:
     def invalidate(self, name: str) -> None:
         self.serving.invalidate(name)
 
+    def evict(self, fingerprint: str) -> None:
+        self.runtime.evict(fingerprint)
+        self.probe_runtime.evict(fingerprint)
+
     async def mutate(self, name: str, instruction: str, tier: str | None) -> tuple[str, int]:
         return await _tools.mutate_function(self, name, instruction, tier)
 
@@ -302,7 +306,7 @@ class Node:
 
         result: Any = None
         if ctx.req.args is not None:
-            result = plain_result(await self.call(serving, ctx.req.args))
+            result = plain_result(await self.call(serving, ctx.req.args), keep_arrays=True)
         self.metrics.tasks.labels(source, ctx.req.tier).inc()
         self.metrics.task_latency.labels(source).observe(time.perf_counter() - started)
         self.events.emit("task", source=source, tier=ctx.req.tier, function=serving.function.name,

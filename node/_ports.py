@@ -69,6 +69,10 @@ class NodePort(Protocol):
         """Drop what the node serves for ``name``: the next call re-reads the library."""
         ...
 
+    def evict(self, fingerprint: str) -> None:
+        """Drop a variant's compiled module and instances (quarantined: nothing stays)."""
+        ...
+
     async def mutate(self, name: str, instruction: str, tier: str | None) -> tuple[str, int]:
         """The mutate tool: (fingerprint of the new variant, LLM calls)."""
         ...

@@ -51,6 +51,8 @@ class VariantRecord:
         generator: what made it (``offline``, ``llm:<model>``, ``mutation``, ``user``).
         ir: the synthesizer's program, as text, when there is one.
         created_at: unix seconds.
+        disambiguated_on: the origin's evidence claim (``variant_evidence``): distinguishing
+            inputs on which the program was unique among plausible candidates; 0 = none.
     """
 
     fingerprint: str
@@ -65,6 +67,7 @@ class VariantRecord:
     generator: str = "offline"
     ir: str | None = None
     created_at: float = 0.0
+    disambiguated_on: int = 0
 
 
 @dataclass(frozen=True)

@@ -8,19 +8,36 @@ Search (``SearchIndex.search``)
     2. Vector list: cosine similarity of the query's embedding with every function's
        "name: description" embedding, restricted to the signature's rows, from an in-memory
        index kept in sync with ``function_vectors`` through ``search_changes``.
-    3. Reciprocal rank fusion: ``score = Σ 1 / (rrf_k + rank)`` over the lists a function is in.
-    4. Acceptance (``Thresholds``): a candidate is vetoed when the query and its text name
-       different operations of one group ("subtract" vs "adds", "smaller" vs "larger"); else it
-       is a hit when its name is the query, or cosine ≥ ``min_vector`` (0.45), or cosine ≥
-       ``min_lexical`` (0.15) with lexical support (a keyword match or a shared operation).
-       Without embeddings (model loading, torch missing) keyword hits without a veto are hits.
-    5. Filters: exact canonical signature; with ``tier``, a variant of that tier that this node
+    3. Reciprocal rank fusion (``Hit.rrf = Σ 1 / (rrf_k + rank)`` over the lists a function is
+       in) breaks ties of the calibrated score (5).
+    4. Plausibility: a candidate is dropped when the query and its text name different
+       operations of one group ("subtract" vs "adds", "smaller" vs "larger") or convert into
+       or from different units; else it is plausible when its name is the query, or cosine ≥
+       ``min_vector`` (0.45), or cosine ≥ ``min_lexical`` (0.15) with lexical support (a
+       keyword match or a shared operation). Without embeddings (model loading, torch missing)
+       keyword matches without a veto are plausible.
+    5. Calibrated score (``confidence``, 0..1): a logistic model over the cosine (semantic mode)
+       or the keyword rank (keyword-only mode) and lexical evidence from ``node/_lexicon.py``:
+       how much of the query the candidate accounts for, whether it names an operation beyond
+       the query's ("sum of squares" for "sum") or one in place of the query's, constants that
+       clash ("by 5" vs "by 3"), a yes/no question answered by a value or the reverse. A
+       function named exactly by the query scores 1. ``confident`` = score ≥
+       ``Thresholds.confident`` (0.65): only a confident hit answers a task without examples;
+       the rest are candidates to offer (``Hit.candidate()``).
+    6. Filters: exact canonical signature; with ``tier``, a variant of that tier that this node
        verified (active, its latest local verdict passed).
 
-    Tuned on tests/data/paraphrases.json (26 functions, 53 paraphrases, 25 near-misses): the
-    cosine of true paraphrases runs from 0.16 to 0.90 and of near-misses from 0.12 to 0.86, so
-    no cosine threshold alone separates them; the veto does. Measured: see BENCHMARKS.md and
-    ``bench/search_bench.py``.
+    Keyword list cost: a term that matches more than ``COMMON_TERM_ROWS`` rows is counted (cheap)
+    but not ranked when rarer terms exist (bm25 over the 25k rows a common word matches at 100k
+    functions took ~40-70 ms); with only common terms, their first ``COMMON_TERM_ROWS`` matches
+    are ranked.
+
+    Calibration: the weights were fitted on the plausible candidates of 101 paraphrases
+    (tests/data/paraphrases.json and tests/data/near_misses.json) and 59 near misses
+    (tests/data/near_misses.json, written before any tuning: sha256 7491c018…8e8a, checked by
+    tests/test_search.py), and the threshold chosen from the sweep that ``bench/search_bench.py``
+    writes to BENCHMARKS.md (right / wrong / refused answers and near-miss false matches per
+    mode). Leave-one-query-out refits gave the same figures within one or two queries.
 
 Vector index design (measured in bench/search_bench.py)
     sqlite-vec brute force (``vec_distance_cosine`` over every row) costs ~75 ms at 100k rows.
@@ -554,7 +571,7 @@ def fts_query(terms: Iterable[str]) -> str | None:
 
 #: Terms that match more rows than this are "common": ranking every row they match costs
 #: ~3 µs a row (70 ms for the 25k rows a common word matches at 100k functions), for little.
-COMMON_TERM_ROWS = 2048
+COMMON_TERM_ROWS = 1024
 
 
 def _keyword(conn: apsw.Connection, terms: Sequence[str], sig: str | None,

@@ -134,9 +134,11 @@ def tests_for(name: str, req: TaskRequest) -> list[TestCase]:
     return [TestCase(name, sig, tuple(ex.args), ex.result) for ex in req.examples]
 
 
-def plain_result(value: Any) -> Any:
+def plain_result(value: Any, *, keep_arrays: bool = False) -> Any:
+    """A call's result as plain Python. ``keep_arrays`` leaves an ``f32[]`` result as its
+    float32 ndarray: the HTTP layer encodes it (raw bytes for msgpack) without a Python loop."""
     if isinstance(value, np.ndarray):
-        return [float(x) for x in value.tolist()]
+        return value if keep_arrays else [float(x) for x in value.tolist()]
     if isinstance(value, np.generic):
         return value.item()
     return value

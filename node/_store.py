@@ -11,7 +11,8 @@ write method is marked :func:`writes` and runs on the library's writer thread, f
 request can leave the file half-written (a crash mid-write loses the whole transaction, never
 part of it). Modules that write the library's tables themselves (``node/_sync_store.py``) mark
 their methods with the same decorator. Reads go through one connection per thread, each read
-in its own snapshot, so readers never wait for the writer. Callers run these blocking methods with ``trio.to_thread``.
+in its own snapshot, so readers never wait for the writer. Callers run these blocking methods
+with ``trio.to_thread``.
 
 Validation happens before anything is written: a bad record raises ``RequestError`` (the caller's
 data) and a conflict with what is stored raises ``StoreError`` or ``NotFoundError``; in every case

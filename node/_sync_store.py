@@ -268,6 +268,10 @@ class SyncStore:
                 w.executemany("INSERT INTO variant_parents (child, ordinal, parent)"
                               " VALUES (?, ?, ?)",
                               [(rec.fingerprint, i, p) for i, p in enumerate(rec.parents)])
+                if rec.disambiguated_on:  # the origin's claim, kept as such
+                    w.execute("INSERT OR IGNORE INTO variant_evidence (fingerprint,"
+                              " disambiguated_on, basis, at) VALUES (?, ?, 'origin', ?)",
+                              (rec.fingerprint, rec.disambiguated_on, time.time()))
                 res.functions.add(rec.function)
         elif isinstance(rec, WireTest):
             self._receive_test(w, e.origin, rec, res)
@@ -665,8 +669,11 @@ def _entry(r: apsw.Connection, origin: str, seq: int, kind: str, key: str,
             fp, fn, tier, wasm, wat, wgsl, onode, osig, gen, ir, created = row
             if origin == onode and osig is None:
                 return None  # an unsigned local variant is sent once it is signed
+            ev = r.execute("SELECT disambiguated_on FROM variant_evidence WHERE fingerprint = ?"
+                           " AND basis = 'disambiguated'", (fp,)).fetchone()
             rec = WireVariant(fp, fn, tier, bytes(wasm), wat, wgsl, _parents(r, fp), onode,
-                              None if osig is None else bytes(osig), gen, ir, float(created))
+                              None if osig is None else bytes(osig), gen, ir, float(created),
+                              int(ev[0]) if ev else 0)
     elif kind == "test":
         row = r.execute("SELECT id, function, signature, args, expected, origin FROM tests"
                         " WHERE id = ?", (key,)).fetchone() or r.execute(

@@ -192,7 +192,7 @@ async def run_function(node: Node, name: str, tier: str | None, raw_args: Any) -
     serving = await _serving_for(node, name, tier)
     args = coerce_args(serving.function.sig, raw_args, node.config.api)
     started = time.perf_counter()
-    result = plain_result(await node.call(serving, args))
+    result = plain_result(await node.call(serving, args), keep_arrays=True)
     return {"result": result, "function": serving.describe(), "node": node.node_id,
             "elapsed_ms": round((time.perf_counter() - started) * 1e3, 3),
             "evidence": serving.evidence(set(), node.search_mode)}
@@ -238,6 +238,5 @@ async def delete_function(node: Node, name: str) -> bool:
     deleted = bool(await node.write(node.library.delete_function, name))
     node.invalidate(name)
     for v in view.variants if view is not None else ():
-        node.runtime.evict(v.fingerprint)  # nothing of a deleted function stays loaded
-        node.probe_runtime.evict(v.fingerprint)
+        node.evict(v.fingerprint)  # nothing of a deleted function stays loaded
     return deleted

@@ -237,7 +237,13 @@ def _record(kind: str, v: Any, where: str, limits: Limits) -> WireRecord:
                             _time(m["created_at"], f"{where}.created_at"))
     if kind == "variant":
         m = _map(v, where, ("fingerprint", "function", "tier", "wasm", "wat", "wgsl", "parents",
-                            "origin_node", "origin_signature", "generator", "ir", "created_at"))
+                            "origin_node", "origin_signature", "generator", "ir", "created_at"),
+                 ("disambiguated_on",))
+        disambiguated_on = m.get("disambiguated_on", 0)
+        if isinstance(disambiguated_on, bool) or not isinstance(disambiguated_on, int) or \
+                not 0 <= disambiguated_on <= 1_000_000:
+            raise ProtocolError(f"{where}.disambiguated_on: expected an integer from 0 to "
+                                "1000000")
         wasm = _bytes(m["wasm"], f"{where}.wasm", limits.wasm_bytes)
         fp = _fp(m["fingerprint"], f"{where}.fingerprint")
         tier = _str(m["tier"], f"{where}.tier", 16)
@@ -260,7 +266,7 @@ def _record(kind: str, v: Any, where: str, limits: Limits) -> WireRecord:
                            origin, sig, _str(m["generator"], f"{where}.generator",
                                              limits.short_chars),
                            _opt_str(m["ir"], f"{where}.ir", limits.ir_chars),
-                           _time(m["created_at"], f"{where}.created_at"))
+                           _time(m["created_at"], f"{where}.created_at"), disambiguated_on)
     if kind == "resolution":
         m = _map(v, where, ("function", "signature", "args", "expected", "origin", "id",
                             "accept"))

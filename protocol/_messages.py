@@ -115,6 +115,10 @@ class WireVariant:
     generator: str = "offline"
     ir: str | None = None
     created_at: float = 0.0
+    #: the origin's claim: distinguishing inputs on which its synthesizer found the program
+    #: unique among plausible candidates (0: it only fits its tests). Shown as evidence; the
+    #: receiving node's own verdict still decides whether it serves.
+    disambiguated_on: int = 0
 
     @property
     def key(self) -> str:

@@ -70,6 +70,10 @@ def check_screenshot(path: Path, min_height: int) -> None:
     assert path.stat().st_size > 40_000, path.stat().st_size
 
 
+# three examples that fit several programs: with "best", the reply is a guess, never stored
+SIGN_GUESS = {"name": "sign", "description": "sign of x", "signature": "(i32) -> i32", "args": [7],
+              "examples": [{"args": [-4], "result": -1}, {"args": [0], "result": 0},
+                           {"args": [1], "result": 1}], "on_ambiguity": "best"}
 # a seed that never answers, with a long address (a LAN IP and port): the Nodes table must still
 # fit its card (an unbreakable URL made it overflow by ~15 px at 1366 px)
 DEAD_SEED = "http://[::ffff:127.0.0.1]:8819"
@@ -210,6 +214,16 @@ def browse(a: RunningNode, b: RunningNode, shots: Path, key: bytes) -> dict[str,
             assert r.status_code == 404
             expect(page.locator(f'#failures li[data-kind="task.failed"][data-node="{idb}"]'))\
                 .to_contain_text("nothing_here", timeout=10_000)
+
+            # a best guess (the examples fit several programs) is shown as one, not as verified
+            r = httpx.post(b.url + "/v1/tasks", json=SIGN_GUESS, timeout=60)
+            assert r.status_code == 200 and r.json()["evidence"]["basis"] == "guess", r.text
+            guess = page.locator('#recent-tasks tbody tr[data-guess="true"]')
+            expect(guess).to_have_count(1, timeout=10_000)
+            expect(guess).to_have_attribute("data-node", idb)
+            expect(guess.locator("td.evidence")).to_have_attribute("data-basis", "guess")
+            expect(guess.locator("td.evidence .badge.bad")).to_have_text("guess")
+            expect(page.locator('#recent-tasks tbody tr[data-guess="false"]')).to_have_count(2)
 
             # a colony-key holder pushes a test that contradicts add's: held as a conflict,
             # listed with where it came from, and evented on every node

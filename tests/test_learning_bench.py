@@ -11,6 +11,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import httpx
 import trio
@@ -51,6 +52,10 @@ def test_the_stream_is_seeded_and_has_the_mix_the_issue_describes() -> None:
     with_examples = [t for t in a if "examples" in t.body]
     assert 0 < named < 200 and 0 < len(with_examples) < 200
     assert all(3 <= len(t.body["examples"]) <= 10 for t in with_examples)
+    first: dict[tuple[str, str], Any] = {}
+    for t in a:
+        first.setdefault((t.fn.name, t.fn.tier_), t)
+    assert all("examples" in t.body for t in first.values())  # something to synthesize from
     for t in with_examples:  # examples come from the reference, never from the call's args
         for ex in t.body["examples"]:
             assert ex["result"] == lb.reference(t.fn, ex["args"])
@@ -135,11 +140,13 @@ def test_a_short_replay_over_three_real_nodes_runs_end_to_end() -> None:
         assert answered + sum(q["refused"].values()) == q["n"]
         assert q["synthesized"] == q["sources"]["synthesized"] + q["sources"]["mutated"]
         assert q["resynthesized"] <= q["synthesized"] <= q["attempts"]
+    assert sum(q["first_asks"] for q in result["quarters"]) == result["functions"]
     assert sum(q["n"] for q in result["quarters"]) == 10
     assert len(result["duplicates"]["per_node"]) == 3
     md = lb.to_markdown(result)
     header = md.splitlines()[0]
-    for column in ("tasks", "synthesized", "synthesis/task", "of a known function",
+    for column in ("tasks", "functions asked for the first time", "synthesized",
+                   "synthesis/task", "of a known function",
                    "synthesis attempts", "cache", "search", "peer", "mutated",
                    "settled after asking", "wrong", "refused: ambiguous", "refused: not found",
                    "refused: synthesis failed", "refused: other"):

@@ -11,8 +11,8 @@ import httpx
 import pytest
 import trio
 
-from node._records import TestCase
 from colony import RunningNode
+from node._records import TestCase
 from node.synth._ir import (
     ArrayProgram,
     Expr,

@@ -17,7 +17,7 @@ ADD = {"description": "adds two integers", "name": "add", "signature": "(i32, i3
 
 async def test_paraphrase_is_found_by_search(nursery: trio.Nursery, tmp_path: Path) -> None:
     node = await start_node(nursery, node_config(tmp_path, embeddings=True))
-    await trio.to_thread.run_sync(node.node.search_index.embedder.wait, 120)
+    assert await node.node.search_index.wait_ready() == "semantic"
     async with httpx.AsyncClient(base_url=node.url, timeout=60) as c:
         assert (await c.post("/v1/tasks", json=ADD)).status_code == 200
         r = await c.post("/v1/tasks", json={"description": "sum of two numbers",

@@ -206,7 +206,9 @@ def test_hamming_preselection_matches_exact_search(seeded: SearchIndex,
         assert [h.name for h in coarse.search(p["query"], k=3)][:1] == [h.name for h in want[:1]]
     # The stored sign bits (sqlite-vec's vec_quantize_binary) are numpy's little-endian bits.
     with seeded.library.read() as r:
-        emb, bits = r.execute("SELECT embedding, bits FROM function_vectors LIMIT 1").fetchone()
+        row = r.execute("SELECT embedding, bits FROM function_vectors LIMIT 1").fetchone()
+    assert row is not None
+    emb, bits = row
     v = np.frombuffer(emb, dtype=np.float32)
     assert bytes(bits) == np.packbits(v > 0, bitorder="little").tobytes()
     assert abs(float(np.linalg.norm(v)) - 1.0) < 1e-5
@@ -229,8 +231,10 @@ def test_backfill_after_warm_up(lib: Library, embedder: Embedder) -> None:
     assert index.search("a plus b", signature=I2)[0].name == "add"
     same = embedder.embed(["add: adds two integers"])[0]
     with lib.read() as r:
-        (stored,) = r.execute("SELECT embedding FROM function_vectors v JOIN functions f"
-                              " ON f.id = v.function_id WHERE f.name = 'add'").fetchone()
+        row = r.execute("SELECT embedding FROM function_vectors v JOIN functions f"
+                        " ON f.id = v.function_id WHERE f.name = 'add'").fetchone()
+    assert row is not None
+    (stored,) = row
     # Batch shapes change the float summation order, so backfilled (batched) and single
     # embeddings agree to ~1e-7; the same call twice agrees bit for bit.
     assert np.allclose(np.frombuffer(stored, dtype=np.float32), same, atol=1e-5)
@@ -393,3 +397,25 @@ def test_heap_is_frozen_after_the_model_loads(embedder: Embedder) -> None:
 
     assert embedder.ready
     assert gc.get_freeze_count() > 0
+
+
+def test_common_keywords_are_counted_not_ranked(lib: Library, embedder: Embedder,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ranking every row a common word matches made search slow at 100k functions: a term that
+    matches more than COMMON_TERM_ROWS rows is left out when a rarer one is there, and only its
+    first COMMON_TERM_ROWS matches are ranked when it is alone."""
+    import node._search as search_module
+
+    monkeypatch.setattr(search_module, "COMMON_TERM_ROWS", 3)
+    for i in range(6):
+        bench.save_function(lib, f"signal_{i}", I2, f"filters the signal with gain {i}")
+    bench.save_function(lib, "hadamard_signal", I2, "hadamard transform of a signal")
+    with lib.read() as conn:
+        rare = search_module._keyword(conn, ["hadamard", "signal"], I2, 32)
+        common = search_module._keyword(conn, ["signal", "filters"], I2, 32)
+    assert [name for _, name, _, _ in rare] == ["hadamard_signal"]
+    assert 1 <= len(common) <= 3
+    index = SearchIndex(lib, embedder)
+    assert index._index.seq == -1
+    index.backfill()  # also loads the in-memory vector index, so no task waits for it
+    assert index._index.seq >= 0 and index._index.n == 7

@@ -4,7 +4,9 @@ ambiguous reply is allowed, a wrong answer never."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+import time
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from node import AmbiguousError, Runtime, SandboxLimits
 from node._wat import wat_to_wasm
 from node.synth import OfflineSynthesizer, ScalarProgram, SynthesisRequest, lower
 from node.synth._api import Example
-from node.synth._ir import arg, const, node
+from node.synth._ir import DTYPES, Env, Expr, arg, const, evaluate, node
 from protocol import Signature
 
 MASK = (1 << 64) - 1
@@ -82,3 +84,43 @@ def test_i64_eqz_condition_lowers_to_valid_wasm() -> None:
                 node("shr_u", arg(0, "i64"), const(16, "i64")))
     wat, _ = lower(ScalarProgram(("i64",), "i64", body), "f", "scalar")
     assert _run(wat, [4, 5, -1]) == [6, 0, (1 << 48) - 1]
+
+
+def _loop_offers(sig: str, examples: Sequence[tuple[tuple[int, ...], int]]) -> list[Expr]:
+    from node.synth import _enum, _hints, _loops, _scalar_problem
+
+    s = Signature.parse(sig)
+    req = SynthesisRequest("f", "", s, "scalar", tuple(Example(a, r) for a, r in examples))
+    search = _enum.Search(_scalar_problem(req, _hints.parse("")), max_size=9, max_bank=200_000,
+                          deadline=time.monotonic() + 120, cancelled=lambda: False,
+                          progress=None)
+    _loops.run(search)
+    return [c.expr for c in sorted(search.best, key=lambda c: c.cost)]
+
+
+def _eval(e: Expr, args: Sequence[tuple[int, ...]], ty: str) -> list[int]:
+    cols = [np.asarray([a[i] for a in args], dtype=DTYPES[ty]) for i in range(len(args[0]))]
+    v, _ = evaluate(e, Env(cols))
+    return [int(x) for x in np.broadcast_to(v, (len(args),))]
+
+
+def test_loop_shapes_reach_a_running_product() -> None:
+    # C(n, k) as s0 * s1 / i with s1 counting down from n: two accumulators in a count loop
+    exs = [((5, 2), 10), ((6, 3), 20), ((7, 1), 7), ((8, 4), 70), ((10, 3), 120)]
+    offers = _loop_offers("(i32, i32) -> i32", exs)
+    assert offers, "no loop fits"
+    fresh = [(n, k) for n in range(0, 16) for k in range(0, n + 1)]
+    assert _eval(offers[0], fresh, "i32") == [math.comb(n, k) for n, k in fresh]
+
+
+def test_loop_shapes_reach_an_order_three_recurrence() -> None:
+    def trib(n: int) -> int:
+        a, b, c = 0, 0, 1
+        for _ in range(n):
+            a, b, c = b, c, a + b + c
+        return a
+
+    exs = [((n,), trib(n)) for n in (1, 3, 4, 6, 8, 10, 12)]
+    offers = _loop_offers("(i32) -> i32", exs)
+    fresh = [(n,) for n in range(0, 30)]
+    assert any(_eval(e, fresh, "i32") == [trib(n) for (n,) in fresh] for e in offers), offers

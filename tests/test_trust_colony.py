@@ -12,6 +12,7 @@ import trio
 from tests.test_colony import describe, serving, start_colony, wait_for
 from tests.test_trust import SIGN, SIGN_OVERFIT_WAT
 
+
 def _sign(x: int) -> int:
     return (x > 0) - (x < 0)
 

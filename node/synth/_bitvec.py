@@ -119,6 +119,9 @@ class BitvecSearch:
         # case splits only over words: with small outputs a term fits some examples by chance
         # (``x & 1`` is 0 or 1 half the time), and a split of chance fits is no evidence
         self.splits = looks_bitlevel(search)
+        #: a single term fits every example: splits are then no longer tried (as in EUSolver's
+        #: unification, a case split is the explanation of last resort)
+        self.plain_fit = False
         self.consts = [(_ir.const(c, self.ty), np.asarray(c, dtype=np.int64).astype(self.st)
                         .view(self.ut)) for c in CONSTS]
 
@@ -157,6 +160,7 @@ class BitvecSearch:
         eq = ex == self.target[None, :]
         full = eq.all(axis=1)
         for i in np.flatnonzero(full)[:OFFERS]:
+            self.plain_fit = True
             self._offer(exprs[int(i)])
         part = np.flatnonzero(eq.any(axis=1) & ~full)
         for i, key in _first_per_pattern(eq[part]):
@@ -367,7 +371,7 @@ class BitvecSearch:
             if not self._room(1):
                 break
             self.level(s)
-            if s >= 3 and self.splits:
+            if s >= 3 and self.splits and not self.plain_fit:
                 self.trees()
             if self.offered and found_at is None:
                 found_at = s
