@@ -627,7 +627,9 @@ async def _replay(tasks: list[Task], embeddings: bool, synth_timeout: float | No
 def _line(o: Outcome) -> str:
     what = (o.source or "") + (" after asking" if o.settled else "") if o.status == 200 \
         else f"REFUSED {o.refusal}"
-    flag = "  WRONG " + o.detail if o.wrong else ("" if o.status == 200 else "  " + o.detail)
+    basis = f" [evidence: {o.evidence.get('basis')}]" if o.evidence.get("basis") else ""
+    flag = "  WRONG " + o.detail + basis if o.wrong else (
+        "" if o.status == 200 else "  " + o.detail)
     return (f"#{o.index + 1:3d} n{o.node + 1} {o.tier:6} {o.fn:13} "
             f"{'named' if o.named else 'unnamed'} ex={o.examples:2d} -> {what}"
             f"{' as ' + o.answered_as if o.answered_as and o.answered_as != o.fn else ''}"
@@ -702,6 +704,8 @@ def run_all(quick: bool = False, limit: int | None = None, timeout: float | None
         "wrong": [_line(o) for o in outcomes if o.wrong],
         "refused": [_line(o) for o in outcomes if o.status != 200],
         "disambiguated": sum(bool(o.evidence.get("disambiguated")) for o in outcomes),
+        "wrong_disambiguated": sum(o.wrong and bool(o.evidence.get("disambiguated"))
+                                   for o in outcomes),
         "answered": sum(o.status == 200 for o in outcomes),
         "refused_known": sum(o.status != 200 and o.known for o in outcomes),
         "refused_total": sum(o.status != 200 for o in outcomes),
@@ -756,7 +760,8 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"- Fall of synthesis per task, first to last quarter: {fall_s} (goal ≥ 10×: "
         f"{goal(fall is not None and fall >= 10)}).",
         f"- Wrong answers (result ≠ the Python reference on the call's args): {total_wrong} "
-        f"(goal 0: {goal(total_wrong == 0)}).",
+        f"(goal 0: {goal(total_wrong == 0)}); {result['wrong_disambiguated']} of them with "
+        "evidence saying `disambiguated`.",
         f"- Refused: {result['refused_total']}, of which {result['refused_known']} for a "
         "function the colony had already answered correctly (the others asked for something "
         "new, most without examples).",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from colony.cli import Client, CliError
+from colony._client import Client, CliError
 
 STEPS: list[tuple[str, dict[str, Any]]] = [
     ("scalar add, from two examples", {

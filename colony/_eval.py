@@ -14,6 +14,7 @@ offline search), median and p90 seconds per task; plus every task's outcome.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import statistics
@@ -22,14 +23,27 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from colony._eval_tasks import ARRAY, GENERALIZATION, SCALAR, TASKS, GenTask, Task
-from node._config import NodeConfig, SandboxLimits, SynthLimits
-from node._errors import AmbiguousError, ColonyError, SynthesisError
-from node._records import TestCase
-from node._runtime import Runtime
-from node._verify import Verifier
-from node._wat import wat_to_wasm
-from node.synth import OfflineSynthesizer
-from node.synth._api import Example, SynthesisRequest, Synthesizer
+from node import (
+    AmbiguousError,
+    ColonyError,
+    GpuLimits,
+    NodeConfig,
+    Runtime,
+    SandboxLimits,
+    SynthesisError,
+    SynthLimits,
+    TestCase,
+    Verifier,
+    attach_gpu,
+    wat_to_wasm,
+)
+from node.synth import (
+    Example,
+    LlmSynthesizer,
+    OfflineSynthesizer,
+    SynthesisRequest,
+    Synthesizer,
+)
 from protocol import Signature
 
 __all__ = ["GEN_KS", "GEN_QUICK", "QUICK", "TIERS", "generalization_markdown", "llm_synthesizer",
@@ -56,8 +70,6 @@ def tasks_for(tier: str, quick: bool = False,
 
 def llm_synthesizer(url: str, model: str, runtime: Runtime | None = None) -> Synthesizer:
     """An LLM synthesizer for the eval (its repair loop checks candidates in ``runtime``)."""
-    from node.synth._llm import LlmSynthesizer
-
     config = NodeConfig(llm=url, model=model, embeddings=False)
     rt = runtime or _runtime(gpu=True)
     verifier = Verifier(rt, rel_tol=REL_TOL, abs_tol=ABS_TOL, node_id="eval")
@@ -67,13 +79,9 @@ def llm_synthesizer(url: str, model: str, runtime: Runtime | None = None) -> Syn
 def _runtime(gpu: bool) -> Runtime:
     rt = Runtime(SandboxLimits(timeout_s=10.0))
     if gpu:
-        try:
-            from node._config import GpuLimits
-            from node._gpu import GpuRunner
-
-            rt.attach_gpu(GpuRunner(rt.engine, GpuLimits(), SandboxLimits(timeout_s=30.0)))
-        except (ImportError, ColonyError):
-            pass  # the gpu tier then reports every task as failed with the reason
+        # without it the gpu tier reports every task as failed, with the reason
+        with contextlib.suppress(ColonyError):
+            attach_gpu(rt, GpuLimits(), SandboxLimits(timeout_s=30.0))
     return rt
 
 

@@ -39,7 +39,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from node._sync_store import VariantState
+from node import VariantState
 
 HYSTERESIS = 0.05
 W_SPEED, W_SIZE, W_USE = 0.6, 0.2, 0.2

@@ -30,8 +30,7 @@ import httpx
 import msgpack
 from quart import Response, request
 
-from node._app import problem, read_body, reply, requires_api_token
-from node._errors import ColonyError, PeerError, RequestError
+from node import ColonyError, PeerError, RequestError, problem, read_body, reply, requires_api_token
 from protocol import (
     AUTH_HEADER,
     PROTOCOL_VERSION,

@@ -24,11 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from colony._ask import evidence_line, submit_until_settled
-from colony.cli import (
-    Client,
-    CliError,
-    _parse_example,
-    _problem_text,
+from colony._client import Client, CliError, parse_example, problem_text
+from colony._commands import (
     cmd_bench,
     cmd_delete,
     cmd_info,
@@ -116,7 +113,7 @@ class Repl:
         if m.group("name"):
             body["name"] = m.group("name")
         if m.group("ex"):
-            body["examples"] = [_parse_example(e.strip()) for e in m.group("ex").split(";")
+            body["examples"] = [parse_example(e.strip()) for e in m.group("ex").split(";")
                                 if e.strip()]
         if m.group("args"):
             try:
@@ -126,7 +123,7 @@ class Repl:
         resp = submit_until_settled(lambda task: self.client.post("/v1/tasks", task), body,
                                     ask=self.ask, say=self.out)
         if resp.status_code >= 400:
-            raise CliError(_problem_text(resp))
+            raise CliError(problem_text(resp))
         out = resp.json()
         fn = out["function"]
         self.out(f"{json.dumps(out['result'])}    ({fn['name']} {fn['signature']} [{fn['tier']}],"

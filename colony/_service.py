@@ -41,9 +41,17 @@ from colony._http import HttpTransport, check_needs, check_peers
 from colony._peers import Peer, PeerTable
 from colony._transport import run_exchange
 from colony._view import summarize
-from node import MemoryBusy
-from node._errors import ColonyError, NotFoundError, PeerError, StoreError
-from node._sync_store import UNSUPPORTED, StoreResult, SyncStore, VariantState
+from node import (
+    UNSUPPORTED,
+    ColonyError,
+    MemoryBusy,
+    NotFoundError,
+    PeerError,
+    StoreError,
+    StoreResult,
+    SyncStore,
+    VariantState,
+)
 from protocol import (
     LIMITS,
     PROTOCOL_VERSION,
@@ -67,10 +75,7 @@ from protocol import (
 )
 
 if TYPE_CHECKING:
-    from node import NodePort
-    from node._config import ColonySettings
-    from node._records import FunctionRecord, TestCase, VariantRecord
-    from node._task import TaskRequest
+    from node import ColonySettings, FunctionRecord, NodePort, TaskRequest, TestCase, VariantRecord
 
 _FUNCTION_NAME = re.compile(r"[a-z_][a-z0-9_]{0,63}")
 log = logging.getLogger("colony.service")
@@ -860,6 +865,9 @@ class ColonyService:
         """One selection pass over every function (champions, retirement, mutation schedule);
         skipped when nothing it reads changed since the last pass (an idle node stays idle)."""
         self.regime = self._current_regime()
+        for mode in ("explore", "exploit", "idle"):
+            self.node.metrics.regime.labels(mode).set(1.0 if self.regime.mode == mode else 0.0)
+        self.node.metrics.regime_need_ratio.set(self.regime.need_ratio)
         stamp = await trio.to_thread.run_sync(self.store.selection_stamp)
         if stamp == self._selection_stamp:
             await self._run_mutations()

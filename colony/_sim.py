@@ -21,10 +21,18 @@ import trio
 import trio.testing
 
 from colony._transport import Endpoint, Faults, InMemoryTransport, run_exchange, state_handler
-from node._errors import PeerError
-from protocol._fingerprint import fingerprint
-from protocol._messages import Entry, Span, WireFunction, WireRecord, WireVariant
-from protocol._sync import Accept, SyncLimits, SyncState
+from node import PeerError
+from protocol import (
+    Accept,
+    Entry,
+    Span,
+    SyncLimits,
+    SyncState,
+    WireFunction,
+    WireRecord,
+    WireVariant,
+    fingerprint,
+)
 
 
 def sim_node_id(seed: int, index: int) -> str:

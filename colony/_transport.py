@@ -17,10 +17,8 @@ from typing import Protocol
 
 import trio
 
-from node._errors import PeerError
-from protocol._codec import decode, encode
-from protocol._messages import Message, ProtocolError
-from protocol._sync import Exchange, SyncState
+from node import PeerError
+from protocol import Exchange, Message, ProtocolError, SyncState, decode, encode
 
 Handler = Callable[[Message], Awaitable[Message]]
 

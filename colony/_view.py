@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from node._errors import RequestError
+from node import RequestError
 
 HEAD = 20  # items of each list kept in the summary
 DEFAULT_LIMIT = 100

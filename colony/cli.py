@@ -12,116 +12,38 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
 import httpx
 
 from colony._ask import evidence_line, submit_until_settled
-
-DEFAULT_NODE = "http://127.0.0.1:8450"
-
-
-class CliError(Exception):
-    """A message for the user; the command exits with status 1."""
-
-
-# ----------------------------------------------------------------------------- HTTP client
-class Client:
-    def __init__(self, base: str, timeout: float = 120.0, token: str | None = None) -> None:
-        self.base = base.rstrip("/")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=self.base, timeout=timeout, headers=headers)
-
-    def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        try:
-            resp = self.http.request(method, path, **kw)
-        except httpx.ConnectError:
-            raise CliError(f"cannot reach a node at {self.base}: is one running? "
-                           "(start one with `colony node` or `make run`)") from None
-        except httpx.TimeoutException:
-            raise CliError(f"the node at {self.base} did not answer in time") from None
-        if resp.status_code >= 400:
-            raise CliError(_problem_text(resp))
-        return resp
-
-    def json(self, method: str, path: str, **kw: Any) -> Any:
-        return self.request(method, path, **kw).json()
-
-    def post(self, path: str, body: Any) -> httpx.Response:
-        """POST a JSON body and return the reply as it is, errors included."""
-        try:
-            return self.http.post(path, json=body)
-        except httpx.ConnectError:
-            raise CliError(f"cannot reach a node at {self.base}: is one running? "
-                           "(start one with `colony node` or `make run`)") from None
-        except httpx.TimeoutException:
-            raise CliError(f"the node at {self.base} did not answer in time") from None
-
-
-DEFAULT_TOKEN_FILE = Path(".colony") / "api.token"  # the one `colony up` writes
-
-
-def api_token(args: argparse.Namespace) -> str | None:
-    """The node's API token for writes: ``--token-file``, else ``$COLONY_API_TOKEN``, else the
-    token file `colony up` writes (``.colony/api.token``) when it exists."""
-    path = getattr(args, "token_file", None)
-    if not path:
-        env = os.environ.get("COLONY_API_TOKEN")
-        if env:
-            return env.strip()
-        path = DEFAULT_TOKEN_FILE if DEFAULT_TOKEN_FILE.is_file() else None
-    if not path:
-        return None
-    try:
-        return Path(path).read_text(encoding="utf-8").strip() or None
-    except OSError as exc:
-        raise CliError(f"cannot read the API token file {path}: {exc}") from None
-
-
-def _problem_text(resp: httpx.Response) -> str:
-    try:
-        doc = resp.json()
-        return f"error {doc.get('status', resp.status_code)} ({doc.get('title', '')}): " \
-               f"{doc.get('detail', '')}"
-    except ValueError:
-        return f"error {resp.status_code}: {resp.text[:300]}"
-
-
-class Ticker:
-    """Shows elapsed time on stderr while a long request runs (only on a terminal)."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="cli-ticker")
-        self.enabled = sys.stderr.isatty()
-
-    def _run(self) -> None:
-        start = time.monotonic()
-        while not self.done.wait(0.5):
-            sys.stderr.write(f"\r{self.label} {time.monotonic() - start:4.1f}s")
-            sys.stderr.flush()
-        sys.stderr.write("\r" + " " * (len(self.label) + 8) + "\r")
-
-    def __enter__(self) -> Ticker:
-        if self.enabled:
-            self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.done.set()
-        if self.enabled:
-            self.thread.join()
+from colony._client import (
+    DEFAULT_NODE,
+    DEFAULT_TOKEN_FILE,
+    Client,
+    CliError,
+    Ticker,
+    api_token,
+    parse_example,
+    problem_text,
+)
+from colony._commands import (
+    cmd_bench,
+    cmd_delete,
+    cmd_info,
+    cmd_list,
+    cmd_shader,
+    cmd_source,
+    cmd_tests,
+)
 
 
 # ----------------------------------------------------------------------------- commands
 def cmd_node(args: argparse.Namespace) -> None:
     from colony._root import run_node_forever
-    from node._config import NodeConfig
+    from node import NodeConfig
 
     name = args.name or "node"
     data = Path(args.data) if args.data else Path(".colony") / name
@@ -242,17 +164,6 @@ def _wait_healthy(urls: list[str], timeout: float) -> None:
         raise CliError(f"nodes did not start in {timeout:.0f}s: {', '.join(pending)}")
 
 
-def _parse_example(text: str) -> dict[str, Any]:
-    """``1,2=3`` or ``[1,2],[3,4]=[4,6]`` → {"args": [...], "result": ...}."""
-    if "=" not in text:
-        raise CliError(f"example {text!r} must look like ARGS=RESULT, e.g. 1,2=3")
-    left, right = text.rsplit("=", 1)
-    try:
-        return {"args": json.loads(f"[{left}]"), "result": json.loads(right)}
-    except json.JSONDecodeError as exc:
-        raise CliError(f"example {text!r}: {exc}") from None
-
-
 def cmd_submit(args: argparse.Namespace) -> None:
     body: dict[str, Any] = {"description": args.description, "signature": args.sig}
     if args.name:
@@ -264,7 +175,7 @@ def cmd_submit(args: argparse.Namespace) -> None:
             body["args"] = json.loads(args.args)
         except json.JSONDecodeError as exc:
             raise CliError(f"--args must be a JSON list: {exc}") from None
-    examples = [_parse_example(e) for e in args.example or []]
+    examples = [parse_example(e) for e in args.example or []]
     if args.examples:
         try:
             examples += json.loads(args.examples)
@@ -285,7 +196,7 @@ def cmd_submit(args: argparse.Namespace) -> None:
 
     resp = submit_until_settled(post, body, ask=ask, say=lambda m: print(m, file=sys.stderr))
     if resp.status_code >= 400:
-        raise CliError(_problem_text(resp))
+        raise CliError(problem_text(resp))
     out = resp.json()
     if args.json:
         print(json.dumps(out, indent=2))
@@ -297,107 +208,6 @@ def cmd_submit(args: argparse.Namespace) -> None:
     print(f"source: {out['source']}  llm_calls: {out['llm_calls']}  node: {out['node'][:12]}  "
           f"{out['elapsed_ms']} ms")
     print(evidence_line(out.get("evidence")))
-
-
-def list_pages(client: Client, limit: int | None = None,
-               page_size: int = 500) -> Iterator[list[dict[str, Any]]]:
-    """The library's functions page by page (``GET /v1/functions`` with its ``next_cursor``),
-    at most ``limit`` in all (None: every function)."""
-    cursor: str | None = None
-    seen = 0
-    while limit is None or seen < limit:
-        size = page_size if limit is None else min(page_size, limit - seen)
-        params: dict[str, Any] = {"limit": size}
-        if cursor:
-            params["cursor"] = cursor
-        doc = client.json("GET", "/v1/functions", params=params)
-        rows: list[dict[str, Any]] = doc["functions"]
-        seen += len(rows)
-        if rows:
-            yield rows
-        cursor = doc.get("next_cursor")
-        if not cursor:
-            return
-
-
-def cmd_list(args: argparse.Namespace) -> None:
-    pages = list_pages(Client(args.node), getattr(args, "limit", None))
-    if args.json:
-        print(json.dumps([r for page in pages for r in page], indent=2))
-        return
-    shown = 0
-    for rows in pages:  # printed as they come: a 100k library starts printing at once
-        width = max(len(r["name"]) for r in rows)
-        for r in rows:
-            print(f"{r['name']:<{width}}  {r['signature']:<28} {r['verified_variants']} "
-                  f"verified  {r['description']}")
-        shown += len(rows)
-    if not shown:
-        print("the library is empty: submit a task (colony submit --help)")
-
-
-def _describe(args: argparse.Namespace, source: bool = False) -> dict[str, Any]:
-    q = "?source=1" if source else ""
-    out: dict[str, Any] = Client(args.node).json("GET", f"/v1/functions/{args.name}{q}")
-    return out
-
-
-def cmd_info(args: argparse.Namespace) -> None:
-    d = _describe(args)
-    if args.json:
-        print(json.dumps(d, indent=2))
-        return
-    print(f"{d['name']}: {d['description']}")
-    print(f"  signature {d['signature']}  family {d['tier_family']}  tests {len(d['tests'])}")
-    for v in d["variants"]:
-        verdict = v["verdict"] or {}
-        m = v["metrics"]
-        mean = m["total_ns"] / m["calls"] if m["calls"] else 0
-        print(f"  {v['tier']:<6} {v['fingerprint'][:23]}…  "
-              f"{'verified' if v['verified'] else 'not verified'} "
-              f"({verdict.get('tests_run', 0) - verdict.get('tests_failed', 0)}/"
-              f"{verdict.get('tests_run', 0)} tests)  {v['size']} B  by {v['generator']}  "
-              f"calls {m['calls']}  mean {mean / 1000:.1f} µs")
-        if v.get("status"):  # issue 6: colony status and fitness (docs/colony.md)
-            fit = v.get("fitness") or {}
-            print(f"         {v['status']}{' CHAMPION' if v.get('champion') else ''}"
-                  f"  fitness {fit.get('fitness', 0):.3f}"
-                  + (f"  ({v['status_reason']})" if v.get("status_reason") else ""))
-        if v.get("program"):
-            print(f"         program: {v['program'].splitlines()[0]}")  # line 2: IR JSON
-        for p in v["parents"]:
-            print(f"         parent {p[:23]}…")
-
-
-def _pick_variant(d: dict[str, Any], tier: str | None) -> dict[str, Any]:
-    cands = [v for v in d["variants"] if (tier is None or v["tier"] == tier)]
-    cands.sort(key=lambda v: (not v["verified"], -v["created_at"]))
-    if not cands:
-        raise CliError(f"{d['name']} has no {tier or ''} variant".replace("  ", " "))
-    return cands[0]
-
-
-def cmd_source(args: argparse.Namespace) -> None:
-    v = _pick_variant(_describe(args, source=True), args.tier)
-    print(v["wat"])
-
-
-def cmd_shader(args: argparse.Namespace) -> None:
-    d = _describe(args, source=True)
-    v = _pick_variant(d, "gpu")
-    if not v.get("wgsl"):
-        raise CliError(f"{d['name']} has no GPU variant with a shader")
-    print(v["wgsl"])
-
-
-def cmd_tests(args: argparse.Namespace) -> None:
-    d = _describe(args)
-    if args.json:
-        print(json.dumps(d["tests"], indent=2))
-        return
-    for t in d["tests"]:
-        print(f"{json.dumps(t['args'])} -> {json.dumps(t['expected'])}   ({t['origin']})")
-    print(f"{len(d['tests'])} test(s)")
 
 
 def cmd_status(args: argparse.Namespace) -> None:
@@ -431,37 +241,6 @@ def cmd_status(args: argparse.Namespace) -> None:
         print("  gpu: not started yet (colony status --gpu starts it)")
 
 
-def cmd_delete(args: argparse.Namespace) -> None:
-    Client(args.node, token=api_token(args)).request("DELETE", f"/v1/functions/{args.name}")
-    print(f"deleted {args.name}")
-
-
-def cmd_bench(args: argparse.Namespace) -> None:
-    if args.suite:
-        from colony._bench import run_suites
-
-        run_suites(args.suite, quick=args.quick, write=args.write,
-                   options={"limit": args.limit, "timeout": args.timeout})
-        return
-    if not args.name:
-        raise CliError("usage: colony bench NAME N  (or colony bench --suite runtime|http|all)")
-    n = args.n or 1000
-    body: dict[str, Any] = {"iterations": n, "size": args.size}
-    if args.tier:
-        body["tier"] = args.tier
-    with Ticker(f"running {args.name} ×{n}…"):
-        out = Client(args.node, timeout=600).json("POST", f"/v1/functions/{args.name}/bench",
-                                                  json=body)
-    if args.json:
-        print(json.dumps(out, indent=2))
-        return
-    fn = out["function"]
-    size = f" n={out['size']}" if out["size"] else ""
-    print(f"{fn['name']} [{fn['tier']}] ×{out['iterations']}{size}: mean "
-          f"{out['mean_ns'] / 1000:.2f} µs  p50 {out['p50_ns'] / 1000:.2f} µs  "
-          f"p99 {out['p99_ns'] / 1000:.2f} µs  {out['ns_per_element']:.3f} ns/element")
-
-
 def cmd_demo(args: argparse.Namespace) -> None:
     from colony._demo import run_demo
 
@@ -476,7 +255,7 @@ def cmd_repl(args: argparse.Namespace) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from colony._eval import llm_synthesizer, run_eval, to_markdown
-    from node._config import SynthLimits
+    from node import SynthLimits
     from node.synth import OfflineSynthesizer
 
     synths: list[Any] = [OfflineSynthesizer(SynthLimits())]

@@ -4,7 +4,12 @@ The public API is re-exported here; implementation lives in private modules. Oth
 import from here (``from node import Node``), never from ``node._private`` modules.
 """
 
+
 from node._app import create_app as create_app
+from node._app import problem as problem
+from node._app import read_body as read_body
+from node._app import reply as reply
+from node._app import requires_api_token as requires_api_token
 from node._config import ApiLimits as ApiLimits
 from node._config import ColonySettings as ColonySettings
 from node._config import GpuLimits as GpuLimits
@@ -43,6 +48,7 @@ from node._export import register_export_routes as register_export_routes
 from node._identity import NodeIdentity as NodeIdentity
 from node._identity import load_or_create_identity as load_or_create_identity
 from node._node import Node as Node
+from node._node import attach_gpu as attach_gpu
 from node._openapi import openapi_document as openapi_document
 from node._ports import ColonyFactory as ColonyFactory
 from node._ports import ColonyHooks as ColonyHooks
@@ -60,6 +66,7 @@ from node._runtime import Runtime as Runtime
 from node._search import Hit as Hit
 from node._search import SearchIndex as SearchIndex
 from node._store import Library as Library
+from node._sync_store import UNSUPPORTED as UNSUPPORTED
 from node._sync_store import StoreResult as StoreResult
 from node._sync_store import SyncStore as SyncStore
 from node._sync_store import VariantState as VariantState
@@ -72,6 +79,7 @@ from node._wat import wat_to_wasm as wat_to_wasm
 __all__ = [
     "ALL_ERRORS",
     "EXPORT_FORMATS",
+    "UNSUPPORTED",
     "AmbiguousError",
     "ApiLimits",
     "BudgetExceeded",
@@ -123,6 +131,7 @@ __all__ = [
     "Verdict",
     "VerificationError",
     "Verifier",
+    "attach_gpu",
     "create_app",
     "export_library",
     "export_lines",
@@ -131,7 +140,11 @@ __all__ = [
     "load_or_create_identity",
     "openapi_document",
     "parse_task",
+    "problem",
+    "read_body",
     "register_export_routes",
+    "reply",
+    "requires_api_token",
     "values_match",
     "wat_to_wasm",
 ]

@@ -43,6 +43,10 @@ class NodeMetrics:
                                       "Variants in the library, by status", ["status"], registry=r)
         self.quarantined = Gauge("colony_quarantined_variants", "Quarantined variants",
                                  registry=r)
+        self.regime = Gauge("colony_regime", "1 for the colony's current background regime "
+                            "(explore, exploit, idle), 0 for the others", ["mode"], registry=r)
+        self.regime_need_ratio = Gauge("colony_regime_need_ratio", "Share of recent tasks that "
+                                       "needed synthesis or failed", registry=r)
         self._refreshers: list[Callable[[], None]] = []
 
     def on_scrape(self, refresh: Callable[[], None]) -> None:

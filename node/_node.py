@@ -25,7 +25,7 @@ from typing import Any
 import trio
 
 from node import _tools
-from node._config import NodeConfig
+from node._config import GpuLimits, NodeConfig, SandboxLimits
 from node._errors import (
     AmbiguousError,
     ColonyError,
@@ -142,17 +142,12 @@ class Node:
         identity = load_or_create_identity(config.data_dir)
         library = Library.open(config.data_dir / "library.db", node_id=identity.node_id)
         runtime = Runtime(config.sandbox)
-        try:
-            from node._gpu import GpuRunner
-
-            runtime.attach_gpu(GpuRunner(runtime.engine, config.gpu, config.sandbox))
-        except ImportError:  # the GPU tier is optional at import time
-            pass
+        attach_gpu(runtime, config.gpu, config.sandbox)
         synthesizers: list[Synthesizer] = [OfflineSynthesizer(config.synth)]
         node = cls(config, identity, library, runtime, synthesizers, colony=colony)
         node.search_index.start()  # warms the embedding model in the background
         if config.llm and config.model:
-            from node.synth._llm import LlmSynthesizer
+            from node.synth import LlmSynthesizer
 
             node.synthesizers.append(LlmSynthesizer(config, runtime, node.verifier))
         return node
@@ -696,6 +691,17 @@ class Node:
             "uptime_s": round(time.time() - self.stats.started_at, 1),
             "gpu": self.gpu_info(False),
         }
+
+
+def attach_gpu(runtime: Runtime, gpu: GpuLimits, sandbox: SandboxLimits) -> bool:
+    """Give a runtime the GPU tier (wgpu; lavapipe without a GPU). False when wgpu cannot
+    be imported: the GPU tier is optional, the CPU tiers work without it."""
+    try:
+        from node._gpu import GpuRunner
+    except ImportError:
+        return False
+    runtime.attach_gpu(GpuRunner(runtime.engine, gpu, sandbox))
+    return True
 
 
 def _args(args: Sequence[Any]) -> str:

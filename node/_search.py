@@ -574,6 +574,12 @@ def fts_query(terms: Iterable[str]) -> str | None:
 COMMON_TERM_ROWS = 1024
 
 
+def _term_rows(conn: apsw.Connection, term: str) -> int:
+    row = conn.execute("SELECT count(*) FROM functions_fts WHERE functions_fts MATCH ?",
+                       (fts_query([term]),)).fetchone()
+    return 0 if row is None else int(row[0])
+
+
 def _keyword(conn: apsw.Connection, terms: Sequence[str], sig: str | None,
              limit: int) -> list[tuple[int, str, str, str]]:
     """The keyword list: bm25-ranked matches of the query's terms. Common terms (matching more
@@ -583,12 +589,11 @@ def _keyword(conn: apsw.Connection, terms: Sequence[str], sig: str | None,
     quoted = [t for t in terms if t]
     if not quoted:
         return []
-    rare = []
-    for t in quoted:
-        (rows,) = conn.execute("SELECT count(*) FROM functions_fts WHERE functions_fts MATCH ?",
-                               (fts_query([t]),)).fetchone() or (0,)
-        if 0 < rows <= COMMON_TERM_ROWS:
-            rare.append(t)
+    (top,) = conn.execute("SELECT coalesce(max(id), 0) FROM functions").fetchone() or (0,)
+    if top <= COMMON_TERM_ROWS:  # ids are distinct: no term matches more rows than max(id)
+        rare = quoted
+    else:
+        rare = [t for t in quoted if 0 < _term_rows(conn, t) <= COMMON_TERM_ROWS]
     match = fts_query(rare or quoted)
     if match is None:
         return []

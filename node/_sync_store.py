@@ -27,11 +27,12 @@ import apsw
 from node._errors import RequestError
 from node._records import Verdict
 from node._store import Library, _test_row, _unpack
-from protocol import Signature, SignatureError, decode, encode, test_case_id
-from protocol._messages import (
+from protocol import (
     Entry,
     ProtocolError,
     Push,
+    Signature,
+    SignatureError,
     Span,
     WireFunction,
     WireMetric,
@@ -39,6 +40,9 @@ from protocol._messages import (
     WireResolution,
     WireTest,
     WireVariant,
+    decode,
+    encode,
+    test_case_id,
 )
 
 log = logging.getLogger("colony.sync")

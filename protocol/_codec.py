@@ -76,6 +76,15 @@ def entry_to_wire(entry: Entry) -> dict[str, Any]:
     return {"seq": entry.seq, "kind": entry.kind, "record": record_to_wire_dict(entry.record)}
 
 
+def wire_size(entry: Entry) -> int:
+    """An entry's encoded size in bytes (what it costs in a batch), computed once per entry."""
+    size = entry.__dict__.get("_wire_size")
+    if size is None:
+        size = len(msgpack.packb(entry_to_wire(entry), use_bin_type=True))
+        object.__setattr__(entry, "_wire_size", size)
+    return int(size)
+
+
 def _span_to_wire(span: Span) -> dict[str, Any]:
     return {"origin": span.origin, "from_seq": span.from_seq, "to_seq": span.to_seq,
             "entries": [entry_to_wire(e) for e in span.entries]}

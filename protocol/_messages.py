@@ -10,11 +10,8 @@ protocol never imports node.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
-
-import msgpack
 
 #: The protocol version this code speaks. A message with another version is refused.
 PROTOCOL_VERSION = 1
@@ -280,13 +277,6 @@ class Entry:
     def slot(self) -> tuple[str, str]:
         """(kind, key): what a later entry of the same origin supersedes."""
         return (self.record.KIND, self.record.key)
-
-    @functools.cached_property
-    def wire_size(self) -> int:
-        """Encoded size in bytes (what it costs in a batch)."""
-        from protocol._codec import entry_to_wire
-
-        return len(msgpack.packb(entry_to_wire(self), use_bin_type=True))
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from protocol._codec import bucket_of
+from protocol._codec import bucket_of, wire_size
 from protocol._fingerprint import canonical_bytes
 from protocol._messages import (
     BUCKET_HASH_BYTES,
@@ -349,13 +349,13 @@ class SyncState:
                     if e is None:  # gone from disk since: a hole, like a superseded seq
                         covered = slot.seq
                         continue
-                    if left <= 0 or (e.wire_size > room and sent_any):
+                    if left <= 0 or (wire_size(e) > room and sent_any):
                         full = False
                         break
                     taken.append(e)
                     covered = slot.seq
                     left -= 1
-                    room -= e.wire_size
+                    room -= wire_size(e)
                     sent_any = True
                 i += len(chunk)
             if full or covered >= want.from_seq:

@@ -704,10 +704,12 @@ def test_selection_champion_hysteresis_and_retirement() -> None:
     a = _state("a", size=100, calls=100, ns=100_000)  # 1000 ns per call
     b = _state("b", size=80, calls=100, ns=50_000)  # faster and smaller: dominates a
     c = _state("c", passed=False)  # incorrect: fitness 0
-    d = select("f", "scalar", [a, b, c], 3, min_calls=20)
+    d = select("f", "scalar", [a, b, c], 3, min_calls=20, timing={"a": 1000.0, "b": 500.0})
     assert d.champion == "b" and d.retire == ("a",)
+    # retirement needs both timed in one harness run, not merged means alone
+    assert select("f", "scalar", [a, b, c], 3, min_calls=20).retire == ()
     assert d.scores["c"].fitness == 0 and not d.scores["c"].correct
-    # a sitting champion keeps its place against a challenger within 5 %
+    # the incumbent (oldest, then fingerprint) keeps its place against a challenger within 5 %
     a2 = _state("a", size=100, calls=100, ns=100_000, champion=True)
     b2 = _state("b", size=100, calls=100, ns=98_000)
     assert select("f", "scalar", [a2, b2], 3, min_calls=20).champion == "a"

@@ -23,7 +23,7 @@ async def colony(*args: str, stdin: bytes | None = None) -> str:
 
 async def test_demo_twice(nursery: trio.Nursery, tmp_path: Path) -> None:
     node = await start_node(nursery, node_config(tmp_path, embeddings=True))
-    await trio.to_thread.run_sync(node.node.search.embedder.wait, 120)
+    await trio.to_thread.run_sync(node.node.search_index.embedder.wait, 120)
     first = await colony("demo", "--node", node.url)
     assert "add(10, 20) = 30" in first
     assert "sum of two numbers" in first and "add(19, 23) = 42   [scalar, search" in first

@@ -279,3 +279,48 @@ async def test_colony_mutates_scheduled_variants_in_the_background(nursery: trio
     child = next(v for v in doc["variants"] if v["fingerprint"] != parent)
     assert child["parents"] == [parent] and child["verified"]
     assert display(child["program"]) == "(x0: i32) -> i32 = shl(x0, 3)"  # "faster"
+
+
+async def test_a_mutation_that_found_nothing_waits_until_tests_or_champion_change(
+        nursery: trio.Nursery, tmp_path: Path) -> None:
+    from node._config import ColonySettings
+
+    # the selection loop sleeps an hour: this test drives the passes itself
+    cfg = node_config(tmp_path, colony=ColonySettings(mdns=False, selection_interval_s=3600,
+                                                      mutation_interval_s=0.01))
+    running = await start_node(nursery, cfg)
+    svc: Any = running.node.colony
+    attempts: list[str] = []
+    default = svc.mutator
+
+    async def counting(function: str, fingerprint: str, reason: str) -> None:
+        attempts.append(function)
+        await default(function, fingerprint, reason)
+
+    svc.mutator = counting
+    async with httpx.AsyncClient(base_url=running.url, timeout=60) as c:
+        r = await c.post("/v1/tasks", json=ADD)
+        fp = r.json()["function"]["fingerprint"]
+
+        async def passes(n: int) -> None:
+            for _ in range(n):
+                # what selection does for a hot champion: schedule it, every pass
+                await trio.to_thread.run_sync(svc.store.schedule_mutation, fp, "add",
+                                              "hot: 30000 colony calls")
+                await svc.select_once()
+                with trio.fail_after(30):
+                    while svc._mutating:
+                        await trio.sleep(0.02)
+                await trio.sleep(0.02)  # past mutation_interval_s
+
+        await passes(8)
+        assert attempts == ["add"]  # "no cheaper equivalent form" once, then remembered
+        backed = svc.view()["regime"]["backed_off"]
+        assert backed[0]["function"] == "add" and backed[0]["instruction"] == "faster"
+        assert not await trio.to_thread.run_sync(svc.store.mutation_queue)
+        # a new test changes what a mutation must fit: it is tried again, once
+        more = {**ADD, "examples": [{"args": [7, 8], "result": 15}]}
+        r = await c.post("/v1/tasks", json=more)
+        assert r.status_code == 200, r.text
+        await passes(5)
+        assert attempts == ["add", "add"]

@@ -49,10 +49,12 @@ from node.synth._ir import (
     run_scalar,
 )
 from node.synth._irjson import encode_program
+from node.synth._llm import LlmSynthesizer
 from node.synth._lower_wat import lower_scalar, lower_simd
 
 __all__ = [
-    "ArrayProgram", "Example", "Expr", "OfflineSynthesizer", "Program", "ScalarProgram",
+    "ArrayProgram", "Example", "Expr", "LlmSynthesizer", "OfflineSynthesizer", "Program",
+    "ScalarProgram",
     "SynthesisRequest", "Synthesized", "Synthesizer", "distinguishing_inputs", "lower",
     "synthesize_program",
 ]
