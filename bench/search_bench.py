@@ -370,8 +370,12 @@ def memory(quick: bool) -> list[dict[str, Any]]:
     out = []
     for backend in ("numpy", "sentence-transformers"):
         proc = subprocess.run([sys.executable, __file__, "--memory", backend, str(n)],
-                              capture_output=True, text=True, check=True, timeout=3600)
-        out.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+                              capture_output=True, text=True, timeout=3600)
+        if proc.returncode == 0:
+            out.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        else:  # reported, not fatal: the other figures still stand
+            out.append({"backend": backend, "queries": n,
+                        "error": (proc.stderr.strip().splitlines() or ["?"])[-1][:200]})
     return out
 
 
@@ -483,10 +487,14 @@ def to_markdown(result: dict[str, Any]) -> str:
     if "min_cosine" in a:
         lines += ["", f"Embedding backends: numpy vs sentence-transformers on {a['texts']} texts: "
                   f"cosine min {a['min_cosine']:.7f}, mean {a['mean_cosine']:.7f}."]
-    lines += ["", "Memory per process (fresh interpreter, one thread; RSS in MB):", "",
+    lines += ["", "Memory per process (a fresh interpreter that has imported the node's modules, "
+              "one BLAS/torch thread; RSS in MB):", "",
               "| backend | start | model loaded | after N query embeddings | N | per query | "
               "full GC after | objects frozen |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for m in result["memory"]:
+        if "error" in m:
+            lines.append(f"| {m['backend']} | failed: {m['error']} | | | {m['queries']} | | | |")
+            continue
         lines.append(f"| {m['backend']} | {m['rss_start_mb']:.0f} | {m['rss_loaded_mb']:.0f} | "
                      f"{m['rss_after_mb']:.0f} | {m['queries']} | {m['query_ms']:.1f} ms | "
                      f"{m['full_gc_ms']:.2f} ms | {m['frozen_objects']:,} |")

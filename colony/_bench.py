@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SUITES = {"runtime": "runtime_bench", "gpu": "gpu_bench", "http": "http_bench",
           "search": "search_bench", "colony": "colony_bench", "eval": "eval_bench",
           "generalization": "generalization_bench", "sygus": "sygus_bench",
-          "scale": "scale_bench", "learning": "learning_bench"}
+          "scale": "scale_bench", "learning": "learning_bench", "evolution": "evolution_bench"}
 TITLES = {"runtime": "Runtime: scalar call overhead and SIMD kernels",
           "gpu": "GPU tier", "http": "Cached task over HTTP",
           "search": "Retrieval: search latency and paraphrase hit rate",
@@ -30,7 +30,8 @@ TITLES = {"runtime": "Runtime: scalar call overhead and SIMD kernels",
           "generalization": "Generalization: right, refused or wrong from K examples",
           "sygus": "SyGuS PBE_BV: offline synthesizer and cvc5 side by side",
           "scale": "Scale: a node over a large library, and a fresh peer joining it",
-          "learning": "Learning curve: synthesis per task over a replayed 200-task stream"}
+          "learning": "Learning curve: synthesis per task over a replayed 200-task stream",
+          "evolution": "Evolution: faster verified variants of deliberately slow seeds"}
 
 
 def _load(module: str) -> ModuleType:

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 #: Array lengths timed per tier: the GPU pays a fixed dispatch cost that only large arrays repay.
-ARRAY_SIZES: dict[str, tuple[int, ...]] = {"scalar": (16, 256, 4096), "simd": (16, 256, 4096),
+ARRAY_SIZES: dict[str, tuple[int, ...]] = {"scalar": (16, 256, 4096),
+                                           "simd": (16, 256, 4096, 65536),
                                            "gpu": (4096, 65536)}
 ROUNDS = 5
 

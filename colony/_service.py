@@ -614,7 +614,10 @@ class ColonyService:
         if found is None and description:
             # not under that name: this node's own hybrid search, filtered by signature + tier
             hits = await trio.to_thread.run_sync(
-                lambda: self.node.search(description, signature=signature, tier=tier, k=1))
+                lambda: self.node.search(description, signature=signature, tier=tier, k=3))
+            # only a hit this node's search is sure of: the asker may have no examples to
+            # check it with, and a near miss served as an answer is a wrong answer
+            hits = [h for h in hits if h.confident]
             if hits:
                 name = hits[0].name
                 found = await trio.to_thread.run_sync(lib.serving_variant, name, signature, tier)

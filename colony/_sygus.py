@@ -268,14 +268,18 @@ def sample(fams: list[str], n: int | None) -> list[str]:
 def run_offline(train: Problem, check: Problem, timeout_s: float) -> dict[str, Any]:
     """The offline synthesizer on ``train`` as an ``(i64) -> i64`` task; its lowered WAT is
     loaded in the node's sandbox and run on every example of ``check``."""
-    from node._config import SandboxLimits, SynthLimits
-    from node._errors import AmbiguousError, ColonyError, SynthesisError
-    from node._records import TestCase
-    from node._runtime import Runtime
-    from node._verify import Verifier
-    from node._wat import wat_to_wasm
-    from node.synth import OfflineSynthesizer
-    from node.synth._api import Example, SynthesisRequest
+    from node import (
+        AmbiguousError,
+        ColonyError,
+        Runtime,
+        SandboxLimits,
+        SynthesisError,
+        SynthLimits,
+        TestCase,
+        Verifier,
+        wat_to_wasm,
+    )
+    from node.synth import Example, OfflineSynthesizer, SynthesisRequest
     from protocol import Signature
 
     sig = Signature.parse("(" + ", ".join("i64" for _ in train.params) + ") -> i64")

@@ -113,8 +113,12 @@ def cmd_up(args: argparse.Namespace) -> None:
         print(f"api token  {token_file}  (writes need it: colony delete --token-file "
               f"{token_file}, or Authorization: Bearer <its content>)")
         print("Ctrl-C stops the colony", flush=True)
+        search_ready = False
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
+            if not search_ready and _search_modes(urls) == {"semantic"}:
+                search_ready = True  # paraphrases find functions from now on
+                print("search ready on every node (semantic)", flush=True)
         raise CliError("a node exited; stopping the colony")
     except KeyboardInterrupt:
         print("\nstopping…", file=sys.stderr)
@@ -127,6 +131,18 @@ def cmd_up(args: argparse.Namespace) -> None:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def _search_modes(urls: list[str]) -> set[str]:
+    """Each node's search mode from ``/health`` (``keyword-only`` while the embedding model
+    loads, then ``semantic``); ``unknown`` for a node that does not answer."""
+    modes = set()
+    for url in urls:
+        try:
+            modes.add(str(httpx.get(f"{url}/health", timeout=2).json().get("search")))
+        except (httpx.HTTPError, ValueError):
+            modes.add("unknown")
+    return modes
 
 
 def _wait_colony(urls: list[str], timeout: float) -> None:
@@ -388,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tier", choices=["scalar", "simd", "gpu"])
     sp.add_argument("--suite", choices=["runtime", "http", "gpu", "search", "colony", "eval",
                                                    "generalization", "sygus", "scale", "learning",
-                                                   "all"],
+                                                   "evolution", "all"],
                     help="run a project benchmark suite instead")
     sp.add_argument("--limit", type=int,
                     help="suite option: how many problems to sample (sygus)")

@@ -2,7 +2,11 @@
 
 ::
 
-    ColonyError                      base; every error a user can see is one of these
+    ColonyError                      base (protocol/_errors.py); every error a user can see
+    ├── ProtocolError (400)          a colony message or record breaks the protocol
+    │   ├── IdentityError            a key, signature or node id does not check out
+    │   └── AuthError (401)          the colony-key authentication is missing, wrong or stale
+    ├── SignatureError (422)         a signature or value breaks the contract's type rules
     ├── RequestError (400)           the caller sent something malformed
     │   ├── UnsupportedError (422)   a type, tier, arity or value the contract does not support
     │   │   └── ExamplesError        examples synthesis cannot learn from (empty, too long)
@@ -31,7 +35,9 @@ Every class carries the problem-document fields (RFC 9457) the HTTP API answers 
 from __future__ import annotations
 
 import reprlib
-from typing import Any, ClassVar
+from typing import Any
+
+from protocol import AuthError, ColonyError, IdentityError, ProtocolError, SignatureError
 
 _SHORT = reprlib.Repr()
 _SHORT.maxstring = _SHORT.maxother = 60
@@ -42,28 +48,6 @@ _SHORT.maxlevel = 3
 def short_repr(value: Any) -> str:
     """A bounded ``repr`` (in length and in work) for echoing a caller's input in a message."""
     return _SHORT.repr(value)
-
-
-class ColonyError(Exception):
-    status: ClassVar[int] = 500
-    slug: ClassVar[str] = "colony-error"
-    title: ClassVar[str] = "Colony error"
-
-    def __init__(self, detail: str, **extra: Any) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.extra = extra
-
-    def problem(self) -> dict[str, Any]:
-        """The RFC 9457 problem document for this error."""
-        doc: dict[str, Any] = {
-            "type": f"https://qt45-colony.dev/problems/{self.slug}",
-            "title": self.title,
-            "status": self.status,
-            "detail": self.detail,
-        }
-        doc.update({k: v for k, v in self.extra.items() if v is not None})
-        return doc
 
 
 class RequestError(ColonyError):
@@ -203,9 +187,9 @@ class StoreError(ColonyError):
 
 
 ALL_ERRORS: tuple[type[ColonyError], ...] = (
-    ColonyError, RequestError, UnsupportedError, ExamplesError, TooLargeError, NotFoundError,
-    UnauthorizedError, ConflictError, AmbiguousError, SynthesisError, SynthesisTimeout,
-    SynthesisFailed,
+    ColonyError, ProtocolError, IdentityError, AuthError, SignatureError, RequestError,
+    UnsupportedError, ExamplesError, TooLargeError, NotFoundError, UnauthorizedError,
+    ConflictError, AmbiguousError, SynthesisError, SynthesisTimeout, SynthesisFailed,
     SandboxError, CompileError, TrapError, BudgetExceeded, GpuError, VerificationError,
     PeerError, StoreError,
 )

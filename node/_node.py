@@ -350,12 +350,6 @@ class Node:
         return await trio.to_thread.run_sync(
             lambda: self.search(description, signature=signature, tier=tier, k=5))
 
-    def candidate(self, serving: Serving, score: float | None) -> dict[str, Any]:
-        """A search hit offered to the user (not sure enough to answer with)."""
-        return {"name": serving.function.name, "description": serving.function.description,
-                "signature": serving.function.signature, "score": score,
-                "evidence": serving.evidence(set(), self.search_mode)}
-
     async def failing_examples(self, serving: Serving,
                                req: TaskRequest) -> list[tuple[list[Any], Any, Any]]:
         """The task's examples the variant gets wrong, as (args, expected, got); a trap
@@ -685,6 +679,7 @@ class Node:
             **(self.colony.view() if self.colony is not None else {}),
             "synthesizers": [s.name for s in self.synthesizers],
             "search": self.search_mode,
+            "search_status": self.search_index.status(),
             "tasks_by_source": dict(self.stats.tasks_by_source),
             "synthesis_calls": self.stats.synth_calls,
             "synthesis_failures": self.stats.synth_failures,

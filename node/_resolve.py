@@ -84,8 +84,11 @@ class LibraryResolver:
 
 
 class SearchResolver:
-    """The library by description. With examples, a hit must reproduce them; without, only a
-    hit above the calibrated confidence threshold answers."""
+    """The library by description: only a hit above the calibrated confidence threshold
+    answers, and with examples it must reproduce them too. A less sure hit that fits the
+    examples is no answer: they may fit a different function as well (three examples with
+    a > b fit both "subtract" and "how far apart"), so the task goes on to synthesis, whose
+    ambiguity check decides, and whose result joins the hit's function if it behaves alike."""
 
     name = "search"
 
@@ -95,6 +98,9 @@ class SearchResolver:
         for hit in hits:
             if hit.name == req.name:
                 continue  # the exact name was looked up already
+            if not hit.confident:
+                ctx.candidates.append(hit.candidate())
+                continue
             serving = await node.lookup((hit.name, str(req.signature), req.tier))
             if serving is None:
                 continue
@@ -102,9 +108,7 @@ class SearchResolver:
                 if await node.failing_examples(serving, req):
                     continue
                 return Resolution(serving, "search", examples_checked=True)
-            if getattr(hit, "confident", True):
-                return Resolution(serving, "search")
-            ctx.candidates.append(node.candidate(serving, getattr(hit, "score", None)))
+            return Resolution(serving, "search")
         return None
 
 

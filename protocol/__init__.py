@@ -6,14 +6,17 @@ from protocol._codec import decode as decode
 from protocol._codec import decode_as as decode_as
 from protocol._codec import encode as encode
 from protocol._codec import wire_size as wire_size
+from protocol._errors import AuthError as AuthError
+from protocol._errors import ColonyError as ColonyError
+from protocol._errors import IdentityError as IdentityError
+from protocol._errors import ProtocolError as ProtocolError
+from protocol._errors import SignatureError as SignatureError
 from protocol._fingerprint import canonical_bytes as canonical_bytes
 from protocol._fingerprint import fingerprint as fingerprint
 from protocol._fingerprint import is_fingerprint as is_fingerprint
 from protocol._fingerprint import test_case_id as test_case_id
 from protocol._identity import AUTH_HEADER as AUTH_HEADER
 from protocol._identity import AUTH_WINDOW_S as AUTH_WINDOW_S
-from protocol._identity import AuthError as AuthError
-from protocol._identity import IdentityError as IdentityError
 from protocol._identity import NodeKey as NodeKey
 from protocol._identity import auth_header as auth_header
 from protocol._identity import check_auth as check_auth
@@ -38,7 +41,6 @@ from protocol._messages import Heads as Heads
 from protocol._messages import Hello as Hello
 from protocol._messages import Limits as Limits
 from protocol._messages import Message as Message
-from protocol._messages import ProtocolError as ProtocolError
 from protocol._messages import Pull as Pull
 from protocol._messages import Push as Push
 from protocol._messages import Span as Span
@@ -57,7 +59,6 @@ from protocol._signature import VALUE_TYPES as VALUE_TYPES
 from protocol._signature import ScalarType as ScalarType
 from protocol._signature import ShapeKind as ShapeKind
 from protocol._signature import Signature as Signature
-from protocol._signature import SignatureError as SignatureError
 from protocol._signature import Tier as Tier
 from protocol._signature import ValueType as ValueType
 from protocol._signature import coerce_value as coerce_value
@@ -84,6 +85,7 @@ __all__ = [
     "Ack",
     "AuthError",
     "Batch",
+    "ColonyError",
     "Counts",
     "Digest",
     "Entry",

@@ -26,22 +26,15 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from protocol._errors import AuthError, IdentityError
 from protocol._fingerprint import canonical_bytes
-from protocol._messages import NODE_ID_HEX, ProtocolError
+from protocol._messages import NODE_ID_HEX
 
 VARIANT_DOMAIN = b"qt45-colony/variant/v1\x00"
 AUTH_HEADER = "X-Colony-Auth"
 AUTH_WINDOW_S = 30.0
 COLONY_KEY_BYTES = 32
 _AUTH_RE = re.compile(r"v1 t=(\d{1,16}) mac=([0-9a-f]{64})")
-
-
-class IdentityError(ProtocolError):
-    """A key, signature or node id does not check out."""
-
-
-class AuthError(ProtocolError):
-    """A request's colony-key authentication is missing, wrong or stale (HTTP 401)."""
 
 
 def node_id_from_public_key(public_key: bytes) -> str:

@@ -13,15 +13,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from protocol._errors import ProtocolError
+
 #: The protocol version this code speaks. A message with another version is refused.
 PROTOCOL_VERSION = 1
 
 
-class ProtocolError(ValueError):
-    """A message (or record) breaks the protocol: bad type, size, count, version or signature.
-
-    The node answers it with 400 (malformed) or 422 (well-formed but refused); nothing is changed.
-    """
 
 
 @dataclass(frozen=True)

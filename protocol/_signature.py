@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from protocol._errors import SignatureError
+
 ScalarType = Literal["i32", "i64", "f32", "f64"]
 ValueType = Literal["i32", "i64", "f32", "f64", "f32[]"]
 Tier = Literal["scalar", "simd", "gpu"]
@@ -29,10 +31,6 @@ MAX_PARAMS = 8
 
 _INT_RANGES = {"i32": (-(2**31), 2**31 - 1), "i64": (-(2**63), 2**63 - 1)}
 _F32_MAX = 3.4028234663852886e38
-
-
-class SignatureError(ValueError):
-    """A signature or a value does not follow the contract's type rules."""
 
 
 @dataclass(frozen=True)

@@ -43,10 +43,12 @@ def _imports(path: Path, *, runtime_only: bool) -> list[tuple[int, str]]:
             continue
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             base = node.module
-            found.append((node.lineno, base))
-            for alias in node.names:  # `from node import _tools` imports a module
-                if alias.name.startswith("_") and alias.name != "__future__":
-                    found.append((node.lineno, f"{base}.{alias.name}"))
+            private = [a.name for a in node.names if a.name.startswith("_")]
+            # `from node.synth import _ir` imports the module node.synth._ir, not the root's
+            # namespace: it counts as that module only
+            found.extend((node.lineno, f"{base}.{name}") for name in private)
+            if len(private) < len(node.names):
+                found.append((node.lineno, base))
         elif isinstance(node, ast.Import):
             found.extend((node.lineno, a.name) for a in node.names)
     return [(n, m) for n, m in found if m.split(".")[0] in PACKAGES]

@@ -32,7 +32,7 @@ import numpy as np
 
 from node._config import SynthLimits
 from node._errors import AmbiguousError, SynthesisError, SynthesisFailed
-from node.synth import _ambiguity, _enum, _hints
+from node.synth import _ambiguity, _enum, _hints, _strategies
 from node.synth._ambiguity import distinguishing_inputs
 from node.synth._api import Example, Progress, SynthesisRequest, Synthesized, Synthesizer
 from node.synth._ir import (
@@ -189,7 +189,8 @@ def _synthesize(
                           deadline=deadline, cancelled=cancelled, progress=progress,
                           max_programs=limits.max_programs,
                           after_fit=limits.after_fit_programs, margin=margin)
-    ranked = _enum.run(search)
+    ranked = _enum.run(search, before_levels=(_strategies.before_levels,),
+                       after_levels=(_strategies.after_levels,))
     stats = search.stats()
     # The search saw the examples' lanes (for big arrays: a sample); the winner must reproduce
     # every example exactly as the lowered code computes it (f32 rounding, reduction order).

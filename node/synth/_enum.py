@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -1037,20 +1037,24 @@ LOOP_SCHEDULE: dict[str, int | None] = {"wanted": 3000, "early": 2000, "stuck": 
                                         "last": 8000}
 
 
-def run(search: Search) -> list[Candidate]:
+Strategy = Callable[[Search], None]
+
+
+def run(search: Search, *, before_levels: Sequence[Strategy] = (),
+        after_levels: Sequence[Strategy] = ()) -> list[Candidate]:
     """Drive a search: levels, fitting, meet-in-the-middle and loops, until no bigger program
     can rank within ``search.margin`` of the best candidate (so the plausible competitors are
     met too), the size limit, or the program budget. Returns the fitting candidates,
-    best-ranked first."""
+    best-ranked first. ``before_levels`` run right after the leaves, ``after_levels`` when the
+    levels found nothing (the extra strategies of ``_strategies``, handed in by the caller)."""
     p = search.p
     loops_done = False
     wants_loop = p.hints.wants("loop")
     try:
         search.leaves()
         search.fit_linear(1)
-        from node.synth import _strategies  # they build on this module
-
-        _strategies.before_levels(search)
+        for strategy in before_levels:
+            strategy(search)
         for s in range(2, search.max_size + 1):
             if wants_loop and not loops_done:
                 search.loops(LOOP_SCHEDULE["wanted"])
@@ -1082,9 +1086,8 @@ def run(search: Search) -> list[Candidate]:
             search.say("deadline reached")
     if not search.best and not search.timed_out:
         try:
-            from node.synth import _strategies
-
-            _strategies.after_levels(search)
+            for strategy in after_levels:
+                strategy(search)
         except Deadline:
             search.say("deadline reached")
     if not search.best:

@@ -16,6 +16,11 @@ What is tried, in order:
      and ``x/2^k`` -> ``x*2^-k`` on floats, all exact), then the inexact-but-close ones
      (``x/c`` -> ``x*(1/c)``; a reduction's constant factor moved out of the loop:
      ``sum(c*x)`` -> ``c*sum(x)``). Only forms cheaper than the parent (op cost model) count.
+   - loop -> closed form: a one-state counted loop ``s += poly(i)`` (degree <= 2: sum 1..n,
+     arithmetic series, sums of squares), ``s += c`` (repeated addition), ``s *= c`` a constant
+     number of times (naive power, by squaring) and ``s += s`` (powers of two), exact in
+     wrapping integer arithmetic (the counter clamped like the IR's loop cap; /6 through the
+     inverse of 3 mod 2^bits).
    - tier promotion/demotion: the same array program lowered to ``simd`` or ``gpu``. A scalar
      program cannot become an array one (the signature decides the family).
 2. When the instruction asks for a change of behaviour ("handle negative inputs", "fix ...",
@@ -30,6 +35,8 @@ What is tried, in order:
 4. Re-synthesis: the offline synthesizer with the union of the tests as examples (and the
    instruction as a ranking hint), when behaviour must change or the parent has no IR, and
    nothing above already fits.
+   Asked for speed, the re-synthesized program's cheaper exact rewrites come first (a WAT-only
+   parent written as a loop becomes its closed form).
 
 "Specialize for n divisible by 4": the SIMD lowering already runs n/4 vector steps; a kernel
 without the scalar tail would be wrong for other n, so none is offered (honesty over speed).
@@ -46,7 +53,7 @@ from typing import Any
 import numpy as np
 
 from node._config import SynthLimits
-from node._errors import ColonyError, SynthesisError, SynthesisFailed, UnsupportedError
+from node._errors import AmbiguousError, ColonyError, SynthesisError, SynthesisFailed, UnsupportedError
 from node._records import FunctionRecord, TestCase, VariantRecord
 from node._wat import wat_to_wasm
 from node.synth import OfflineSynthesizer, _fits_all, _to, lower
@@ -289,6 +296,121 @@ def _factor_reduction(p: ArrayProgram) -> ArrayProgram | None:
     return None
 
 
+_BITS = {"i32": 32, "i64": 64}
+_INV3 = {"i32": 0xAAAAAAAB, "i64": 0xAAAAAAAAAAAAAAAB}  # 3 * inv = 1 mod 2**bits
+
+
+def _signed(v: int, ty: str) -> int:
+    bits = _BITS[ty]
+    v &= (1 << bits) - 1
+    return v - (1 << bits) if v >> (bits - 1) else v
+
+
+def _uses(e: Expr, op: str, value: Any = None) -> bool:
+    return any(x.op == op and (value is None or x.value == value) for x in e.walk())
+
+
+def _poly_in_counter(f: Expr, ty: str) -> tuple[int, int, int] | None:
+    """(r, p, q) with f(i) = r*i^2 + p*i + q (mod 2**bits) for the counter i, when f uses only
+    the counter and constants; checked at spread points, the verifier has the last word."""
+    if _uses(f, "arg") or _uses(f, "lvar", 0) or _traps(f) or f.loop is not None or _uses(
+            f, "div") or any(x.ty not in INT_TYPES for x in f.walk()):
+        return None
+    pts = [0, 1, 2, 3, 4, 5, 7, 10, 100, 1000, 65_535, 1 << 20, LOOP_CAP_POINT]
+    dt = DTYPES[ty]
+    try:
+        v, trap = evaluate(f, Env([], [np.zeros(len(pts), dtype=dt), np.array(pts, dtype=dt)]))
+    except (ValueError, Unevaluable, OverflowError, TypeError):
+        return None
+    if trap is not None and np.any(trap):
+        return None
+    got = [int(x) for x in np.broadcast_to(np.asarray(v), (len(pts),))]
+    f0, f1, f2 = got[0], got[1], got[2]
+    if (f2 - 2 * f1 + f0) % 2:
+        return None
+    r = (f2 - 2 * f1 + f0) // 2
+    p_ = f1 - f0 - r
+    if any(_signed(r * i * i + p_ * i + f0, ty) != _signed(g, ty)
+           for i, g in zip(pts, got, strict=True)):
+        return None
+    return _signed(r, ty), _signed(p_, ty), _signed(f0, ty)
+
+
+LOOP_CAP_POINT = 1 << 24  # the IR's LOOP_CAP: counters never pass it
+
+
+def _closed_form(body: Expr) -> Expr | None:
+    """A one-state counted loop as a closed form (exact in wrapping integer arithmetic):
+    ``s += poly(i)`` (sum 1..n, arithmetic series, sums of squares), ``s += c`` (repeated
+    addition), ``s *= c`` a constant number of times (naive power), ``s += s`` (powers of two)."""
+    lp = body.loop
+    if lp is None or lp.mode != "count" or lp.bound is None or len(lp.inits) != 1 or \
+            lp.result != 0:
+        return None
+    ty = lp.inits[0].ty
+    if ty not in INT_TYPES or lp.bound.ty != ty:
+        return None
+    a, u, b = lp.inits[0], lp.updates[0], lp.bound
+    if _uses(a, "lvar") or _uses(b, "lvar"):
+        return None
+    s = Expr("lvar", ty, value=0)
+    zero, one = const(0, ty), const(1, ty)
+    # the iteration count: the bound clamped to [0, LOOP_CAP]
+    m = node("select", node("lt", b, zero), zero,
+             node("select", node("gt", b, const(LOOP_CAP_POINT, ty)),
+                  const(LOOP_CAP_POINT, ty), b))
+    if b.op == "const":
+        m = const(min(max(int(b.value), 0), LOOP_CAP_POINT), ty)
+    if u.op in ("add", "sub") and len(u.kids) == 2 and s in u.kids and (
+            u.op == "add" or u.kids[0] == s):
+        f = u.kids[1] if u.kids[0] == s else u.kids[0]
+        if u.op == "sub":  # s -= g is s += (0 - g)
+            f = node("sub", zero, u.kids[1])
+        if f == s:  # s += s: a * 2**m (a shift past the width is 0 here, not wrapped)
+            return node("select", node("ge", m, const(_BITS[ty], ty)), zero, node("shl", a, m))
+        if not _uses(f, "lvar"):  # loop-invariant: repeated addition
+            return node("add", a, node("mul", m, f))
+        poly = _poly_in_counter(f, ty)
+        if poly is None:
+            return None
+        r, p_, q = poly
+        m1 = node("add", m, one)
+        s1 = node("select", node("and", m, one), node("mul", m, node("shr_u", m1, one)),
+                  node("mul", node("shr_u", m, one), m1))  # m(m+1)/2, exact mod 2**bits
+        out = a
+        if r:
+            s2 = node("mul", node("mul", s1, node("add", node("shl", m, one), one)),
+                      const(_signed(_INV3[ty], ty), ty))  # m(m+1)(2m+1)/6
+            out = node("add", out, node("mul", s2, const(r, ty)))
+        if p_:
+            out = node("add", out, node("mul", s1, const(p_, ty)))
+        if q:
+            out = node("add", out, node("mul", m, const(q, ty)))
+        return out
+    if u.op == "mul" and len(u.kids) == 2 and s in u.kids and m.op == "const":
+        c = u.kids[1] if u.kids[0] == s else u.kids[0]
+        k = int(m.value)
+        if _uses(c, "lvar") or k > 16:
+            return None
+        powered: Expr | None = None  # c**k by squaring
+        base = c
+        while k:
+            if k & 1:
+                powered = base if powered is None else node("mul", powered, base)
+            k >>= 1
+            if k:
+                base = node("mul", base, base)
+        return a if powered is None else node("mul", a, powered)
+    return None
+
+
+def _unloop(e: Expr) -> Expr:
+    if e.loop is None:
+        return e
+    got = _closed_form(e)
+    return e if got is None else _simplify(got, _EXACT_SR)
+
+
 def rewrites(p: Program) -> list[tuple[Program, str, bool]]:
     """Cheaper equivalent forms of ``p``: (program, what changed, exact), best first."""
     base = program_cost(p)
@@ -299,6 +421,9 @@ def rewrites(p: Program) -> list[tuple[Program, str, bool]]:
         (_with_expr(p, lambda e: _simplify(e, _EXACT_SR)), "strength-reduced", True),
         (_with_expr(p, lambda e: _simplify(e, _ALL)), "reciprocal", False),
     ]
+    if isinstance(p, ScalarProgram):
+        forms.insert(0, (_with_expr(p, lambda e: _map(e, _unloop)), "loop -> closed form",
+                         True))
     if isinstance(p, ArrayProgram):
         simple = _with_expr(p, lambda e: _simplify(e, _ALL))
         assert isinstance(simple, ArrayProgram)
@@ -558,9 +683,16 @@ def mutation_candidates(
         try:
             got = synth.synthesize(req, timeout_s=min(_RESYNTH_S, synth.limits.timeout_s),
                                    cancelled=lambda: False)
-        except SynthesisError as exc:
+        except (SynthesisError, AmbiguousError) as exc:
+            # ambiguous: the tests fit several programs, so none is a fix the tests vouch for
             out.notes.append(f"re-synthesis from the {len(tests)} tests failed: {exc.detail}")
         else:
+            found = decode_program(got.program) if got.program else None
+            if found is not None and intent.speed and not intent.behaviour:
+                # asked for speed: the re-synthesized program's cheaper forms come first
+                for q, why, exact in rewrites(found):
+                    if exact and _fits(q, req):
+                        out.add_program(q, f"re-synthesis, then {why}")
             out.add(replace(got, generator="mutation",
                             stats={**got.stats, "operator": "re-synthesis from the tests"}))
 
