@@ -229,7 +229,7 @@ def synthetic_library(path: Path, n: int, seed_: int = 7, *, variants: bool = Fa
     rng = random.Random(seed_)
     nrng = np.random.default_rng(seed_)
     lib = Library.open(path, node_id=NODE)
-    with lib._write() as w:
+    def fill(w: Any) -> None:
         w.executemany(
             "INSERT INTO functions (id, name, description, signature, tier_family, created_at)"
             " VALUES (?, ?, ?, ?, ?, 0)",
@@ -257,6 +257,8 @@ def synthetic_library(path: Path, n: int, seed_: int = 7, *, variants: bool = Fa
                 "INSERT INTO verdicts (fingerprint, node, passed, tests_run, tests_failed,"
                 " failures, elapsed_ns, at) VALUES (?, ?, 1, 1, 0, X'90', 0, 0)",
                 [(f"sha256:{i:064x}", NODE) for i in range(len(rows))])
+
+    lib.transaction(fill)  # one transaction on the library's writer thread
     return lib
 
 

@@ -469,7 +469,7 @@ class Node:
         all_tests = {t.id: t for t in [*existing_tests, *tests_for(req.name, req)]}
         examples = tuple(Example(tuple(t.args), t.expected) for t in all_tests.values())
         sreq = SynthesisRequest(req.name, req.description, req.signature, req.tier, examples,
-                                on_ambiguity=getattr(req, "on_ambiguity", "ask"))
+                                on_ambiguity=req.on_ambiguity)
         synths = [s for s in self.synthesizers if s.can_handle(sreq)]
         if not synths:
             raise SynthesisError(

@@ -356,6 +356,13 @@ class Library:
             return _get_function(r, name)
 
     @writes
+    def transaction(self, fn: Callable[[apsw.Connection], _T]) -> _T:
+        """Run ``fn`` with the write connection in one transaction on the writer thread (bulk
+        loads of benchmarks and tools; the record methods above are the normal way in)."""
+        with self._write() as w:
+            return fn(w)
+
+    @writes
     def add_alias(self, alias: str, function: str) -> bool:
         """Make ``alias`` another name of ``function``; False when the name is taken (by a
         function or another alias)."""
@@ -596,7 +603,11 @@ class Library:
 
     @contextmanager
     def _write(self) -> Iterator[apsw.Connection]:
-        """One write transaction on the single writer: commit on success, else roll back."""
+        """One write transaction on the single writer: commit on success, else roll back.
+        Only the writer thread writes: callers are methods marked :func:`writes`."""
+        if not self._writer_thread.on_it() and self._writer_thread.alive():
+            raise StoreError("a library write outside the writer thread (mark the method "
+                             "@writes)")
         with self._write_lock:
             w = self._writer
             if w is None:

@@ -26,7 +26,7 @@ import apsw
 
 from node._errors import RequestError
 from node._records import Verdict
-from node._store import Library, _test_row, _unpack
+from node._store import Library, _test_row, _unpack, writes
 from protocol import (
     Entry,
     ProtocolError,
@@ -187,6 +187,7 @@ class SyncStore:
                 " OR (kind = 'variant' AND key = ?)) ORDER BY origin, seq",
                 (function, fingerprint))]
 
+    @writes
     def sign_unsigned(self, key: Any) -> list[str]:
         """Sign every variant this node originated that has no signature yet (``key`` is the
         node's ``protocol.NodeKey``); returns their fingerprints."""
@@ -208,6 +209,7 @@ class SyncStore:
 
     # ------------------------------------------------------------------ receiving
 
+    @writes
     def store_entries(self, entries: Sequence[Entry], heads: Mapping[str, int], *,
                       distrust_after: int = 3) -> StoreResult:
         """Store entries adopted from peers (one transaction) and advance the origins' heads.
@@ -417,6 +419,7 @@ class SyncStore:
                         " FROM test_conflicts WHERE function = ? AND status = 'checking'"
                         " ORDER BY at, id", (function,))]
 
+    @writes
     def apply_checked(self, ids: Sequence[str]) -> int:
         """Checked tests join their function's tests (one transaction)."""
         n = 0
@@ -438,6 +441,7 @@ class SyncStore:
                 n += 1
         return n
 
+    @writes
     def reopen_unsupported(self, function: str) -> int:
         """Held tests of ``function`` that were held only because no verified variant passed
         them (not for contradicting a test, nor for their origin) go back to being checked:
@@ -448,11 +452,13 @@ class SyncStore:
                       " AND status = 'held' AND reason LIKE ?", (function, UNSUPPORTED + "%"))
             return int(w.changes())
 
+    @writes
     def hold(self, test_id: str, reason: str) -> None:
         with self.library._write() as w:
             w.execute("UPDATE test_conflicts SET status = 'held', reason = ?, at = ?"
                       " WHERE id = ? AND status = 'checking'", (reason, time.time(), test_id))
 
+    @writes
     def resolve(self, function: str, test_id: str, accept: bool) -> bool:
         """A local user's decision on a held test: accepted, it joins the function's tests;
         rejected, it stays recorded and is never applied. Either way the decision is numbered
@@ -531,6 +537,7 @@ class SyncStore:
                 " (SELECT count(*) FROM mutation_queue)").fetchone()
         return tuple(row) if row is not None else ()
 
+    @writes
     def judge(self, fingerprint: str, verdict: Verdict | None, status: str,
               reason: str | None) -> bool:
         """Record the immune check's outcome; False when the variant is gone (deleted)."""
@@ -554,6 +561,7 @@ class SyncStore:
 
     # ------------------------------------------------------------------ selection
 
+    @writes
     def set_champion(self, function: str, tier: str, fingerprint: str, fitness: float) -> bool:
         """Name the champion of (function, tier); True when it changed."""
         with self.library._write() as w:
@@ -569,6 +577,7 @@ class SyncStore:
                       (function, tier, fingerprint, float(fitness), time.time()))
             return row is None or row[0] != fingerprint
 
+    @writes
     def schedule_mutation(self, fingerprint: str, function: str, reason: str) -> bool:
         """Put a variant on the mutation schedule; False when it already is (or is gone)."""
         with self.library._write() as w:
@@ -579,6 +588,7 @@ class SyncStore:
                       (fingerprint, function, reason, time.time()))
             return bool(w.changes())
 
+    @writes
     def take_mutation(self, fingerprint: str) -> None:
         with self.library._write() as w:
             w.execute("DELETE FROM mutation_queue WHERE fingerprint = ?", (fingerprint,))
@@ -597,6 +607,7 @@ class SyncStore:
 
     # ------------------------------------------------------------------ origins' keys
 
+    @writes
     def save_key(self, node_id: str, public_key: bytes, name: str, api_url: str) -> None:
         with self.library._write() as w:
             w.execute("INSERT INTO peer_keys (node_id, public_key, name, api_url, seen_at)"

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from node._config import SynthLimits
-from node._errors import AmbiguousError, SynthesisError, SynthesisFailed
+from node._errors import AmbiguousError, ExamplesError, SynthesisError, SynthesisFailed
 from node.synth import _ambiguity, _enum, _hints, _strategies
 from node.synth._ambiguity import distinguishing_inputs
 from node.synth._api import Example, Progress, SynthesisRequest, Synthesized, Synthesizer
@@ -349,7 +349,7 @@ def _scalar_problem(request: SynthesisRequest, hints: _hints.Hints) -> _enum.Pro
     outs = [ex.result for ex in request.examples]
     for i, a in enumerate(lanes):
         if len(a) != len(params):
-            raise SynthesisError(
+            raise ExamplesError(
                 f"example {i} has {len(a)} argument(s); {sig} takes {len(params)}")
     _check_consistent(lanes, outs, rty)
     probes = _probes(params, _PROBES)
@@ -364,7 +364,7 @@ def _scalar_problem(request: SynthesisRequest, hints: _hints.Hints) -> _enum.Pro
 def _to(ty: str, v: Any) -> Any:
     if ty in INT_TYPES:
         if isinstance(v, float) and not v.is_integer():
-            raise SynthesisError(f"expected an integer ({ty}), got {v!r}")
+            raise ExamplesError(f"expected an integer ({ty}), got {v!r}")
         v = int(v)
         bits = 32 if ty == "i32" else 64
         v &= (1 << bits) - 1
@@ -382,10 +382,10 @@ def _array_problem(request: SynthesisRequest, hints: _hints.Hints) -> _enum.Prob
     for i, ex in enumerate(request.examples):
         arrays = [np.asarray(a, dtype=np.float32).reshape(-1) for a in ex.args]
         if len(arrays) != k:
-            raise SynthesisError(f"example {i} has {len(arrays)} argument(s); {sig} takes {k}")
+            raise ExamplesError(f"example {i} has {len(arrays)} argument(s); {sig} takes {k}")
         n = len(arrays[0])
         if any(len(a) != n for a in arrays):
-            raise SynthesisError(f"example {i}: array arguments have different lengths")
+            raise ExamplesError(f"example {i}: array arguments have different lengths")
         start = len(cols[0])
         for j in range(k):
             cols[j] += arrays[j].tolist()
@@ -415,7 +415,7 @@ def _array_problem(request: SynthesisRequest, hints: _hints.Hints) -> _enum.Prob
                     keep.append(j)
                     total += b - a
             if not keep:
-                raise SynthesisError(
+                raise ExamplesError(
                     f"reduction examples need at most {_MAX_LANES} elements for the search; "
                     "add a shorter example")
             new_cols: list[list[float]] = [[] for _ in range(k)]
@@ -429,7 +429,7 @@ def _array_problem(request: SynthesisRequest, hints: _hints.Hints) -> _enum.Prob
             cols, segments, red = new_cols, new_segs, [red[j] for j in keep]
             n_lanes = len(cols[0])
     if n_lanes == 0 and sig.kind == "map":
-        raise SynthesisError("the examples' arrays are all empty; nothing to learn from")
+        raise ExamplesError("the examples' arrays are all empty; nothing to learn from")
     rng = np.random.default_rng(99)
     probes = [_probe_values("f32", rng, _PROBES, 5 * j) for j in range(k)]
     args = [np.concatenate([np.asarray(c, dtype=np.float32), probes[j]])
