@@ -38,11 +38,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def no_server_error(ctx: Any, response: Any, case: Any) -> bool | None:
-    """``not_a_server_error``, except the contract's one 5xx for a healthy node: 503
-    ``no-synthesizer`` (a task that needs synthesis this node has no synthesizer for)."""
+    """``not_a_server_error``, except the contract's 503s for a healthy node: ``no-synthesizer``
+    (a task that needs synthesis this node has no synthesizer for) and ``memory-busy`` (the
+    node-wide memory budget stayed full for a call's time budget: retry later; a loaded CI
+    machine running hostile fuzzed calls can get there)."""
     if response.status_code == 503:
         doc = response.json()
-        assert doc.get("type", "").endswith("/no-synthesizer"), response.text[:300]
+        assert doc.get("type", "").endswith(("/no-synthesizer", "/memory-busy")), \
+            response.text[:300]
         return True
     return not_a_server_error(ctx, response, case)
 
@@ -86,14 +89,16 @@ def live_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                COLONY_SYNTH_TIMEOUT_S="3", COLONY_SYNTH_MAX_PROGRAMS="300000",
                COLONY_SYNTH_AFTER_FIT_PROGRAMS="50000", COLONY_SANDBOX_TIMEOUT_S="2",
                COLONY_API_MAX_PAGE_SIZE="50")
+    # the node's log goes to a file: an unread pipe fills up and blocks the node
+    log = (data / "node.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "colony", "node", "--port", str(port),
                              "--data", str(data), "--name", "fuzz", "--no-mdns"], cwd=ROOT,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            env=env, stdout=subprocess.DEVNULL, stderr=log)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
         while True:
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert proc.poll() is None, (data / "node.log").read_text()[-4000:]
             try:
                 if httpx.get(url + "/health", timeout=1).status_code == 200:
                     break
@@ -113,6 +118,11 @@ def live_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log.close()
+        # an exception the app raised past its error handlers is a defect even when the
+        # client saw a reply
+        assert "Traceback" not in (data / "node.log").read_text(errors="replace"), \
+            (data / "node.log").read_text(errors="replace")[-4000:]
 
 
 # The document the fuzzed node serves (built from the same settings; checked in _call), loaded
