@@ -237,7 +237,12 @@ def _int_arg(name: str, default: int | None, low: int) -> int | None:
         raise RequestError(f"'{name}' must be an integer, got {raw!r}") from None
     if value < low:
         raise RequestError(f"'{name}' must be at least {low}")
+    if value > _MAX_ARG:  # SQLite integers are 64-bit
+        raise RequestError(f"'{name}' must be at most {_MAX_ARG}")
     return value
+
+
+_MAX_ARG = 2**63 - 1
 
 
 def register_export_routes(app: QuartTrio, node: Node) -> None:

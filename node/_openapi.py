@@ -248,9 +248,11 @@ def openapi_document(limits: ApiLimits | None = None) -> dict[str, Any]:
             "parameters": [
                 {"name": "format", "in": "query", "schema": {
                     "type": "string", "enum": ["jsonl", "worldmodel"], "default": "jsonl"}},
-                {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0},
+                {"name": "since", "in": "query", "schema": {
+                    "type": "integer", "minimum": 0, "maximum": 2**63 - 1},
                  "description": "resume after this sequence number (the last line's seq)"},
-                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}}],
+                {"name": "limit", "in": "query", "schema": {
+                    "type": "integer", "minimum": 1, "maximum": 2**63 - 1}}],
             "responses": {"200": {"description": "one JSON object per line", "content": {
                 "application/x-ndjson": {"schema": {"type": "string"}}}}, **_errors(400)}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {

@@ -15,7 +15,7 @@ import pytest
 import wasmtime
 
 from node._config import SynthLimits
-from node._errors import SynthesisError, SynthesisFailed
+from node._errors import ExamplesError, SynthesisError, SynthesisFailed
 from node._wat import wat_to_wasm
 from node.synth import (
     ArrayProgram,
@@ -253,7 +253,7 @@ def test_big_examples_are_sampled_then_checked_in_full() -> None:
     req = SynthesisRequest("total", "sum", rsig, "simd", (big, small))
     prog = synthesize_program(req)
     assert isinstance(prog, ArrayProgram) and prog.reduce_op == "add"
-    with pytest.raises(SynthesisError, match="shorter example"):
+    with pytest.raises(ExamplesError, match="shorter example"):
         synthesize_program(SynthesisRequest("total", "sum", rsig, "simd", (big,)))
 
 
