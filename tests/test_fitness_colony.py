@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 
 from tests.test_colony import describe, start_colony, wait_for
@@ -16,6 +17,7 @@ TIMES8 = {"description": "multiply by 8", "name": "times8", "signature": "(i32) 
                                     {"args": [-2], "result": -16}, {"args": [100], "result": 800}]}
 
 
+@pytest.mark.slow  # timing-sensitive convergence of 3 nodes: flaky on a loaded 2-core machine
 async def test_three_nodes_name_the_same_champion_after_a_mutation(nursery: trio.Nursery,
                                                                     tmp_path: Path) -> None:
     nodes, _ = await start_colony(nursery, tmp_path, 3, selection_interval_s=0.3)
@@ -38,8 +40,18 @@ async def test_three_nodes_name_the_same_champion_after_a_mutation(nursery: trio
     await wait_for(agreed, timeout=30)
     champ = docs[0]["champions"]["scalar"] if docs[0] else None
     assert champ in {v["fingerprint"] for v in docs[0]["variants"]} if docs[0] else False
-    for u in urls:  # each node serves the colony's champion
-        async with httpx.AsyncClient(base_url=u, timeout=30) as c:
-            r = await c.post("/v1/functions/times8/run", json={"args": [-7]})
-            assert r.status_code == 200 and r.json()["result"] == -56
-            assert r.json()["function"]["fingerprint"] == champ, (u, champ, child)
+    async def each_serves_the_champion() -> bool:
+        # the champion is re-read each time: a selection pass may still be settling, and a
+        # node's serving cache follows its champion on the next lookup
+        if not await agreed():
+            return False
+        champ = docs[0]["champions"]["scalar"] if docs[0] else None
+        for u in urls:
+            async with httpx.AsyncClient(base_url=u, timeout=30) as c:
+                r = await c.post("/v1/functions/times8/run", json={"args": [-7]})
+                assert r.status_code == 200 and r.json()["result"] == -56, (u, child)
+                if r.json()["function"]["fingerprint"] != champ:
+                    return False
+        return True
+
+    await wait_for(each_serves_the_champion, timeout=30)
