@@ -216,12 +216,7 @@ class Node:
     @property
     def search_mode(self) -> str:
         """``semantic`` once the embedding model is loaded, ``keyword-only`` until then."""
-        mode = getattr(self.search_index, "mode", None)
-        if isinstance(mode, str):
-            return mode
-        embedder = getattr(self.search_index, "embedder", None)
-        ready = getattr(embedder, "ready", None)
-        return "semantic" if (ready() if callable(ready) else bool(ready)) else "keyword-only"
+        return str(self.search_index.mode)
 
     # ---------------------------------------------------------------- metrics
     def count_call(self, fp: str, ok: bool, ns: int) -> None:
