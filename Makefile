@@ -3,7 +3,7 @@ PY       ?= python3
 VENV     := .venv
 BIN      := $(VENV)/bin
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PKGS := mesa-vulkan-drivers libvulkan1 iproute2 chromium
+APT_PKGS := mesa-vulkan-drivers libvulkan1 iproute2 chromium wrk
 NODES    ?= 3
 PORT     ?= 8450
 

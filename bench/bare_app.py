@@ -1,7 +1,9 @@
 """A bare quart-trio endpoint on hypercorn's trio worker: the baseline for the HTTP benchmark.
 
 It parses the same JSON body and answers a reply of the same shape as ``POST /v1/tasks``, doing
-no work: the difference to a node is exactly what the node adds per cached task.
+no work: the difference to a node is exactly what the node adds per cached task. It runs with a
+node process's own settings (hypercorn's read size and glibc malloc, ``colony/_root.py``), so
+that difference is the node's work, not a configuration.
 """
 
 from __future__ import annotations
@@ -50,9 +52,14 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
     args = p.parse_args()
+    from colony._root import tune_allocator, tune_http_reads
+
+    tune_allocator()
+    tune_http_reads()
     cfg = Config()
     cfg.bind = [f"127.0.0.1:{args.port}"]
     cfg.accesslog = None
+    cfg.loglevel = "WARNING"  # no "Running on" line in the benchmark's output
     trio.run(serve, app, cfg)
 
 

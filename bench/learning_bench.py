@@ -20,7 +20,9 @@ synthesis from the first to the last quarter, 0 wrong, 0 duplicates. Nothing her
 
 ``run_all(quick, limit=None, timeout=None) -> dict`` and ``to_markdown(result)`` (``colony bench
 --suite learning [--quick] [--limit N] [--timeout S]``); ``python bench/learning_bench.py
-[--quick] [--limit=N] [--timeout=S] [--no-embeddings]`` prints the table.
+[--quick] [--limit=N] [--timeout=S] [--no-embeddings]`` prints the table. With
+``LEARNING_BENCH_KEEP=DIR`` in the environment the nodes' data directories are made in DIR and
+kept (to read their libraries afterwards) instead of a temporary directory.
 """
 
 from __future__ import annotations
@@ -590,7 +592,11 @@ async def _replay(tasks: list[Task], embeddings: bool, synth_timeout: float | No
                   progress: Callable[[str], None]) -> dict[str, Any]:
     from colony import serve_node
 
+    keep = os.environ.get("LEARNING_BENCH_KEEP")  # a directory: the nodes' data stays there
     with tempfile.TemporaryDirectory(prefix="learning-bench-") as tmp:
+        if keep:
+            tmp = keep
+            Path(tmp).mkdir(parents=True, exist_ok=True)
         configs = node_configs(Path(tmp), embeddings, synth_timeout)
         async with trio.open_nursery() as nursery:
             running = [await nursery.start(serve_node, cfg) for cfg in configs]
@@ -755,7 +761,8 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"synthesis limit {result['synth_timeout_s']:g} s per task; "
         f"{result['answered']} answered, {result['disambiguated']} of them marked "
         f"disambiguated in their evidence; stream {result['stream_s']:.0f} s, "
-        f"{result['seconds']:.0f} s in all (run {result['ran_at']}).",
+        f"{result['seconds']:.0f} s in all (run {result['ran_at']}; seconds are noisy on a "
+        "shared machine, the counts are what the goals read).",
         "",
         f"- Fall of synthesis per task, first to last quarter: {fall_s} (goal ≥ 10×: "
         f"{goal(fall is not None and fall >= 10)}).",

@@ -224,6 +224,65 @@ SCALAR: list[Task] = [
 ]
 
 
+# -- loops with a condition and up to two accumulators (issue 15, item 1)
+
+def _collatz(n: int) -> int:
+    steps = 0
+    while n != 1:
+        n = n // 2 if n % 2 == 0 else 3 * n + 1
+        steps += 1
+    return steps
+
+
+def _trib(n: int) -> int:
+    a, b, c = 0, 0, 1
+    for _ in range(n):
+        a, b, c = b, c, a + b + c
+    return a
+
+
+def _smallest_factor(n: int) -> int:
+    d = 2
+    while n % d:
+        d += 1
+    return d
+
+
+def _binomial_gen(r: random.Random) -> tuple[int, int]:
+    n = r.randint(0, 25)
+    return (n, r.randint(0, n))
+
+
+def _is_prime_int(n: int) -> int:
+    return int(n >= 2 and all(n % d for d in range(2, math.isqrt(n) + 1)))
+
+
+SCALAR += [
+    _mk("lcm", "least common multiple of two positive integers", "(i32, i32) -> i32",
+        lambda a, b: a * b // math.gcd(a, b), [(4, 6), (3, 5), (12, 18), (7, 7), (10, 4)],
+        ints(1, 300, 2)),
+    _mk("smallest_factor", "smallest prime factor of an integer n >= 2", "(i32) -> i32",
+        _smallest_factor, [(2,), (9,), (15,), (7,), (35,), (49,)], ints(2, 2000)),
+    _mk("is_prime_loop", "1 if n is a prime number, else 0", "(i32) -> i32", _is_prime_int,
+        [(1,), (2,), (3,), (4,), (9,), (13,), (15,), (17,), (21,), (23,), (25,), (29,)],
+        ints(0, 3000)),
+    _mk("collatz_steps", "number of collatz steps to reach 1", "(i32) -> i32", _collatz,
+        [(1,), (2,), (3,), (6,), (7,)], ints(1, 1000)),
+    _mk("tribonacci", "the n-th tribonacci number", "(i32) -> i32", _trib,
+        [(0,), (1,), (4,), (6,), (9,)], ints(0, 30)),
+    _mk("binomial", "binomial coefficient n choose k", "(i32, i32) -> i32", math.comb,
+        [(5, 2), (6, 3), (7, 1), (8, 4), (10, 3)], _binomial_gen),
+    _mk("modpow", "modular exponentiation: b to the power e modulo m", "(i64, i64, i64) -> i64",
+        pow, [(2, 10, 1000), (3, 4, 7), (5, 3, 13), (5, 0, 1), (4, 13, 497),
+              (10**10 + 7, 2, 1000)],
+        lambda r: (r.randint(0, 10**6), r.randint(0, 10**4), r.randint(2, 10**5))),
+    _mk("isqrt", "integer square root (rounded down)", "(i32) -> i32", math.isqrt,
+        [(0,), (3,), (4,), (15,), (17,), (100,)], ints(0, 10**6)),
+    _mk("digit_reverse", "reverse the decimal digits of a non-negative integer", "(i32) -> i32",
+        lambda n: int(str(n)[::-1]), [(0,), (12,), (123,), (450,), (7,)], ints(0, 10**6)),
+]
+
+
 def _sum(*a: list[float]) -> float:
     return float(np.sum(_f32(a[0])))
 

@@ -4,8 +4,11 @@ Comparing a variant's mean over real calls with another's over test inputs (or o
 node's calls) compares the inputs, not the code. ``time_variants`` builds one input set (the
 function's test arguments, plus generated ones; for array functions arrays of the sizes that
 matter for the tier) and times every variant on it, in rounds with the order rotated each round
-so drift and warm-up hit every variant alike, keeping each variant's best round. The result is
-ns per pass over the input set; only numbers from the same run may be compared.
+so drift and warm-up hit every variant alike. Each input is timed on its own, called back to back
+(as a node called with one size is: cycling array sizes call to call would time instance churn
+and page faults instead of the function), keeping each variant's best batch per input. The result
+is ns per pass over the input set (the sum over the inputs); only numbers from the same run may
+be compared.
 
 Blocking (runs in a worker thread). Nothing here asserts a speed: benchmarks report ratios.
 """
@@ -78,20 +81,28 @@ def time_variants(calls: dict[str, Callable[[tuple[Any, ...]], Any]],
     fps = sorted(calls)
     if not usable or not fps:
         return Timing(_runs, {}, 0)
-    # repeat the set so one timed pass is long enough for the clock
-    t0 = time.perf_counter_ns()
+    # Each input is timed on its own, called back to back (a node called with one size keeps a
+    # warm instance of that size; cycling sizes call to call would time instance churn and page
+    # faults, not the function), repeated so one timed batch is long enough for the clock.
+    # A variant's time is the sum over the inputs of its best batch per call.
+    share = budget_s * 1e9 / max(1, rounds * len(fps) * len(usable))
+    reps = []
     for a in usable:
+        t0 = time.perf_counter_ns()
         calls[fps[0]](a)
-    once = max(1, time.perf_counter_ns() - t0)
-    reps = max(1, min(1000, int(budget_s * 1e9 / max(1, rounds * len(fps)) / once)))
-    best = {fp: float("inf") for fp in fps}
+        once = max(1, time.perf_counter_ns() - t0)
+        reps.append(max(1, min(1000, int(share / once))))
+    best = {fp: [float("inf")] * len(usable) for fp in fps}
     for r in range(rounds):
         order = fps[r % len(fps):] + fps[:r % len(fps)]
         for fp in order:
             fn = calls[fp]
-            start = time.perf_counter_ns()
-            for _ in range(reps):
-                for a in usable:
+            mine = best[fp]
+            for j, a in enumerate(usable):
+                n = reps[j]
+                fn(a)  # warm: this size's instance, caches
+                start = time.perf_counter_ns()
+                for _ in range(n):
                     fn(a)
-            best[fp] = min(best[fp], (time.perf_counter_ns() - start) / reps)
-    return Timing(_runs, best, len(usable))
+                mine[j] = min(mine[j], (time.perf_counter_ns() - start) / n)
+    return Timing(_runs, {fp: sum(ts) for fp, ts in best.items()}, len(usable))

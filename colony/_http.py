@@ -30,7 +30,17 @@ import httpx
 import msgpack
 from quart import Response, request
 
-from node import ColonyError, PeerError, RequestError, problem, read_body, reply, requires_api_token
+from node import (
+    ColonyError,
+    ConflictDecision,
+    PeerError,
+    RequestError,
+    problem,
+    read_body,
+    reply,
+    requires_api_token,
+    validate_body,
+)
 from protocol import (
     AUTH_HEADER,
     PROTOCOL_VERSION,
@@ -206,11 +216,8 @@ def register_routes(app: QuartTrio, service: ColonyService) -> None:
                 raise RequestError(f"{name!r} is not a function name")
             if not is_fingerprint(test_id):
                 raise RequestError(f"{test_id!r} is not a test id (sha256:<hex>)")
-            if not isinstance(body, dict) or set(body) != {"action"} or \
-                    body["action"] not in ("accept", "reject"):
-                raise RequestError('the body must be {"action": "accept"} or '
-                                   '{"action": "reject"}')
-            out = await service.resolve_conflict(name, test_id, body["action"] == "accept")
+            decision = validate_body(ConflictDecision, body, service.node.config.api)
+            out = await service.resolve_conflict(name, test_id, decision.action == "accept")
         except ColonyError as exc:
             return problem(exc.problem())
         return reply(out)

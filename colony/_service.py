@@ -558,7 +558,10 @@ class ColonyService:
             try:
                 out = await self.transport.call(peer.url, "find", {
                     "name": req.name, "signature": str(req.signature), "tier": req.tier,
-                    "description": req.description})
+                    # a named task without examples is found by its name (or a peer's alias
+                    # of it) only: nothing could check a peer's search hit (node/_resolve.py)
+                    "description": req.description if req.examples or not req.name_given
+                    else ""})
                 if out.get("found") is not True:
                     return
                 name = out.get("name", req.name)
@@ -610,6 +613,8 @@ class ColonyService:
                           description: str | None = None) -> dict[str, Any]:
         await self._refresh_local()
         lib = self.node.library
+        # a name that is an alias here (a user's name for a function) means that function
+        name = await trio.to_thread.run_sync(lib.canonical_name, name)
         found = await trio.to_thread.run_sync(lib.serving_variant, name, signature, tier)
         if found is None and description:
             # not under that name: this node's own hybrid search, filtered by signature + tier
@@ -802,6 +807,8 @@ class ColonyService:
                 events.append(("variant.adopted", {"function": fn.name, "tier": st.tier,
                                                    "fingerprint": st.fingerprint,
                                                    "origin": st.origin}))
+            # its behaviour, and one name for functions that behave alike (node/_alike.py)
+            self.node.adopted(fn.name, st.fingerprint)
             return True
         first = verdict.failures[0] if verdict.failures else None
         why = f"failed {verdict.tests_failed}/{verdict.tests_run} colony tests" + (

@@ -546,6 +546,14 @@ function renderNodes() {
   $('sync-info').textContent = c.sync ?
     `sync: ${s.origins} origins · ${fmt(s.bytes_sent || 0)} B sent · ${fmt(s.bytes_received || 0)} B received` +
     (queued ? ` · ${queued} mutations queued` : '') : '';
+  // issue 13: the colony's regime (explore/exploit), its inputs and the background work it chose
+  const r = c.regime;
+  if (r) {
+    const work = (r.background || []).slice(0, 3).join('; ');
+    $('sync-info').textContent += ` · regime: ${r.mode} (${r.needed_synthesis} synthesized + ` +
+      `${r.failed} failed of ${r.recent_tasks} recent tasks, need ${r.need_ratio})` +
+      (work ? ` · background: ${work}` : '');
+  }
 }
 
 function renderQuarantine() {

@@ -10,6 +10,8 @@ from node._app import problem as problem
 from node._app import read_body as read_body
 from node._app import reply as reply
 from node._app import requires_api_token as requires_api_token
+from node._bodies import ConflictDecision as ConflictDecision
+from node._bodies import validate_body as validate_body
 from node._config import ApiLimits as ApiLimits
 from node._config import ColonySettings as ColonySettings
 from node._config import GpuLimits as GpuLimits
@@ -88,6 +90,7 @@ __all__ = [
     "ColonyHooks",
     "ColonySettings",
     "CompileError",
+    "ConflictDecision",
     "ConflictError",
     "EventBus",
     "ExamplesError",
@@ -145,6 +148,7 @@ __all__ = [
     "register_export_routes",
     "reply",
     "requires_api_token",
+    "validate_body",
     "values_match",
     "wat_to_wasm",
 ]

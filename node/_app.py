@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -23,8 +23,10 @@ import numpy as np
 import trio
 from quart import Response, current_app, request
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException
+from quart_trio.wrappers.request import TrioBody, TrioRequest
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from node._bodies import TIERS, Bench, CreateFunction, Mutate, Run, validate_body
 from node._errors import (
     ColonyError,
     NotFoundError,
@@ -163,8 +165,9 @@ def _json_default(value: Any) -> Any:
 
 def _msgpack_default(value: Any) -> Any:
     # f32[] travels as raw little-endian float32 (msgpack bin): one copy, no per-element floats
+    # (a memoryview of the array's own buffer: msgpack copies it once into the reply)
     if isinstance(value, np.ndarray):
-        return np.ascontiguousarray(value, dtype="<f4").tobytes()
+        return np.ascontiguousarray(value, dtype="<f4").data.cast("B")
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"{type(value).__name__} is not msgpack serialisable")
@@ -202,6 +205,67 @@ def reply(body: Any, status: int = 200, content_type: str | None = None) -> Resp
 def problem(doc: dict[str, Any]) -> Response:
     ctype = "application/problem+msgpack" if _wants_msgpack() else "application/problem+json"
     return reply(doc, status=int(doc["status"]), content_type=ctype)
+
+
+class JoinedBody(TrioBody):
+    """A request body kept as the chunks the server delivered, joined once when it is read.
+
+    quart's own body grows a bytearray chunk by chunk and then copies it out: every body is
+    copied twice, 24 MB of copies for a 12 MB array call. This one keeps references to the
+    chunks (no copy) and joins them once; a body that came in one chunk is handed on as it is.
+    Same limits and events as quart's (``MAX_CONTENT_LENGTH``: 413 once exceeded).
+    """
+
+    def __init__(self, expected_content_length: int | None,
+                 max_content_length: int | None) -> None:
+        super().__init__(expected_content_length, max_content_length)
+        self._chunks: list[bytes] = []
+        self._size = 0
+
+    def append(self, data: bytes) -> None:
+        if data == b"" or self._must_raise is not None:
+            return
+        self._chunks.append(data)
+        self._size += len(data)
+        self._has_data.set()
+        if self._max_content_length is not None and self._size > self._max_content_length:
+            self._must_raise = RequestEntityTooLarge()
+            self.set_complete()
+
+    def _joined(self) -> bytes:
+        if len(self._chunks) > 1:
+            self._chunks = [b"".join(self._chunks)]
+        return self._chunks[0] if self._chunks else b""
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        if self._must_raise is not None:
+            raise self._must_raise
+        yield from self._complete.wait().__await__()
+        if self._must_raise is not None:
+            raise self._must_raise
+        return self._joined()
+
+    async def __anext__(self) -> bytes:
+        if self._must_raise is not None:
+            raise self._must_raise
+        if not self._complete.is_set():
+            await self._has_data.wait()
+        if self._complete.is_set() and not self._chunks:
+            raise StopAsyncIteration()
+        data = self._joined()
+        self.clear()
+        self._has_data.clear()
+        return data
+
+    def clear(self) -> None:
+        self._chunks = []
+        self._size = 0
+
+
+class ColonyRequest(TrioRequest):
+    """quart-trio's request with :class:`JoinedBody`."""
+
+    body_class = JoinedBody
 
 
 async def read_body() -> Any:
@@ -350,8 +414,33 @@ def view_json(view: FunctionView, *, source: bool) -> dict[str, Any]:
     }
 
 
+async def merged_json(node: Node, name: str, *, source: bool) -> dict[str, Any]:
+    """One function, one name: its aliases, the function it was merged into (if it was), and
+    the functions merged into it with their variants and lineage (node/_alike.py)."""
+    lib = node.library
+    canonical = await node.canonical(name)
+    merged = await trio.to_thread.run_sync(lib.merged, name)
+    doc: dict[str, Any] = {
+        "aliases": await trio.to_thread.run_sync(lib.aliases, name),
+        "merged_into": canonical if canonical != name else None,
+        "merged": [],
+    }
+    for m in merged:
+        view = await trio.to_thread.run_sync(lib.describe, m)
+        if view is None:
+            continue
+        doc["merged"].append({
+            "name": m, "description": view.function.description,
+            "variants": [variant_json(v, view.verdicts.get(v.fingerprint), source=source)
+                         for v in view.variants],
+            "lineage": [{"child": v.fingerprint, "parent": p}
+                        for v in view.variants for p in v.parents]})
+    return doc
+
+
 def create_app(node: Node) -> QuartTrio:
     app = QuartTrio("qt45-colony")
+    app.request_class = ColonyRequest
     app.config["MAX_CONTENT_LENGTH"] = node.config.api.body_bytes
     app.config["JSON_SORT_KEYS"] = False
     app.config[API_TOKEN] = load_api_token(node.config.api.token_file)
@@ -429,20 +518,16 @@ def create_app(node: Node) -> QuartTrio:
     @requires_api_token
     async def create_function() -> Response:
         body = await read_body()
-        if not isinstance(body, dict):
-            raise RequestError("the body must be an object")
-        wat, wgsl = body.pop("wat", None), body.pop("wgsl", None)
-        for key, val in (("wat", wat), ("wgsl", wgsl)):
-            if val is not None and not isinstance(val, str):
-                raise RequestError(f"'{key}' must be a string")
-        if wat is not None and len(wat) > node.config.sandbox.module_bytes * 4:
-            raise TooLargeError("'wat' is larger than the module limit allows")
-        if "name" not in body:
-            raise RequestError("'name' is required to create a function")
-        if "args" in body:
+        if isinstance(body, dict) and "args" in body:  # a clearer word than "unknown field"
             raise RequestError("'args' does not belong here: create, then POST "
                                "/v1/functions/{name}/run")
-        req = parse_task(body, node.config.api)
+        create = validate_body(CreateFunction, body, node.config.api)
+        wat, wgsl = create.wat, create.wgsl
+        if wat is not None and len(wat) > node.config.sandbox.module_bytes * 4:
+            raise TooLargeError("'wat' is larger than the module limit allows")
+        # the task's own checks (signature, values against it) on the task's fields
+        req = parse_task({k: v for k, v in body.items() if k not in ("wat", "wgsl")},
+                         node.config.api)
         fp = await node.create_function(req, wat, wgsl)
         view = await trio.to_thread.run_sync(node.library.describe, req.name)
         assert view is not None
@@ -460,10 +545,14 @@ def create_app(node: Node) -> QuartTrio:
     async def describe_function(name: str) -> Response:
         check_name(name)
         view = await trio.to_thread.run_sync(node.library.describe, name)
+        if view is None:  # an alias: its function
+            view = await trio.to_thread.run_sync(
+                node.library.describe, await node.canonical(name))
         if view is None:
             raise NotFoundError(f"no function named {name!r}")
         source = request.args.get("source", "0") not in ("0", "false", "")
         doc = view_json(view, source=source)
+        doc.update(await merged_json(node, view.function.name, source=source))
         if node.colony is not None:  # the colony's view: status, fitness, conflicts
             doc = await node.colony.annotate_function(doc)
         return reply(doc)
@@ -480,28 +569,17 @@ def create_app(node: Node) -> QuartTrio:
     @requires_api_token_for_calls
     async def run_function(name: str) -> Response:
         check_name(name)
-        body = await read_body()
-        if not isinstance(body, dict) or not isinstance(body.get("args"), list):
-            raise RequestError("body must be {\"args\": [...]} (optional \"tier\")")
-        tier = body.get("tier")
-        if tier is not None and not isinstance(tier, str):
-            raise RequestError("'tier' must be a string")
-        return reply(wire_result(await node.run_function(name, tier, body["args"])))
+        run = validate_body(Run, await read_body(), node.config.api)
+        return reply(wire_result(await node.run_function(name, run.tier, run.args)))
 
     @app.post("/v1/functions/<name>/mutate")
     @requires_api_token
     async def mutate_function(name: str) -> Response:
         check_name(name)
-        body = await read_body()
-        if not isinstance(body, dict):
-            raise RequestError("body must be an object: {\"description\": \"faster\"}")
-        instruction = body.get("description", "")
-        tier = body.get("tier")
-        if not isinstance(instruction, str) or len(instruction) > 1000:
-            raise RequestError("'description' must be a string (at most 1000 characters)")
-        if tier is not None and tier not in ("scalar", "simd", "gpu"):
-            raise UnsupportedError(f"unknown tier {tier!r}")
-        fp, llm_calls = await node.mutate_function(name, instruction, tier)
+        mutate = validate_body(Mutate, await read_body(), node.config.api)
+        if mutate.tier is not None and mutate.tier not in TIERS:
+            raise UnsupportedError(f"unknown tier {mutate.tier!r}")
+        fp, llm_calls = await node.mutate_function(name, mutate.description, mutate.tier)
         view = await trio.to_thread.run_sync(node.library.describe, name)
         assert view is not None
         doc = view_json(view, source=False)
@@ -513,17 +591,8 @@ def create_app(node: Node) -> QuartTrio:
     @requires_api_token_for_calls
     async def bench_function(name: str) -> Response:
         check_name(name)
-        body = await read_body()
-        if not isinstance(body, dict):
-            raise RequestError("body must be an object")
-        iterations = body.get("iterations", 1000)
-        size = body.get("size", 1024)
-        tier = body.get("tier")
-        for key, val, hi in (("iterations", iterations, 1_000_000), ("size", size, 1 << 24)):
-            if isinstance(val, bool) or not isinstance(val, int) or not 1 <= val <= hi:
-                raise RequestError(f"'{key}' must be an integer from 1 to {hi}")
-        if tier is not None and not isinstance(tier, str):
-            raise RequestError("'tier' must be a string")
+        bench = validate_body(Bench, await read_body(), node.config.api)
+        iterations, size, tier = bench.iterations, bench.size, bench.tier
         fn = await trio.to_thread.run_sync(node.library.get_function, name)
         if fn is not None and fn.sig.is_array and iterations * size > BENCH_ELEMENTS:
             # a bench runs to completion in a worker thread: bound its work up front

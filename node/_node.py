@@ -24,7 +24,7 @@ from typing import Any
 
 import trio
 
-from node import _tools
+from node import _alike, _tools
 from node._config import GpuLimits, NodeConfig, SandboxLimits
 from node._errors import (
     AmbiguousError,
@@ -207,6 +207,7 @@ class Node:
         self.serving.invalidate(name)
 
     def evict(self, fingerprint: str) -> None:
+        self.serving.drop_variant(fingerprint)  # a quarantined variant stops serving at once
         self.runtime.evict(fingerprint)
         self.probe_runtime.evict(fingerprint)
 
@@ -250,6 +251,11 @@ class Node:
         name, sig, tier = key
         variant = await trio.to_thread.run_sync(self.library.serving_variant, name, sig, tier)
         if variant is None:
+            # a function merged into this one (node/_alike.py) may serve the tier it lacks
+            for merged in await trio.to_thread.run_sync(self.library.merged, name):
+                serving = await self.lookup((merged, sig, tier))
+                if serving is not None:
+                    return serving
             return None
 
         def read() -> tuple[FunctionRecord | None, list[TestCase], tuple[int, tuple[str, ...]]]:
@@ -292,6 +298,8 @@ class Node:
         serving, source = resolution.serving, resolution.source
         if resolution.examples_checked and not serving.guess:
             await self.remember_examples(serving, ctx.req)
+            if ctx.req.name_given and serving.function.name != ctx.req.name:
+                await self._alias(ctx.req.name, serving.function.name)
         self.stats.tasks_by_source[source] = self.stats.tasks_by_source.get(source, 0) + 1
 
         result: Any = None
@@ -323,6 +331,10 @@ class Node:
     async def _settle_name(self, req: TaskRequest) -> TaskRequest:
         """An alias means its function. A name taken by a function of another signature: 409
         when the caller chose it, otherwise the next free name."""
+        if self.serving.get((req.name, str(req.signature), req.tier)) is not None:
+            # served under this very name and signature (the cached task's path): nothing to
+            # settle, no library reads (merging or deleting a name drops its serving entries)
+            return req
         canonical = await trio.to_thread.run_sync(self.library.canonical_name, req.name)
         if canonical != req.name:
             req = replace(req, name=canonical)
@@ -340,6 +352,19 @@ class Node:
             if fn is None or fn.signature == str(req.signature):
                 return replace(req, name=cand)
         raise ConflictError(f"no free name near {req.name!r}; give the task a name")
+
+    async def _alias(self, name: str, function: str) -> None:
+        """A name the user gave to a function that reproduced the user's examples (found by
+        search, a peer or its behaviour) becomes an alias of it: asked by that name later,
+        even without examples, it is the same function."""
+        function = await trio.to_thread.run_sync(self.library.canonical_name, function)
+        if function != name and await self.write(self.library.add_alias, name, function):
+            log.info("%s is now an alias of %s", name, function)
+            self.events.emit("function.aliased", function=function, alias=name)
+
+    async def canonical(self, name: str) -> str:
+        """The function a name means (itself, or the function it is an alias of)."""
+        return str(await trio.to_thread.run_sync(self.library.canonical_name, name))
 
     async def search_hits(self, description: str, signature: str, tier: str) -> list[Hit]:
         return await trio.to_thread.run_sync(
@@ -426,6 +451,7 @@ class Node:
             verdict = await self.verifier.averify(loaded, tests)
             await self.write(self.library.record_verdict, verdict)
             if not verdict.passed:
+                self.serving.drop_variant(variant.fingerprint)  # at once, not after the loop
                 stopped += 1
                 self.events.emit("variant.failed", function=name, tier=variant.tier,
                                  fingerprint=variant.fingerprint, tests=verdict.tests_failed)
@@ -450,10 +476,6 @@ class Node:
             if serving is None:
                 raise SynthesisFailed(f"{ctx.req.name!r} behaves like {dup.name!r}, which "
                                       "serves no variant here") from None
-            if ctx.req.name_given and await self.write(self.library.add_alias, ctx.req.name,
-                                                       dup.name):
-                log.info("%s is now an alias of %s", ctx.req.name, dup.name)
-                self.events.emit("function.aliased", function=dup.name, alias=ctx.req.name)
             return Resolution(serving, "search", examples_checked=True)
         finally:
             del self._inflight[key]
@@ -544,10 +566,13 @@ class Node:
                        {t.id for t in tests_for(req.name, req)}, guess=True)
 
     def _behaviour(self, wasm: bytes, req: TaskRequest, program: str | None) -> str | None:
-        """Behavioural fingerprint on the CPU tiers. A GPU variant is probed through its SIMD
-        twin (the same program lowered for SIMD), so the tiers of one behaviour are one
+        return self.behaviour_of(wasm, req.name, req.signature, req.tier, program)
+
+    def behaviour_of(self, wasm: bytes, name: str, signature: Signature, tier: str,
+                     program: str | None) -> str | None:
+        """Blocking: behavioural fingerprint on the CPU tiers. A GPU variant is probed through
+        its SIMD twin (the same program lowered for SIMD), so the tiers of one behaviour are one
         function; None when probing is not possible."""
-        tier = req.tier
         if tier == "gpu":
             from node.synth import lower
             from node.synth._irjson import decode_program
@@ -556,13 +581,23 @@ class Node:
             if ir is None:
                 return None
             try:
-                wasm = wat_to_wasm(lower(ir, req.name, "simd")[0])
+                wasm = wat_to_wasm(lower(ir, name, "simd")[0])
             except ColonyError:
                 return None
             tier = "simd"
-        loaded = self.probe_runtime.load(wasm, name=req.name, signature=req.signature,
-                                         tier=tier)
-        return behaviour_fingerprint(lambda a: self.probe_runtime.call(loaded, a), req.signature)
+        try:
+            loaded = self.probe_runtime.load(wasm, name=name, signature=signature, tier=tier)
+        except ColonyError:
+            return None
+        return behaviour_fingerprint(lambda a: self.probe_runtime.call(loaded, a), signature)
+
+    def adopted(self, name: str, fingerprint: str) -> None:
+        """Blocking: a variant of ``name`` passed this node's check (a peer's, or one stored
+        before its behaviour was recorded): record its behaviour and merge the functions that
+        behave alike (``node/_alike.py``: the same canonical name on every node). A function
+        that arrived by sync is embedded for search here and now, not at the next local store."""
+        self.search_index.backfill()
+        _alike.adopted(self, name, fingerprint)
 
     def _synth_timeout(self, synth: Synthesizer) -> float:
         if synth.name.startswith("llm:"):
@@ -605,14 +640,9 @@ class Node:
             if champion is not None:  # it behaves like the champion: the same evidence backs it
                 disambiguated_on = max(disambiguated_on, champion.disambiguated_on)
         behaviour = await trio.to_thread.run_sync(self._behaviour, wasm, req, cand.program)
+        alike = False
         if behaviour is not None and not parents:
-            existing = await trio.to_thread.run_sync(self.library.get_function, req.name)
-            same = await trio.to_thread.run_sync(
-                self.library.functions_with_behaviour, str(req.signature), behaviour)
-            others = [n for n in same if n != req.name]
-            if existing is None and others:
-                log.info("%s behaves like %s: not stored twice", req.name, others[0])
-                raise Duplicate(others[0])
+            alike = await self._not_twice(req, behaviour)
         now = time.time()
         fn = FunctionRecord(req.name, req.description, str(req.signature),
                             "array" if req.signature.is_array else "scalar", now)
@@ -638,7 +668,34 @@ class Node:
         log.info("stored %s %s %s", req.name, req.tier, variant.fingerprint[:19])
         if self.colony is not None:
             await self.colony.published(serving.function, variant, tests)
+        if alike and behaviour is not None:  # one function, one name (node/_alike.py)
+            await trio.to_thread.run_sync(_alike.merge_alike, self, str(req.signature), behaviour)
         return serving
+
+    async def _not_twice(self, req: TaskRequest, behaviour: str) -> bool:
+        """Before storing a new function's candidate: when a function of that signature
+        already behaves like it, raise :class:`Duplicate` (serve that one), provided it serves
+        this tier here and reproduces the task's examples. True when the candidate must be
+        stored anyway but behaves like another function (that one lacks this tier here): it
+        is merged into it once stored. False: nothing behaves like it."""
+        lib = self.library
+        existing = await trio.to_thread.run_sync(lib.get_function, req.name)
+        same = await trio.to_thread.run_sync(
+            lib.functions_with_behaviour, str(req.signature), behaviour)
+        others = sorted({await trio.to_thread.run_sync(lib.canonical_name, n) for n in same}
+                        - {req.name})
+        if not others:
+            return False
+        target = await trio.to_thread.run_sync(_alike.canonical_of, lib, others)
+        if existing is not None:
+            return True
+        serving = await self.lookup((target, str(req.signature), req.tier))
+        if serving is None:
+            return True
+        if await self.failing_examples(serving, req):
+            return False  # alike on the probes, not on the user's examples: another function
+        log.info("%s behaves like %s: not stored twice", req.name, target)
+        raise Duplicate(target)
 
     # ---------------------------------------------------------------- tools
     async def create_function(self, req: TaskRequest, wat: str | None,

@@ -1,16 +1,18 @@
 """The OpenAPI 3.1 document of a node's HTTP API, served at ``GET /openapi.json``.
 
-Written by hand next to docs/api.md; ``tests/test_openapi.py`` fails when a route of the app is
-missing here, and validates the document with openapi-spec-validator.
+The paths are written here; every body's schema is derived from its model in
+``node/_bodies.py`` (the one definition, also used to validate and to write docs/api.md's
+tables). ``tests/test_openapi.py`` fails when a route of the app (the colony's included) is
+missing here, validates the document with openapi-spec-validator, and validates real replies
+against it.
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
+from node._bodies import NAME_RE, components
 from node._config import ApiLimits
-from node._task import NAME_RE, ON_AMBIGUITY
 
 VALUE = {"description": "i32/i64 integer, f32/f64 number (or \"nan\", \"inf\", \"-inf\"), or an "
                         "array of numbers for f32[] (with msgpack: raw little-endian float32 "
@@ -54,136 +56,17 @@ def _errors(*codes: int) -> dict[str, Any]:
 
 
 NAME_PARAM = {"name": "name", "in": "path", "required": True, "schema": NAME}
-
-SCHEMAS: dict[str, Any] = {
-    "Problem": {"type": "object", "required": ["type", "title", "status", "detail"],
-                "properties": {"type": {"type": "string"}, "title": {"type": "string"},
-                               "status": {"type": "integer"}, "detail": {"type": "string"},
-                               "trap": {"type": "string"},
-                               "twin": {"type": "string",
-                                        "description": "409: the existing function this one "
-                                                       "would behave exactly like"},
-                               "distinguishing": {
-                                   "type": "array", "maxItems": 3,
-                                   "items": _ref("Distinguishing"),
-                                   "description": "422 ambiguous: inputs on which plausible "
-                                                  "candidates disagree"}}},
-    "Distinguishing": {"type": "object", "required": ["args", "results"],
-                       "properties": {"args": {"type": "array", "items": VALUE},
-                                      "results": {"type": "array", "items": VALUE,
-                                                  "description": "each candidate's result"}}},
-    "Evidence": {"type": "object",
-                 "description": "How much to trust the answer",
-                 "required": ["tests_passed", "tests_total", "from_caller", "verified_by",
-                              "disambiguated", "distinguishing_inputs", "basis", "search"],
-                 "properties": {
-                     "tests_passed": {"type": "integer", "minimum": 0},
-                     "tests_total": {"type": "integer", "minimum": 0},
-                     "from_caller": {"type": "integer", "minimum": 0,
-                                     "description": "tests that came from this caller's "
-                                                    "examples"},
-                     "verified_by": {"type": "array", "items": {"type": "string"},
-                                     "description": "ids of the nodes that verified the "
-                                                    "variant locally"},
-                     "disambiguated": {"type": "boolean",
-                                       "description": "unique among the candidates on the "
-                                                      "distinguishing inputs"},
-                     "distinguishing_inputs": {"type": "integer", "minimum": 0},
-                     "basis": {"type": "string",
-                               "enum": ["disambiguated", "fits-examples", "guess"]},
-                     "search": {"type": ["string", "null"],
-                                "enum": ["semantic", "keyword-only", None]}}},
-    "Example": {"type": "object", "required": ["args", "result"], "additionalProperties": False,
-                "properties": {"args": {"type": "array", "items": VALUE}, "result": VALUE}},
-    "Task": {"type": "object", "required": ["description", "signature"],
-             "additionalProperties": False,
-             "properties": {"description": {"type": "string", "minLength": 1,
-                                            "maxLength": ApiLimits().description_chars},
-                            "name": NAME, "signature": SIGNATURE, "tier": TIER,
-                            "args": {"type": "array", "items": VALUE},
-                            "examples": {"type": "array", "items": _ref("Example"),
-                                         "maxItems": ApiLimits().examples},
-                            "synthesize": {"type": "boolean", "default": True},
-                            "on_ambiguity": {"type": "string", "enum": list(ON_AMBIGUITY),
-                                             "default": "ask",
-                                             "description": "ask: a 422 `ambiguous` problem "
-                                             "with distinguishing inputs when the examples fit "
-                                             "plausible functions that disagree; best: answer "
-                                             "with the best-ranked one (evidence.basis "
-                                             "\"guess\")"}}},
-    "CreateFunction": {"type": "object", "required": ["name", "description", "signature"],
-                       "properties": {"name": NAME, "description": {"type": "string"},
-                                      "signature": SIGNATURE, "tier": TIER,
-                                      "examples": {"type": "array", "items": _ref("Example")},
-                                      "wat": {"type": "string"}, "wgsl": {"type": "string"},
-                                      "synthesize": {"type": "boolean"}}},
-    "FunctionRef": {"type": "object",
-                    "required": ["name", "fingerprint", "tier", "signature", "verified"],
-                    "properties": {"name": NAME, "fingerprint": FINGERPRINT, "tier": TIER,
-                                   "signature": SIGNATURE, "verified": {"type": "boolean"}}},
-    "TaskReply": {"type": "object",
-                  "required": ["result", "function", "source", "llm_calls", "node", "elapsed_ms",
-                               "evidence"],
-                  "properties": {"result": VALUE, "function": _ref("FunctionRef"),
-                                 "source": {"type": "string", "enum": [
-                                     "cache", "search", "peer", "synthesized", "mutated"]},
-                                 "llm_calls": {"type": "integer"}, "node": {"type": "string"},
-                                 "elapsed_ms": {"type": "number"},
-                                 "evidence": _ref("Evidence")}},
-    "RunReply": {"type": "object", "required": ["result", "function", "node", "elapsed_ms"],
-                 "properties": {"result": VALUE, "function": _ref("FunctionRef"),
-                                "node": {"type": "string"}, "elapsed_ms": {"type": "number"},
-                                "evidence": _ref("Evidence")}},
-    "FunctionPage": {"type": "object", "required": ["functions", "next_cursor"],
-                     "properties": {"functions": {"type": "array",
-                                                  "items": _ref("FunctionSummary")},
-                                    "next_cursor": {"type": ["string", "null"],
-                                                    "description": "pass as `cursor` for the "
-                                                                   "next page; null on the "
-                                                                   "last"}}},
-    "FunctionSummary": {"type": "object", "properties": {
-        "name": NAME, "description": {"type": "string"}, "signature": SIGNATURE,
-        "tier_family": {"type": "string", "enum": ["scalar", "array"]},
-        "verified_variants": {"type": "integer"}, "created_at": {"type": "number"}}},
-    "Variant": {"type": "object", "properties": {
-        "fingerprint": FINGERPRINT, "tier": TIER, "generator": {"type": "string"},
-        "parents": {"type": "array", "items": FINGERPRINT}, "origin_node": {"type": "string"},
-        "created_at": {"type": "number"}, "size": {"type": "integer"},
-        "program": {"type": ["string", "null"]}, "verified": {"type": "boolean"},
-        "verdict": {"type": ["object", "null"]}, "metrics": {"type": "object"},
-        "wat": {"type": "string"}, "wgsl": {"type": ["string", "null"]}}},
-    "TestCase": {"type": "object", "properties": {
-        "id": FINGERPRINT, "args": {"type": "array", "items": VALUE}, "expected": VALUE,
-        "origin": {"type": "string"}}},
-    "FunctionDetail": {"type": "object", "properties": {
-        "name": NAME, "description": {"type": "string"}, "signature": SIGNATURE,
-        "tier_family": {"type": "string"}, "created_at": {"type": "number"},
-        "variants": {"type": "array", "items": _ref("Variant")},
-        "tests": {"type": "array", "items": _ref("TestCase")},
-        "lineage": {"type": "array", "items": {"type": "object", "properties": {
-            "child": FINGERPRINT, "parent": FINGERPRINT}}}}},
-    "Bench": {"type": "object", "properties": {
-        "iterations": {"type": "integer", "minimum": 1, "maximum": 1000000},
-        "size": {"type": "integer", "minimum": 1}, "tier": TIER}},
-    "BenchReply": {"type": "object", "properties": {
-        "iterations": {"type": "integer"}, "size": {"type": ["integer", "null"]},
-        "mean_ns": {"type": "number"}, "p50_ns": {"type": "number"},
-        "p99_ns": {"type": "number"}, "ns_per_element": {"type": "number"},
-        "function": _ref("FunctionRef")}},
-    "Mutate": {"type": "object", "properties": {
-        "description": {"type": "string", "example": "faster"}, "tier": TIER}},
-}
-
+#: the colony pages' cursor and limit (colony/_view.py: at most 500 per page)
+PAGE_PARAMS: list[dict[str, Any]] = [
+    {"name": "cursor", "in": "query", "schema": {"type": "string", "maxLength": 400},
+     "description": "next_cursor of the previous page"},
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+     "description": "items per page (default 100)"}]
 
 def openapi_document(limits: ApiLimits | None = None) -> dict[str, Any]:
     """The document; ``limits`` (the node's settings) fill in the bounds they set."""
     limits = limits or ApiLimits()
-    schemas = copy.deepcopy(SCHEMAS)
-    task = schemas["Task"]["properties"]
-    task["description"]["maxLength"] = limits.description_chars
-    task["examples"]["maxItems"] = limits.examples
-    for key in ("description", "examples"):
-        schemas["CreateFunction"]["properties"][key] = copy.deepcopy(task[key])
+    schemas = components(limits)
     paths: dict[str, Any] = {
         "/v1/tasks": {"post": {
             "summary": "Run a task: reuse a verified function or synthesize one",
@@ -219,8 +102,7 @@ def openapi_document(limits: ApiLimits | None = None) -> dict[str, Any]:
         },
         "/v1/functions/{name}/run": {"post": {
             "summary": "Run the serving variant", "parameters": [NAME_PARAM],
-            "requestBody": _body({"type": "object", "required": ["args"], "properties": {
-                "args": {"type": "array", "items": VALUE}, "tier": TIER}}),
+            "requestBody": _body(_ref("Run")),
             "responses": {"200": _ok(_ref("RunReply")), **_errors(400, 401, 404, 413, 422)}}},
         "/v1/functions/{name}/bench": {"post": {
             "summary": "Time calls of a function in the node's sandbox",
@@ -231,7 +113,7 @@ def openapi_document(limits: ApiLimits | None = None) -> dict[str, Any]:
             "parameters": [NAME_PARAM], "requestBody": _body(_ref("Mutate")),
             "security": BEARER,
             "responses": {"201": _ok(_ref("FunctionDetail"), "Created"),
-                          **_errors(400, 401, 404, 422, 503)}}},
+                          **_errors(400, 401, 404, 413, 422, 503)}}},
         "/v1/variants/{fingerprint}": {"get": {
             "summary": "The variant's portable .wasm bytes",
             "parameters": [{"name": "fingerprint", "in": "path", "required": True,
@@ -240,8 +122,32 @@ def openapi_document(limits: ApiLimits | None = None) -> dict[str, Any]:
                 "application/wasm": {"schema": {"type": "string",
                                                 "contentMediaType": "application/wasm"}}}},
                 **_errors(400, 404)}}},
-        "/v1/colony": {"get": {"summary": "This node's view of the colony",
-                               "responses": {"200": _ok({"type": "object"})}}},
+        "/v1/colony": {"get": {
+            "summary": "This node's view of the colony (a summary; its lists are paged below)",
+            "parameters": [{"name": "gpu", "in": "query", "schema": {"type": "string"},
+                            "description": "1: also describe the GPU (starts its context)"}],
+            "responses": {"200": _ok(_ref("ColonyView"))}}},
+        # served when the node runs with its colony service (colony/_http.py, colony/_view.py)
+        "/v1/colony/fitness": {"get": {
+            "summary": "Fitness per function and tier, by name (colony)",
+            "parameters": [*PAGE_PARAMS, {"name": "function", "in": "query", "schema": NAME,
+                                          "description": "only this function"}],
+            "responses": {"200": _ok(_ref("FitnessPage")), **_errors(400)}}},
+        "/v1/colony/quarantined": {"get": {
+            "summary": "Quarantined variants, by function and fingerprint (colony)",
+            "parameters": PAGE_PARAMS,
+            "responses": {"200": _ok(_ref("QuarantinedPage")), **_errors(400)}}},
+        "/v1/colony/conflicts": {"get": {
+            "summary": "Received tests held as conflicts, in arrival order (colony)",
+            "parameters": PAGE_PARAMS,
+            "responses": {"200": _ok(_ref("ConflictsPage")), **_errors(400)}}},
+        "/v1/functions/{name}/conflicts/{test_id}": {"post": {
+            "summary": "Accept or reject a received test held as a conflict (colony)",
+            "security": BEARER,
+            "parameters": [NAME_PARAM, {"name": "test_id", "in": "path", "required": True,
+                                        "schema": FINGERPRINT}],
+            "requestBody": _body(_ref("ConflictDecision")),
+            "responses": {"200": _ok({"type": "object"}), **_errors(400, 401, 404, 409)}}},
         "/health": {"get": {"summary": "Liveness", "responses": {"200": _ok({"type": "object"})}}},
         "/v1/export": {"get": {
             "summary": "The curriculum export: every verified function as NDJSON, streamed",

@@ -73,6 +73,11 @@ class NodePort(Protocol):
         """Drop a variant's compiled module and instances (quarantined: nothing stays)."""
         ...
 
+    def adopted(self, name: str, fingerprint: str) -> None:
+        """Blocking: a variant of ``name`` passed this node's check. The node records its
+        behaviour and merges functions that behave alike (one function, one name)."""
+        ...
+
     async def mutate(self, name: str, instruction: str, tier: str | None) -> tuple[str, int]:
         """The mutate tool: (fingerprint of the new variant, LLM calls)."""
         ...

@@ -1,4 +1,9 @@
-"""The records the library holds (and the colony will sync). Plain frozen dataclasses.
+"""The records the library holds (and the colony syncs). Plain frozen dataclasses.
+
+Where the library's record and the wire's are the same thing, they are one class: functions,
+variants and metric counters are protocol's ``WireFunction``, ``WireVariant`` and ``WireMetric``
+(protocol is the lower layer, pure). Tests (``TestCase``: derives its id) and verdicts (local,
+never synced) are the library's own.
 
 Owned by the store; produced by the synthesizer/verifier; read by the API.
 """
@@ -8,66 +13,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol import Signature, test_case_id
+from protocol import WireFunction, WireMetric, WireVariant, test_case_id
 
+#: A function: what it does, independent of any implementation. The wire's record
+#: (protocol ``WireFunction``): ``name`` (``[a-z_][a-z0-9_]*``, ≤ 64 chars), ``description``,
+#: ``signature`` (canonical text, e.g. ``(i32, i32) -> i32``; ``.sig`` parses it),
+#: ``tier_family`` (``scalar`` or ``array``: array functions may have simd and gpu variants),
+#: ``created_at`` (unix seconds).
+FunctionRecord = WireFunction
 
-@dataclass(frozen=True)
-class FunctionRecord:
-    """A function: what it does, independent of any implementation.
-
-    Fields:
-        name: unique name in the library (``[a-z_][a-z0-9_]*``, ≤ 64 chars).
-        description: natural-language description.
-        signature: canonical signature text, e.g. ``(i32, i32) -> i32``.
-        tier_family: ``scalar`` or ``array`` (array functions may have simd and gpu variants).
-        created_at: unix seconds.
-    """
-
-    name: str
-    description: str
-    signature: str
-    tier_family: str
-    created_at: float = 0.0
-
-    @property
-    def sig(self) -> Signature:
-        return Signature.parse(self.signature)
-
-
-@dataclass(frozen=True)
-class VariantRecord:
-    """One implementation of a function.
-
-    Fields:
-        fingerprint: ``sha256:<hex>`` of ``wasm``.
-        function: the function's name.
-        tier: scalar | simd | gpu.
-        wasm: the portable .wasm bytes (never engine-native code).
-        wat: the WAT source the bytes were assembled from.
-        wgsl: the WGSL shader (gpu tier only).
-        parents: fingerprints this variant was derived from (lineage).
-        origin_node: id of the node that created it.
-        origin_signature: the origin's ed25519 signature over fingerprint + metadata (colony issue).
-        generator: what made it (``offline``, ``llm:<model>``, ``mutation``, ``user``).
-        ir: the synthesizer's program, as text, when there is one.
-        created_at: unix seconds.
-        disambiguated_on: the origin's evidence claim (``variant_evidence``): distinguishing
-            inputs on which the program was unique among plausible candidates; 0 = none.
-    """
-
-    fingerprint: str
-    function: str
-    tier: str
-    wasm: bytes
-    wat: str
-    wgsl: str | None = None
-    parents: tuple[str, ...] = ()
-    origin_node: str = ""
-    origin_signature: bytes | None = None
-    generator: str = "offline"
-    ir: str | None = None
-    created_at: float = 0.0
-    disambiguated_on: int = 0
+#: One implementation of a function. The wire's record (protocol ``WireVariant``):
+#: ``fingerprint`` (``sha256:<hex>`` of ``wasm``), ``function``, ``tier`` (scalar | simd | gpu),
+#: ``wasm`` (portable .wasm bytes, never engine-native code), ``wat`` (the source the bytes were
+#: assembled from), ``wgsl`` (gpu tier only), ``parents`` (lineage), ``origin_node``,
+#: ``origin_signature`` (the origin's ed25519 signature over fingerprint + metadata),
+#: ``generator`` (``offline``, ``llm:<model>``, ``mutation``, ``user``), ``ir`` (the
+#: synthesizer's program, as text), ``created_at``, ``disambiguated_on`` (the origin's evidence
+#: claim: distinguishing inputs on which the program was unique; 0 = none).
+VariantRecord = WireVariant
 
 
 @dataclass(frozen=True)
@@ -130,15 +93,10 @@ class Verdict:
     at: float = 0.0
 
 
-@dataclass(frozen=True)
-class MetricCounter:
-    """Per node and variant call counters (CRDT: merged by per-origin maximum)."""
-
-    node: str
-    fingerprint: str
-    calls: int = 0
-    failures: int = 0
-    total_ns: int = 0
+#: A node's call counters of one variant (a CRDT: copies merge by per-field maximum). The wire's
+#: record (protocol ``WireMetric``): ``node``, ``fingerprint``, ``calls``, ``failures``,
+#: ``total_ns``.
+MetricCounter = WireMetric
 
 
 @dataclass(frozen=True)

@@ -96,12 +96,13 @@ class SearchResolver:
         req = ctx.req
         hits = await node.search_hits(req.description, str(req.signature), req.tier)
         for hit in hits:
-            if hit.name == req.name:
+            name = await node.canonical(hit.name)  # a merged function means its canonical one
+            if name == req.name:
                 continue  # the exact name was looked up already
             if not hit.confident:
                 ctx.candidates.append(hit.candidate())
                 continue
-            serving = await node.lookup((hit.name, str(req.signature), req.tier))
+            serving = await node.lookup((name, str(req.signature), req.tier))
             if serving is None:
                 continue
             if req.examples:
@@ -113,7 +114,10 @@ class SearchResolver:
 
 
 class PeerResolver:
-    """The colony: peers that have the function (by name or by their own search)."""
+    """The colony: peers that have the function (by name, a peer's alias of the name, or by
+    their own search). A hit under another name is checked: against the task's examples, or,
+    without examples, by this node's own search (it must be sure as well); a named task
+    without examples is found by its name or alias only."""
 
     name = "peers"
 
@@ -124,13 +128,28 @@ class PeerResolver:
         found = await node.colony.find_for_task(req)
         if found is None:
             return None
+        found = await node.canonical(found)  # merged on arrival with a local function
         serving = await node.lookup((found, str(req.signature), req.tier))
         if serving is None:
             return None
         checked = found != req.name and bool(req.examples)
         if checked and await node.failing_examples(serving, req):
             return None  # a peer's search hit that disagrees with the examples
+        if found != req.name and not req.examples and not req.name_given \
+                and not await _sure(node, req, found):
+            # no examples to check a peer's search hit with: this node's search must be sure
+            # too (a named task without examples is found by its name or a peer's alias only)
+            return None
         return Resolution(serving, "peer", examples_checked=checked)
+
+
+async def _sure(node: Node, req: TaskRequest, name: str) -> bool:
+    """Whether this node's own search, now that the peer's function is here, is confident that
+    the task's description means ``name``."""
+    for hit in await node.search_hits(req.description, str(req.signature), req.tier):
+        if hit.confident and await node.canonical(hit.name) == name:
+            return True
+    return False
 
 
 class SynthesisResolver:

@@ -115,6 +115,12 @@ class ServingCache:
             for key in [k for k in self._items if k[0] == name]:
                 del self._items[key]
 
+    def drop_variant(self, fingerprint: str) -> None:
+        """Stop serving one variant at once (it failed a test or was quarantined)."""
+        with self._lock:
+            for key in [k for k, v in self._items.items() if v.variant_fp == fingerprint]:
+                del self._items[key]
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._items)

@@ -228,28 +228,50 @@ class Library:
         is kept, and a different signature raises :class:`StoreError`. Tests are deduplicated by
         id; an already stored variant is kept as it is (content-addressed).
         """
-        sig = _check_function(fn)
-        _check_variant(variant, sig)
-        if variant.function != fn.name:
-            raise RequestError(
-                f"variant belongs to {variant.function!r}, not to {fn.name!r}"
-            )
-        rows = [_test_row(t, fn.name, sig) for t in tests]
-        _check_verdict(verdict)
-        if verdict.fingerprint != variant.fingerprint:
-            raise RequestError("the verdict is not about the variant being saved")
+        self._save_many([(fn, variant, tests, verdict)], behaviour=behaviour,
+                        disambiguated_on=disambiguated_on, basis=basis)
+
+    @writes
+    def save_many(
+        self, items: Sequence[tuple[FunctionRecord, VariantRecord, Sequence[TestCase], Verdict]],
+    ) -> int:
+        """:meth:`save_synthesized` for many (function, variant, tests, verdict) at once, in one
+        transaction (bulk loads: the scale benchmark builds a 100k library with it). All or
+        nothing; returns how many were saved."""
+        return self._save_many(items)
+
+    def _save_many(
+        self, items: Sequence[tuple[FunctionRecord, VariantRecord, Sequence[TestCase], Verdict]],
+        *, behaviour: str | None = None, disambiguated_on: int = 0, basis: str = "fits-examples",
+    ) -> int:
+        checked = []
+        for fn, variant, tests, verdict in items:
+            sig = _check_function(fn)
+            _check_variant(variant, sig)
+            if variant.function != fn.name:
+                raise RequestError(
+                    f"variant belongs to {variant.function!r}, not to {fn.name!r}"
+                )
+            rows = [_test_row(t, fn.name, sig) for t in tests]
+            _check_verdict(verdict)
+            if verdict.fingerprint != variant.fingerprint:
+                raise RequestError("the verdict is not about the variant being saved")
+            checked.append((fn, sig, variant, rows, verdict))
         with self._write() as w:
-            self._upsert_function(w, fn, sig)
-            self._insert_variant(w, variant)
-            for row in rows:
-                self._insert_test(w, row)
-            self._upsert_verdict(w, verdict)
-            if behaviour is not None:
-                w.execute("INSERT OR REPLACE INTO behaviours(fingerprint, signature, behaviour)"
-                          " VALUES (?, ?, ?)", (variant.fingerprint, str(sig), behaviour))
-            w.execute("INSERT OR REPLACE INTO variant_evidence(fingerprint, disambiguated_on,"
-                      " basis, at) VALUES (?, ?, ?, ?)",
-                      (variant.fingerprint, int(disambiguated_on), basis, verdict.at))
+            for fn, sig, variant, rows, verdict in checked:
+                self._upsert_function(w, fn, sig)
+                self._insert_variant(w, variant)
+                for row in rows:
+                    self._insert_test(w, row)
+                self._upsert_verdict(w, verdict)
+                if behaviour is not None:
+                    w.execute("INSERT OR REPLACE INTO behaviours(fingerprint, signature,"
+                              " behaviour) VALUES (?, ?, ?)",
+                              (variant.fingerprint, str(sig), behaviour))
+                w.execute("INSERT OR REPLACE INTO variant_evidence(fingerprint,"
+                          " disambiguated_on, basis, at) VALUES (?, ?, ?, ?)",
+                          (variant.fingerprint, int(disambiguated_on), basis, verdict.at))
+        return len(checked)
 
     def evidence(self, fingerprint: str) -> tuple[int, tuple[str, ...]]:
         """What backs a variant beyond its tests: (distinguishing inputs it was unique on,
@@ -388,6 +410,47 @@ class Library:
             return [str(a) for (a,) in r.execute(
                 "SELECT alias FROM aliases WHERE function = ? ORDER BY alias", (function,))]
 
+    @writes
+    def merge_into(self, merged: str, function: str) -> bool:
+        """One function, one name: the function ``merged`` (it behaves like ``function``)
+        becomes another name of ``function``. Its records stay (they are the colony's, signed
+        under its name, and its variants are ``function``'s variants under that name), but it
+        is no longer listed, its name means ``function``, and aliases of it follow; ``function``
+        itself is nobody's alias any more. False when nothing changed."""
+        if merged == function:
+            raise RequestError("a function cannot be merged into itself")
+        with self._write() as w:
+            for n in (merged, function):
+                if not _exists(w, "SELECT 1 FROM functions WHERE name = ?", n):
+                    raise NotFoundError(f"no function named {n!r}")
+            row = w.execute("SELECT function FROM aliases WHERE alias = ?", (merged,)).fetchone()
+            changed = row is None or row[0] != function
+            w.execute("INSERT INTO aliases (alias, function, at) VALUES (?, ?, ?) ON CONFLICT"
+                      " (alias) DO UPDATE SET function = excluded.function, at = excluded.at",
+                      (merged, function, time.time()))
+            w.execute("UPDATE aliases SET function = ? WHERE function = ?", (function, merged))
+            changed = changed or w.changes() > 0
+            w.execute("DELETE FROM aliases WHERE alias = ?", (function,))
+            return changed or w.changes() > 0
+
+    def merged(self, function: str) -> list[str]:
+        """The functions merged into ``function`` (:meth:`merge_into`), by name."""
+        with self._read() as r:
+            return [str(a) for (a,) in r.execute(
+                "SELECT a.alias FROM aliases a JOIN functions f ON f.name = a.alias"
+                " WHERE a.function = ? ORDER BY a.alias", (function,))]
+
+    def first_created(self, names: Sequence[str]) -> dict[str, float]:
+        """Each function's earliest variant (its origin's timestamp: the same on every node
+        that holds the same records); functions without variants are left out."""
+        if not names:
+            return {}
+        marks = ",".join("?" * len(names))
+        with self._read() as r:
+            return {str(n): float(t) for n, t in r.execute(
+                f"SELECT function, min(created_at) FROM variants WHERE function IN ({marks})"
+                " GROUP BY function", tuple(names))}
+
     def counts(self) -> tuple[int, dict[str, int]]:
         """How many functions, and variants by status (the library gauges)."""
         with self._read() as r:
@@ -404,7 +467,8 @@ class Library:
                 " (SELECT count(*) FROM variants v JOIN verdicts d"
                 "   ON d.fingerprint = v.fingerprint AND d.node = ?"
                 "   WHERE v.function = f.name AND v.status = 'active' AND d.passed)"
-                " FROM functions f ORDER BY f.name",
+                " FROM functions f WHERE f.name NOT IN (SELECT alias FROM aliases)"
+                " ORDER BY f.name",
                 (self.node_id,),
             ).fetchall()
         return [(FunctionRecord(*row[:5]), int(row[5])) for row in rows]
@@ -420,7 +484,8 @@ class Library:
                 " (SELECT count(*) FROM variants v JOIN verdicts d"
                 "   ON d.fingerprint = v.fingerprint AND d.node = ?"
                 "   WHERE v.function = f.name AND v.status = 'active' AND d.passed)"
-                " FROM functions f WHERE f.name > ? ORDER BY f.name LIMIT ?",
+                " FROM functions f WHERE f.name > ?"
+                "   AND f.name NOT IN (SELECT alias FROM aliases) ORDER BY f.name LIMIT ?",
                 (self.node_id, after or "", max(0, int(limit))),
             ).fetchall()
         return [(FunctionRecord(*row[:5]), int(row[5])) for row in rows]

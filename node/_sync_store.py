@@ -264,6 +264,10 @@ class SyncStore:
                           " created_at, origin_node) VALUES (?, ?, ?, ?, ?, ?)",
                           (rec.name, rec.description, str(Signature.parse(rec.signature)),
                            rec.tier_family, rec.created_at or time.time(), e.origin))
+                # a local alias gives way to the colony's function of that name (every node
+                # then means the same by it; one that behaves alike is merged again on its
+                # check, node/_alike.py)
+                w.execute("DELETE FROM aliases WHERE alias = ?", (rec.name,))
         elif isinstance(rec, WireVariant):
             if not _exists(w, "SELECT 1 FROM variants WHERE fingerprint = ?", rec.fingerprint):
                 w.execute(

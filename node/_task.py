@@ -8,17 +8,18 @@ array a 413.
 from __future__ import annotations
 
 import re
+import typing
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from node._bodies import NAME_RE, Task, validate_body
 from node._config import ApiLimits
 from node._errors import RequestError, TooLargeError, UnsupportedError, short_repr
 from node.synth._api import Example
 from protocol import Signature, SignatureError, Tier
 
-NAME_RE = re.compile(r"[a-z_][a-z0-9_]{0,63}")
 _STOPWORDS = frozenset({
     "a", "an", "the", "of", "two", "three", "numbers", "number", "integers", "integer", "floats",
     "float", "values", "value", "and", "to", "from", "in", "on", "for", "with", "by", "its", "it",
@@ -55,21 +56,8 @@ class TaskRequest:
     on_ambiguity: str = "ask"
 
 
-ON_AMBIGUITY = ("ask", "best")
-TASK_FIELDS = ("description", "name", "signature", "tier", "args", "examples", "synthesize",
-               "on_ambiguity")
-#: Longest signature text accepted (the longest real one is well under 100 characters).
-SIGNATURE_CHARS = 256
-
-
-def unknown_fields(body: dict[Any, Any], known: tuple[str, ...] | set[str]) -> str | None:
-    """The unknown-field error text for ``body``, listing at most 5 of them; None if none."""
-    unknown = [k for k in body if k not in known]
-    if not unknown:
-        return None
-    shown = ", ".join(short_repr(k) for k in unknown[:5])
-    more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-    return f"unknown field(s): {shown}{more}; fields are {sorted(known)}"
+ON_AMBIGUITY: tuple[str, ...] = typing.get_args(Task.model_fields["on_ambiguity"].annotation)
+TASK_FIELDS = tuple(Task.model_fields)
 
 
 def derive_name(description: str) -> str:
@@ -125,72 +113,42 @@ def coerce_args(sig: Signature, raw: Any, limits: ApiLimits, where: str = "args"
 
 
 def parse_task(body: Any, limits: ApiLimits) -> TaskRequest:
-    """Validate a decoded task body. Raises RequestError and subclasses."""
-    if not isinstance(body, dict):
-        raise RequestError("the body must be an object (JSON or msgpack map)")
-    unknown = unknown_fields(body, TASK_FIELDS)
-    if unknown:
-        raise RequestError(unknown)
+    """Validate a decoded task body. Raises RequestError and subclasses.
 
-    description = body.get("description")
-    if not isinstance(description, str) or not description.strip():
+    The body's shape (fields, types, bounds) is :class:`node._bodies.Task`'s; what a schema
+    cannot say (the signature's grammar, each value against it) is checked here.
+    """
+    task = validate_body(Task, body, limits)
+
+    description = task.description
+    if not description.strip():
         raise RequestError("'description' is required: a non-empty string")
-    if len(description) > limits.description_chars:
-        raise TooLargeError(f"'description' is longer than {limits.description_chars} characters")
-
-    sig_text = body.get("signature")
-    if not isinstance(sig_text, str):
-        raise RequestError("'signature' is required: a string like '(i32, i32) -> i32'")
-    if len(sig_text) > SIGNATURE_CHARS:
-        raise TooLargeError(f"'signature' is longer than {SIGNATURE_CHARS} characters")
     try:
-        sig = Signature.parse(sig_text)
+        sig = Signature.parse(task.signature)
     except SignatureError as exc:
         raise UnsupportedError(str(exc)) from None
 
-    tier_raw = body.get("tier")
-    if tier_raw is None:
+    if task.tier is None:
         tier: Tier = sig.default_tier
-    elif not isinstance(tier_raw, str):
-        raise RequestError("'tier' must be a string: scalar, simd or gpu")
     else:
         try:
-            tier = sig.check_tier(tier_raw)
+            tier = sig.check_tier(task.tier)
         except SignatureError as exc:
             raise UnsupportedError(str(exc)) from None
 
-    name_raw = body.get("name")
-    name_given = name_raw is not None
-    name = check_name(name_raw) if name_given else derive_name(description)
-
-    synthesize = body.get("synthesize", True)
-    if not isinstance(synthesize, bool):
-        raise RequestError("'synthesize' must be true or false")
-    on_ambiguity = body.get("on_ambiguity", "ask")
-    if on_ambiguity not in ON_AMBIGUITY:
-        raise RequestError(f"'on_ambiguity' must be \"ask\" or \"best\", not "
-                           f"{short_repr(on_ambiguity)}")
+    name_given = task.name is not None
+    name = task.name if task.name is not None else derive_name(description)
+    synthesize, on_ambiguity = task.synthesize, task.on_ambiguity
 
     args: tuple[Any, ...] | None = None
-    if "args" in body:
-        if not isinstance(body["args"], list):
-            raise RequestError("'args' must be a list of the call's arguments")
-        args = coerce_args(sig, body["args"], limits)
+    if task.args is not None:
+        args = coerce_args(sig, task.args, limits)
 
-    examples_raw = body.get("examples", [])
-    if not isinstance(examples_raw, list):
-        raise RequestError("'examples' must be a list of {\"args\": [...], \"result\": ...}")
-    if len(examples_raw) > limits.examples:
-        raise TooLargeError(f"at most {limits.examples} examples per task")
     examples: list[Example] = []
-    for i, ex in enumerate(examples_raw):
-        if not isinstance(ex, dict) or set(ex) != {"args", "result"}:
-            raise RequestError(f"examples[{i}] must be an object with exactly 'args' and 'result'")
-        if not isinstance(ex["args"], list):
-            raise RequestError(f"examples[{i}].args must be a list")
-        ex_args = coerce_args(sig, ex["args"], limits, where=f"examples[{i}].args")
+    for i, ex in enumerate(task.examples):
+        ex_args = coerce_args(sig, ex.args, limits, where=f"examples[{i}].args")
         try:
-            result = sig.coerce_result(ex["result"])
+            result = sig.coerce_result(ex.result)
         except SignatureError as exc:
             raise UnsupportedError(f"examples[{i}].result: {exc}") from None
         if sig.kind == "map":

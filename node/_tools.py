@@ -7,6 +7,7 @@ input set: behaviour changes only through new tests, which are evidence a user c
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -79,10 +80,46 @@ def challenge(node: Node, name: str, tier: str, wasm: bytes) -> dict[str, Any] |
             continue  # too slow for the probe budget on this input: no evidence either way
         if a[0] != b[0] or (a[0] == "ok" and not values_match(
                 str(sig.result), b[1], a[1], rel_tol=node.config.float_rel_tol,
-                abs_tol=node.config.float_abs_tol)):
+                abs_tol=node.config.float_abs_tol) and not _reassociated(
+                    sig, args, a[1], b[1], lambda xs: _outcome(runtime, champion, xs))):
             return {"args": [plain_result(x) for x in args], "champion": plain_result(a[1]),
                     "challenger": plain_result(b[1]), "champion_fingerprint": variant.fingerprint}
     return None
+
+
+#: f32's unit roundoff.
+_U32 = 2.0 ** -24
+
+
+def _reassociated(sig: Any, args: tuple[Any, ...], want: Any, got: Any,
+                  champion: Any) -> bool:
+    """Whether two f32 reduction results differ by no more than summation order can explain.
+
+    A sum of n terms in any order is within (n - 1) * u * sum|term| of the exact sum (u = 2^-24,
+    the classic bound for recursive summation), so two orders (a scalar loop and a 4-lane SIMD or
+    a GPU tree) are within 2 (n - 1) u sum|term| of each other. sum|term| is the champion on the
+    arrays' absolute values (exact for sums, sums of squares, dot products and scaled sums; for
+    other reductions at least the size of the result), never less than |result|. A variant that
+    drops, adds or changes a term is off by a whole term, far more than this for the sizes the
+    challenge uses. Only for f32 results of array arguments (reductions); maps stay strict."""
+    if str(sig.result) != "f32" or not sig.is_array:
+        return False
+    try:
+        g, w = float(got), float(want)
+    except (TypeError, ValueError):
+        return False
+    if not (math.isfinite(g) and math.isfinite(w)):
+        return False
+    arrays = [np.asarray(a, dtype=np.float32) for a in args if isinstance(a, (np.ndarray, list))]
+    n = max((len(a) for a in arrays), default=0)
+    if n < 2:
+        return False
+    absolute = tuple(np.abs(np.asarray(a, dtype=np.float32)) if isinstance(a, (np.ndarray, list))
+                     else a for a in args)
+    outcome = champion(absolute)
+    mags = abs(float(outcome[1])) if outcome[0] == "ok" else 0.0
+    magnitude = max(mags if math.isfinite(mags) else 0.0, abs(w))
+    return abs(g - w) <= 2 * (n - 1) * _U32 * magnitude
 
 
 def _outcome(runtime: Any, loaded: Loaded, args: tuple[Any, ...]) -> tuple[str, Any]:
@@ -162,8 +199,10 @@ async def mutate_function(node: Node, name: str, instruction: str,
     tests: list[TestCase] = list(view.tests)
     req = TaskRequest(fn.description, name, True, sig, target, None, (), True)  # type: ignore[arg-type]
     llm = next((s for s in node.synthesizers if s.name.startswith("llm:")), None)
+    oracle = _oracle(node, parent, name, sig) if serving_any is not None else None
     cands = await trio.to_thread.run_sync(
-        lambda: mutation_candidates(parent, fn, tests, instruction, target, llm=llm))
+        lambda: mutation_candidates(parent, fn, tests, instruction, target, llm=llm,
+                                    oracle=oracle))
     failures: list[str] = []
     llm_calls = 0
     for cand in cands:
@@ -179,6 +218,21 @@ async def mutate_function(node: Node, name: str, instruction: str,
         f"no mutation of {name!r} ({instruction!r}, tier {target}) passed all "
         f"{len(tests)} tests" + (f": {failures[0]}" if failures else " (no candidates)"),
         llm_calls=llm_calls)
+
+
+def _oracle(node: Node, parent: Any, name: str, sig: Any) -> Any:
+    """The serving parent as the mutation's oracle (blocking; in the probe sandbox, whose fuel
+    bounds each answer): what it returns on an input is what the function does there, so a
+    mutation may settle an ambiguity of its re-synthesis with it (``_mutate._resynthesize``)."""
+    runtime = node.runtime if parent.tier == "gpu" else node.probe_runtime
+    loaded: list[Loaded] = []
+
+    def ask(args: tuple[Any, ...]) -> Any:
+        if not loaded:
+            loaded.append(runtime.load(parent.wasm, name=name, signature=sig, tier=parent.tier))
+        return plain_result(runtime.call(loaded[0], args))
+
+    return ask
 
 
 async def _serving_for(node: Node, name: str, tier: str | None) -> Any:

@@ -2,8 +2,10 @@
 
 Every message travels in a versioned envelope (see ``protocol/_codec.py``) and is validated
 strictly on the way in; ``docs/protocol.md`` documents each type and field. The record kinds
-mirror ``node/_records.py`` field for field (same names, same types) so the node converts with
-``WireVariant(**dataclasses.asdict(rec))`` and back with ``VariantRecord(**wire.fields())``;
+``WireFunction``, ``WireVariant`` and ``WireMetric`` are also the library's records
+(``node/_records.py``: ``FunctionRecord``, ``VariantRecord``, ``MetricCounter`` are these classes):
+one type for the library and the wire. ``WireTest`` stays apart from the library's ``TestCase``,
+which derives its ``id`` when none is given (on the wire an id is checked, never filled in);
 protocol never imports node.
 """
 
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from protocol._errors import ProtocolError
+from protocol._signature import Signature
 
 #: The protocol version this code speaks. A message with another version is refused.
 PROTOCOL_VERSION = 1
@@ -86,6 +89,11 @@ class WireFunction:
     @property
     def key(self) -> str:
         return self.name
+
+    @property
+    def sig(self) -> Signature:
+        """The parsed signature (the library's ``FunctionRecord`` is this class)."""
+        return Signature.parse(self.signature)
 
     def fields(self) -> dict[str, Any]:
         return _fields(self)

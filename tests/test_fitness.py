@@ -4,6 +4,7 @@ wasmtime modules."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 from colony._fitness import regime, select
@@ -84,3 +85,26 @@ def test_harness_times_every_variant_on_the_same_inputs() -> None:
     assert (1000,) not in seen["b"] and set(seen["a"]) == set(seen["b"])
     arrays = make_inputs(["f32[]"], "gpu", [])
     assert sorted(len(x[0]) for x in arrays) == [4096, 65536]
+
+
+def test_harness_times_each_input_back_to_back() -> None:
+    """A node called with one size keeps that size's instance warm: the harness calls one input
+    repeatedly before the next (cycling array sizes call to call times instance churn)."""
+    calls: list[int] = []
+
+    def f(args: tuple[object, ...]) -> object:
+        calls.append(len(args[0]))  # type: ignore[arg-type]
+        return 0.0
+
+    inputs = make_inputs(["f32[]"], "simd", [])
+    time_variants({"a": f}, inputs, rounds=1, budget_s=0.05)
+    runs = [1]
+    for prev, cur in itertools.pairwise(calls):
+        if cur == prev:
+            runs[-1] += 1
+        else:
+            runs.append(1)
+    # the trap probe and the calibration call each input once; then each size is timed in one
+    # run of calls (a warm-up call and the batch), not interleaved with the others
+    n = len(inputs)
+    assert len(runs) == 3 * n and all(r >= 2 for r in runs[2 * n:]), runs

@@ -120,6 +120,113 @@ def test_counted_loops_become_closed_forms_equal_on_wrapping_inputs() -> None:
     assert not [q for q, why, _ in rewrites(fib) if why == "loop -> closed form"]
 
 
+def test_input_counted_power_loops_become_loop_free_and_equal() -> None:
+    """s *= 3 (or s + (s + s), the same in disguise) n times: 3**n by n's binary digits."""
+    from node.synth._ir import Env, evaluate, lvar
+
+    x, s = arg(0, "i32"), lvar(0, "i32")
+    one = const(1, "i32")
+    xs = np.array([-5, -1, 0, 1, 2, 3, 10, 20, 21, 31, 32, 33, 100, 4999, 70_001],
+                  dtype=np.int32)
+    for upd in (node("mul", s, const(3, "i32")), node("add", s, node("add", s, s)),
+                node("mul", const(-7, "i32"), s)):
+        p = ScalarProgram(("i32",), "i32", Expr("loop", "i32", loop=Loop("count", x, (one,),
+                                                                         (upd,))))
+        found = [q for q, why, exact in rewrites(p) if why == "loop -> closed form" and exact]
+        assert found, str(upd)
+        q = found[0]
+        assert isinstance(q, ScalarProgram) and all(e.loop is None for e in q.body.walk())
+        want, _ = evaluate(p.body, Env([xs], iter_limit=100_000))
+        got, _ = evaluate(q.body, Env([xs]))
+        assert np.array_equal(np.broadcast_to(want, xs.shape), np.broadcast_to(got, xs.shape)), \
+            str(upd)
+
+
+ODD_SERIES_WAT = """(module (func (export "odd_series") (param $x i32) (result i32)
+  (local $i i32) (local $acc i32)
+  (block $d (loop $l (br_if $d (i32.ge_s (local.get $i) (local.get $x)))
+    (local.set $i (i32.add (local.get $i) (i32.const 1)))
+    (local.set $acc (i32.add (local.get $acc) (i32.sub (i32.shl (local.get $i) (i32.const 1))
+                                                       (i32.const 1)))) (br $l)))
+  (local.get $acc)))"""
+
+
+def test_ambiguous_resynthesis_is_settled_by_the_serving_parent() -> None:
+    """A WAT-only parent (no IR): re-synthesis from its tests is ambiguous; asked for speed, the
+    parent answers on the distinguishing inputs and the search runs again."""
+    from node._config import SandboxLimits, SynthLimits
+    from node._records import FunctionRecord, VariantRecord
+    from node._runtime import Runtime
+    from node._wat import wat_to_wasm
+    from node.synth._mutate import mutation_candidates
+    from protocol import Signature, fingerprint
+
+    sig = Signature.parse("(i32) -> i32")
+    wasm = wat_to_wasm(ODD_SERIES_WAT)
+    parent = VariantRecord(fingerprint(wasm), "odd_series", "scalar", wasm, ODD_SERIES_WAT,
+                           generator="user")
+    fn = FunctionRecord("odd_series", "sum of the first n odd numbers", str(sig), "scalar")
+    tests = [TestCase("odd_series", str(sig), (n,), max(n, 0) ** 2)
+             for n in (1, 2, 3, 5, -2)]
+    limits = SynthLimits(timeout_s=10.0)
+    rt = Runtime(SandboxLimits())
+    loaded = rt.load(wasm, name="odd_series", signature=sig, tier="scalar")
+    asked: list[tuple[Any, ...]] = []
+
+    def oracle(args: tuple[Any, ...]) -> Any:
+        asked.append(args)
+        return rt.call(loaded, args)
+
+    cands = mutation_candidates(parent, fn, tests, "faster", "scalar", llm=None, limits=limits,
+                                oracle=oracle)
+    assert asked and cands  # the tests alone fit plausible programs that disagree: asked
+    assert "answer(s) of the parent" in str(cands[-1].stats.get("operator"))
+    best = decode_program(cands[0].program)
+    assert isinstance(best, ScalarProgram) and all(e.loop is None for e in best.body.walk())
+    from node.synth._ir import Env, evaluate
+
+    xs = np.array([-7, 0, 1, 9, 255, 1000, 46_340], dtype=np.int32)
+    got, _ = evaluate(best.body, Env([xs]))
+    assert np.broadcast_to(got, xs.shape).tolist() == [rt.call(loaded, (int(v),)) for v in xs]
+    rt.close()
+
+
+ASUM_LOOP = """(module (memory (export "memory") 1)
+  (func (export "asum") (param $in0 i32) (param $n i32) (result f32)
+  (local $i i32) (local $acc f32)
+  (block $d (loop $l (br_if $d (i32.ge_u (local.get $i) (local.get {bound})))
+    (local.set $acc (f32.add (local.get $acc)
+      (f32.load (i32.add (local.get $in0) (i32.shl (local.get $i) (i32.const 2))))))
+    (local.set $i (i32.add (local.get $i) (i32.const 1))) (br $l)))
+  (local.get $acc)))"""
+
+
+async def test_a_simd_sum_agrees_with_a_scalar_loop_within_reassociation_only(
+        client: httpx.AsyncClient) -> None:
+    """The challenge compares f32 reductions within what summation order explains (relative to
+    the sum of magnitudes): the 4-lane SIMD sum joins the loop's function; a sum that drops
+    elements past the tests' lengths does not."""
+    from node.synth import lower
+
+    asum = {"name": "asum", "description": "sum of the elements", "signature": "(f32[]) -> f32",
+            "tier": "simd", "wat": ASUM_LOOP.format(bound="$n"),
+            "examples": [{"args": [[1, 2, 3, 4]], "result": 10},
+                         {"args": [[0.5, -1, 2]], "result": 1.5}, {"args": [[]], "result": 0}]}
+    r = await client.post("/v1/functions", json=asum)
+    assert r.status_code == 201, r.text
+    simd, _ = lower(ArrayProgram("reduce", 1, arg(0, "f32"), "add"), "asum", "simd")
+    r = await client.post("/v1/functions", json={**asum, "wat": simd})
+    assert r.status_code == 201, r.text
+    # the first 16 elements only: passes the tests, off by whole terms on longer arrays
+    short = ASUM_LOOP.format(bound="$n").replace(
+        "(br_if $d (i32.ge_u (local.get $i) (local.get $n)))",
+        "(br_if $d (i32.or (i32.ge_u (local.get $i) (local.get $n))"
+        " (i32.ge_u (local.get $i) (i32.const 16))))")
+    r = await client.post("/v1/functions", json={**asum, "wat": short})
+    assert r.status_code == 422, r.text
+    assert "disagrees with the serving variant" in r.text
+
+
 def test_instruction_intents() -> None:
     assert classify("faster").speed and not classify("faster").behaviour
     assert classify("").speed

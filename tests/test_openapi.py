@@ -8,19 +8,26 @@ import httpx
 from openapi_spec_validator import validate
 
 from colony import RunningNode
+from colony._http import register_routes
 from node._app import create_app
 from node._config import NodeConfig
 from node._openapi import openapi_document
+from protocol import LIMITS
 
 
 def _routes() -> set[tuple[str, str]]:
     class _N:
         config = NodeConfig()
 
+    class _S:  # the colony routes only need the limits to be registered
+        limits = LIMITS
+
     app = create_app(_N())  # type: ignore[arg-type]
+    register_routes(app, _S())  # type: ignore[arg-type]
     out = set()
     for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
+        # the colony wire (MAC-authenticated msgpack) is docs/protocol.md's, not this API's
+        if rule.endpoint == "static" or rule.rule.startswith("/protocol/"):
             continue
         path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
         out |= {(m, path) for m in (rule.methods or set()) - {"HEAD", "OPTIONS"}}

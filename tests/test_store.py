@@ -749,3 +749,18 @@ def test_kill_at_random_moments(tmp_path: Path) -> None:
         total = len(names)
     with Library.open(path, node_id=NODE) as lib:
         assert len(lib.list_functions()) == total
+
+
+def test_save_many_is_one_all_or_nothing_transaction(lib: Library) -> None:
+    wasm = bytes(wasmtime.wat2wasm(ADD_WAT))
+    good = variant_of("add", wasm)
+    other = variant_of("add2", wasm.replace(b"add", b"ad2") if b"add" in wasm else wasm + b"")
+    bad = VariantRecord(other.fingerprint, "add2", "scalar", other.wasm, other.wat, None, (),
+                        NODE, None, "offline", None, 2000.0)
+    with pytest.raises(RequestError):  # the second item's verdict is about another variant
+        lib.save_many([(add_fn(), good, add_tests(), passed(good)),
+                       (add_fn(name="add2"), bad, [], passed(good))])
+    assert lib.get_function("add") is None  # nothing of the first item either
+    assert lib.save_many([(add_fn(), good, add_tests(), passed(good))]) == 1
+    assert lib.get_function("add") == add_fn() and lib.tests("add") == add_tests()
+    assert lib.verdict(good.fingerprint) == passed(good)

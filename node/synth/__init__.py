@@ -31,8 +31,14 @@ from typing import Any
 import numpy as np
 
 from node._config import SynthLimits
-from node._errors import AmbiguousError, ExamplesError, SynthesisError, SynthesisFailed
-from node.synth import _ambiguity, _enum, _hints, _strategies
+from node._errors import (
+    AmbiguousError,
+    ExamplesError,
+    SynthesisError,
+    SynthesisFailed,
+    UnsupportedError,
+)
+from node.synth import _ambiguity, _arrays, _enum, _hints, _strategies
 from node.synth._ambiguity import distinguishing_inputs
 from node.synth._api import Example, Progress, SynthesisRequest, Synthesized, Synthesizer
 from node.synth._ir import (
@@ -114,6 +120,11 @@ class OfflineSynthesizer:
                 f"on_ambiguity must be 'ask' or 'best', not {request.on_ambiguity!r}")
         program, stats, verdict = _synthesize(request, self.limits, timeout_s, cancelled,
                                               progress)
+        if request.tier == "gpu" and isinstance(program, ArrayProgram) and program.kind == "scan":
+            # the examples are a scan; a gpu scan needs a multi-pass shader, not built yet
+            raise UnsupportedError(
+                f"the examples are a scan ({program}); a scan has no gpu lowering yet; "
+                "use the simd tier")
         guess = bool(verdict.rivals)
         if guess and request.on_ambiguity == "ask":
             raise _ambiguous(request, verdict, stats)
@@ -133,6 +144,8 @@ def _ambiguous(request: SynthesisRequest, verdict: _ambiguity.Comparison,
         for d in verdict.distinguishing)
     n = len(verdict.rivals) + 1
     what = (f"fit {n} plausible programs that disagree elsewhere" if not verdict.unsure else
+            "fit only a case split on bit tests that so few examples cannot vouch for; it "
+            "would answer" if verdict.why == "split" else
             "fit only an unusual program, and the search ended before ruling out others; "
             "it would answer")
     return AmbiguousError(
@@ -182,6 +195,24 @@ def _synthesize(
     budget = limits.timeout_s if timeout_s is None else min(timeout_s, limits.timeout_s)
     deadline = time.monotonic() + max(0.0, budget)
     hints = _hints.parse(request.description + " " + request.name.replace("_", " "))
+    scan: ArrayProgram | None = None
+    if sig.kind == "map":
+        # f32[] -> f32[]: a scan (prefix sum, running max) is tried beside the element-wise
+        # search; examples that are not element-wise are not a contradiction unless two
+        # examples with the same input arrays expect different results.
+        pairs = [(ex.args, ex.result) for ex in request.examples]
+        conflict = _arrays.lane_conflict(pairs)
+        if conflict is not None and not _arrays.whole_example_conflict(pairs):
+            scan = _fitting_scan(request)
+            if scan is None:
+                raise SynthesisFailed(
+                    f"not element-wise: {conflict}; only maps, folds and scans are "
+                    "synthesized", searched={"scans": len(_arrays.scan_candidates(sig.arity))})
+            # no map fits (equal elements give different outputs): the scan is the answer
+            return scan, {"scan": True, "size": scan.elem.size()}, _ambiguity.compare(
+                [scan], _scan_probes(sig.arity), "f32")
+        if conflict is None:
+            scan = _fitting_scan(request)
     prob = (_scalar_problem(request, hints) if sig.kind == "scalar"
             else _array_problem(request, hints))
     margin = max(0.0, limits.ambiguity_margin)
@@ -202,14 +233,48 @@ def _synthesize(
             verdict = _check_ambiguity(request, program, cand, ranked[w + 1:], search,
                                        limits.ambiguity_pool, hints.nonneg)
             stats["competitors"] = len(verdict.rivals)
+            if scan is not None:
+                # a scan fits the examples too: where it and the map differ, ask (never guess)
+                versus = _ambiguity.compare([program, scan], _scan_probes(sig.arity), "f32")
+                if versus.rivals:
+                    stats["competitors"] += 1
+                    if not verdict.rivals:
+                        verdict = versus
             return program, stats, verdict
+    if scan is not None:
+        return scan, {"scan": True, "size": scan.elem.size()}, _ambiguity.compare(
+            [scan], _scan_probes(sig.arity), "f32")
     raise SynthesisFailed(
         f"{len(ranked)} program(s) fit the searched lanes, but none reproduces every example "
         f"(best: {_program(sig, ranked[0])})", searched=stats)
 
 
+def _fitting_scan(request: SynthesisRequest) -> ArrayProgram | None:
+    """The simplest scan that reproduces every example, or None."""
+    for cand in _arrays.scan_candidates(request.signature.arity):
+        try:
+            if _fits_all(cand, request):
+                return cand
+        except (ValueError, IndexError):
+            continue  # arrays of different lengths: the map path reports them
+    return None
+
+
+def _scan_probes(arity: int) -> list[tuple[Any, ...]]:
+    """Distinguishing inputs for a scan against a map (each argument a probe array)."""
+    arrays = _arrays.PROBE_ARRAYS
+    out: list[tuple[Any, ...]] = []
+    for i in range(len(arrays)):
+        picked = [arrays[(i + j) % len(arrays)] for j in range(arity)]
+        n = min(len(a) for a in picked)  # the arguments of one call have equal lengths
+        out.append(tuple(list(a[:n]) for a in picked))
+    return out
+
+
 #: Most competitors compared with the winner (the best-ranked ones within the margin).
 _MAX_COMPETITORS = 60
+#: Rarely intended ops in general, but the plain vocabulary of tasks over 64-bit words.
+_WORD_OPS = frozenset({"not", "shr_u"})
 
 
 def _check_ambiguity(request: SynthesisRequest, winner: Program, best: _enum.Candidate,
@@ -218,10 +283,18 @@ def _check_ambiguity(request: SynthesisRequest, winner: Program, best: _enum.Can
     """The winner against every plausible competitor (ranked within the margin, reproducing
     every example) on the distinguishing pool."""
     sig = request.signature
+    words = _ambiguity.word_examples(sig, [ex.args for ex in request.examples],
+                                     [ex.result for ex in request.examples])
+    margin = search.margin_for(best)
+    if words:
+        # The examples are 64-bit words: shifts and complements are their vocabulary, not
+        # rarely intended ops (a bit trick is what such examples ask for)
+        hinted = set().union(*search.p.hints.groups) if search.p.hints.groups else set()
+        margin -= 1.0 * len({n.op for n in best.expr.walk()} & _WORD_OPS - hinted)
     # strictly within the margin: a competitor exactly ``margin`` worse (one more op and a
     # free constant, e.g. ``max(1, e)``) is the kind of decoration a few examples always allow
-    limit = best.cost + search.margin_for(best) - 1e-9
-    if not search.complete and search.margin_for(best) > search.margin:
+    limit = best.cost + margin - 1e-9
+    if not search.complete and margin > search.margin:
         # The budget ended the search before every program within the margin was met, and
         # the winner leans on rarely intended ops: then any fitting program that computes
         # something else is a competitor, however it ranks.
@@ -249,12 +322,20 @@ def _check_ambiguity(request: SynthesisRequest, winner: Program, best: _enum.Can
         and (nonneg or any(ex[j] > 0 for ex in given))
         for j in range(len(given[0]))) if given else ()
     inputs = _ambiguity.pool(sig, given, pool_size, nonneg=nonneg_params)
+    if words:
+        # asked about where the examples come from too: random words, and each example with
+        # one bit flipped (a program that tests another bit than the winner's differs there)
+        inputs += _ambiguity.word_pool(sig, given, seen=inputs)
     result_ty = "f32" if sig.kind != "scalar" else sig.result
     verdict = _ambiguity.compare([winner, *rivals], inputs, result_ty)
-    if not verdict.rivals and limit == math.inf:
+    if not verdict.rivals and (limit == math.inf or best.extra.get("unevidenced")):
         # Nothing else fits, but the search was cut short and the winner is an unusual
-        # program: ask the user to confirm (or correct) it on a few simple inputs.
+        # program, or the winner is a case split whose tests the examples cannot vouch for
+        # (``_bitvec``: a chance split of ten examples): ask the user to confirm (or correct)
+        # it on a few simple inputs.
         verdict = _ambiguity.confirm(winner, inputs, result_ty)
+        if limit != math.inf:
+            verdict.why = "split"
     return verdict
 
 

@@ -13,6 +13,10 @@ type's extremes nearly every arithmetic formula overflows differently, and no us
 ``abs(a - b)`` "should" return when ``a - b`` does not fit in 32 bits. ``distinguishing_inputs``
 (the large set a challenger must agree with the champion on) does include the extremes.
 
+For tasks over 64-bit words (``word_examples``: most examples give an integer argument beyond 32
+bits) the pool also holds inputs like the examples (``word_pool``): seeded random words, and each
+example with one bit flipped, where programs that test or shift another bit part.
+
 Floats are compared with a looser tolerance than the verifier's (1e-3 relative and absolute):
 two formulas that are equal in exact arithmetic differ by rounding, and that is not ambiguity.
 """
@@ -42,7 +46,7 @@ from node.synth._ir import (
 )
 from protocol import Signature
 
-__all__ = ["Comparison", "compare", "distinguishing_inputs", "pool"]
+__all__ = ["Comparison", "compare", "distinguishing_inputs", "pool", "word_examples", "word_pool"]
 
 #: Edge values of the integer types, simplest first (the order is the order inputs are shown).
 EDGE_INT = (0, 1, -1, 2, 3, 5, 7, 10, 4, 8, 16, -2, 100, 6, 9, 11, 12, 13, 15, 17, 20, 25, 31,
@@ -212,6 +216,67 @@ def pool(signature: Signature, examples: Sequence[tuple[Any, ...]], n: int = 400
     return extra + rest
 
 
+#: Random words added to a word task's pool, and most single-bit flips of its examples.
+WORD_RANDOM, WORD_FLIPS = 256, 768
+
+
+def word_examples(signature: Signature, args: Sequence[Sequence[Any]],
+                  results: Sequence[Any]) -> bool:
+    """Whether a scalar integer task's examples are machine words rather than numbers: most
+    examples give some integer argument beyond 32 bits (as bit-vector problems do, random
+    64-bit words). Their results do not count: ``factorial(20)`` is big, its input is not."""
+    if signature.kind != "scalar" or signature.result not in INT_TYPES or not args:
+        return False
+    ints = [j for j, t in enumerate(signature.params) if t in INT_TYPES]
+    if not ints:
+        return False
+    big = sum(any(abs(int(a[j])) >= 1 << 31 for j in ints) for a in args)
+    return 2 * big > len(args)
+
+
+def word_pool(signature: Signature, examples: Sequence[tuple[Any, ...]],
+              seen: Sequence[tuple[Any, ...]] = ()) -> list[tuple[Any, ...]]:
+    """Inputs like a word task's examples: seeded random full-width words, and every example
+    with one bit of one integer argument flipped (where a program testing another bit, or
+    shifting by another amount, than the winner parts from it). Deterministic."""
+    params = list(signature.params)
+    rng = random.Random(0xB17)
+    known = {repr(a) for a in seen} | {repr(tuple(a)) for a in examples}
+    out: list[tuple[Any, ...]] = []
+
+    def put(a: tuple[Any, ...]) -> None:
+        key = repr(a)
+        if key not in known:
+            known.add(key)
+            out.append(a)
+
+    def word(t: str) -> Any:
+        if t not in INT_TYPES:
+            return _plain(t, rng.uniform(-10, 10))
+        bits = 64 if t == "i64" else 32
+        v = rng.getrandbits(bits)
+        return v - (1 << bits) if v >> (bits - 1) else v
+
+    for _ in range(WORD_RANDOM):
+        put(tuple(word(t) for t in params))
+    flips: list[tuple[Any, ...]] = []
+    for ex in examples:
+        for j, t in enumerate(params):
+            if t not in INT_TYPES:
+                continue
+            bits = 64 if t == "i64" else 32
+            for b in range(bits):
+                v = (int(ex[j]) ^ (1 << b)) & ((1 << bits) - 1)
+                a = list(ex)
+                a[j] = v - (1 << bits) if v >> (bits - 1) else v
+                flips.append(tuple(a))
+    if len(flips) > WORD_FLIPS:
+        flips = rng.sample(flips, WORD_FLIPS)
+    for flipped in flips:
+        put(flipped)
+    return out
+
+
 # ------------------------------------------------------------------------------- comparing
 
 @dataclass
@@ -233,6 +298,9 @@ class Comparison:
     #: no competitor was found, but the winner is not trusted either (``confirm``): the
     #: distinguishing inputs carry the winner's results only, for the user to confirm
     unsure: bool = False
+    #: why an unsure winner is not trusted: "unusual" (rare ops, search cut short) or
+    #: "split" (a case split the examples are too few to vouch for)
+    why: str = "unusual"
 
 
 def confirm(program: Program, inputs: list[tuple[Any, ...]], result_ty: str, most: int = 3
@@ -295,7 +363,8 @@ def _array_outputs(program: ArrayProgram, inputs: list[tuple[Any, ...]]) -> Outp
     with np.errstate(all="ignore"):
         for a in inputs:
             got = run_array(program, [np.asarray(x, dtype=np.float32) for x in a])
-            vals.append([float(x) for x in got] if program.kind == "map" else float(got))
+            vals.append([float(x) for x in got] if program.kind in ("map", "scan")
+                        else float(got))
     n = len(inputs)
     return Outputs(vals, np.ones(n, bool), np.zeros(n, bool))
 

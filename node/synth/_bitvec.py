@@ -9,18 +9,30 @@ bank value, which is why plain bit tricks over 64-bit words (``x >> 16``, ``x & 
   and ``and or xor add sub`` with each other or with a small constant; deduplicated by their values
   on the examples, the search's probes and extra full-width probes (so programs that merely agree
   on the examples stay distinct competitors);
+* the constants 0, 1, -1 are leaves (a branch that returns a constant is that constant);
 * every term that fits all examples is offered; otherwise terms that fit *some* examples are
   combined by a decision tree (as EUSolver's unification does): a predicate over a bank term
   (``u == 0``, ``u == 1``, ``u < 0``) sends each example to a term that fits it;
-  ``select(pred, a, b)`` and one nested level ``select(p, a, select(q, b, c))``.
+  ``select(pred, a, b)`` and, beside it, one nested level ``select(p, a, select(q, b, c))``.
+
+With ten examples some deep bit test always splits them by chance, so a split must be vouched
+for: its predicate, and each *selector* branch (a term with two to four values on random words:
+a bit test itself, which fits half its examples by chance), cost log2 of their rank among
+patterns no bigger, and the examples that test the split must outweigh those bits by
+``EVIDENCE_BITS``. A tree that fails this is offered as ``unevidenced``: a competitor of
+whatever wins (a single chance split is met by the nested split that is its rival), never
+served itself.
 
 Every fit is offered to the search's candidate pool, best few per shape, so the ranking and the
 ambiguity check afterwards see them next to the level search's programs. The work is budgeted in
-evaluated rows (deterministic); wall time is only the search's safety net.
+evaluated rows (deterministic); wall time is only the search's safety net. Rows are kept up to
+``MAX_BANK`` (their programs built only when shown); past it, bigger programs are still checked
+for fits, covers and predicates up to ``BUDGET``, only not kept to build on.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -31,12 +43,18 @@ from node.synth._enum import Search, row_keys
 from node.synth._ir import BITS, INT_TYPES, Expr
 
 #: Rows (candidate programs) evaluated at most per run: the deterministic budget.
-BUDGET = 1_500_000
+BUDGET = 6_000_000
 #: Most rows kept in the bank (memory: rows x lanes x 8 bytes).
 MAX_BANK = 400_000
 SHIFTS = (1, 2, 4, 8, 16, 32)
 #: Constants next to a term in a binary op (masks and small offsets).
 CONSTS = (0, 1, -1, 2, 3, 4, 8, 16, 255)
+#: Rows per batch of a unary op over a level (memory).
+CHUNK = 1 << 15
+#: Most distinct values on random words for a term to count as a selector (a bit test).
+SELECTOR_VALUES = 4
+#: Constants that are programs of size 1 themselves.
+LEAF_CONSTS = (0, 1, -1)
 #: Full-width random probes added to the search's lanes (high bits matter here).
 EXTRA_LANES = 16
 MAX_TERMS = 3000
@@ -65,10 +83,56 @@ def looks_bitlevel(search: Search) -> bool:
     return any(bool((np.abs(v.astype(np.float64)) >= big).any()) for v in vals)
 
 
+class _Lazy:
+    """A level's programs, built only when asked for (most rows of a bank are never shown):
+    chunks of (``make``, the batch rows kept), indexed as one sequence."""
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.chunks: list[tuple[Callable[[int], Expr], list[int]]] = []
+        self.n = 0
+        self.built: dict[int, Expr] = {}
+
+    def extend(self, make: Callable[[int], Expr], rows: list[int]) -> None:
+        self.starts.append(self.n)
+        self.chunks.append((make, rows))
+        self.n += len(rows)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> Expr:
+        e = self.built.get(i)
+        if e is None:
+            c = bisect.bisect_right(self.starts, i) - 1
+            make, rows = self.chunks[c]
+            e = make(rows[i - self.starts[c]])
+            self.built[i] = e
+        return e
+
+
+class _View:
+    """Rows ``start..`` of a :class:`_Lazy` (one batch, as ``_note`` sees it)."""
+
+    def __init__(self, lazy: _Lazy, start: int) -> None:
+        self.lazy, self.start = lazy, start
+
+    def __getitem__(self, i: int) -> Expr:
+        return self.lazy[self.start + i]
+
+
 @dataclass
 class _Level:
-    exprs: list[Expr]
+    exprs: _Lazy
     vals: np.ndarray  # (k, lanes) unsigned
+    #: batches of values still to be joined into ``vals`` (once, when the level is done)
+    parts: list[np.ndarray] = field(default_factory=list)
+
+    def seal(self) -> None:
+        if self.parts:
+            self.vals = np.concatenate([self.vals, *self.parts]) if len(self.vals) else \
+                np.concatenate(self.parts)
+            self.parts = []
 
 
 @dataclass
@@ -114,8 +178,14 @@ class BitvecSearch:
         self.seen: set[int] = set()
         self.kept = 0
         self.covers = _Best()
+        #: covers whose values on random words are a bit test's (two to four values): a
+        #: branch of such a term fits its examples half the time by chance
+        self.selector: dict[bytes, bool] = {}
+        self.sel_bits = np.zeros(0)
         self.preds = _Best()
         self.offered = 0
+        #: fitting trees whose split the examples cannot vouch for (competitors, never winners)
+        self.unevidenced: list[Expr] = []
         # case splits only over words: with small outputs a term fits some examples by chance
         # (``x & 1`` is 0 or 1 half the time), and a split of chance fits is no evidence
         self.splits = looks_bitlevel(search)
@@ -127,33 +197,41 @@ class BitvecSearch:
 
     # ------------------------------------------------------------------------------ the bank
     def _room(self, rows: int) -> bool:
-        return self.used + rows <= self.budget and self.kept < MAX_BANK
+        return self.used + rows <= self.budget
 
     def _add(self, size: int, vals: np.ndarray, make: Callable[[int], Expr]) -> None:
         self.used += len(vals)
         self.s.check_hard()
         if len(vals) == 0:
             return
+        if self.kept >= MAX_BANK:
+            # the bank is full: bigger programs are still checked (fits, covers, predicate
+            # patterns), only no longer kept to build on
+            once = _Lazy()
+            once.extend(make, list(range(len(vals))))
+            self._note(size, _View(once, 0), vals)
+            return
         keys = row_keys(vals.view(self.st).astype(np.int64), None, "i64")
         _, first = np.unique(keys, return_index=True)
         first.sort()
-        keep = [int(i) for i in first if int(keys[i]) not in self.seen]
+        seen = self.seen
+        fk = keys[first].tolist()
+        keep = [i for i, k in zip(first.tolist(), fk, strict=True) if k not in seen]
         keep = keep[: max(0, MAX_BANK - self.kept)]
         if not keep:
             return
-        self.seen.update(int(keys[i]) for i in keep)
-        idx = np.asarray(keep)
-        v = vals[idx]
-        exprs = [make(i) for i in keep]
+        seen.update(int(keys[i]) for i in keep)
+        v = vals[np.asarray(keep)]
         self.kept += len(keep)
-        old = self.levels.get(size)
-        if old is None:
-            self.levels[size] = _Level(exprs, v)
-        else:
-            self.levels[size] = _Level(old.exprs + exprs, np.concatenate([old.vals, v]))
-        self._note(size, exprs, v)
+        lv = self.levels.get(size)
+        if lv is None:
+            lv = self.levels[size] = _Level(_Lazy(), v[:0])
+        start = len(lv.exprs)
+        lv.exprs.extend(make, keep)
+        lv.parts.append(v)
+        self._note(size, _View(lv.exprs, start), v)
 
-    def _note(self, size: int, exprs: list[Expr], v: np.ndarray) -> None:
+    def _note(self, size: int, exprs: _View, v: np.ndarray) -> None:
         """Record covers (which examples a term fits) and predicate patterns; offer full fits."""
         n = self.n
         ex = v[:, :n]
@@ -165,7 +243,11 @@ class BitvecSearch:
         part = np.flatnonzero(eq.any(axis=1) & ~full)
         for i, key in _first_per_pattern(eq[part]):
             j = int(part[i])
+            new = key not in self.covers.size
             self.covers.add(key, eq[j], size, exprs[j], MAX_TERMS)
+            if new and key in self.covers.size:
+                words = v[j, -EXTRA_LANES:]
+                self.selector[key] = 1 < len(np.unique(words)) <= SELECTOR_VALUES
         sign = (ex >> self.ut(self.width - 1)).astype(bool)
         one = self.ut(1)
         for form, truth, extra in (("eqz", ex == 0, 1), ("eq1", ex == one, 2),
@@ -182,31 +264,47 @@ class BitvecSearch:
     def leaves(self) -> None:
         exprs = [_ir.arg(i, self.ty) for i in self.params]
         self._add(1, np.stack(self.args), exprs.__getitem__)
+        # constant leaves (as the ICFP bit-vector language has 0 and 1): a branch that
+        # returns a constant is a constant, not a contrived term that is 0 on its examples
+        cs = [_ir.const(c, self.ty) for c in LEAF_CONSTS]
+        rows = np.stack([np.full(self.lanes, c, dtype=np.int64).astype(self.st).view(self.ut)
+                         for c in LEAF_CONSTS])
+        self._add(1, rows, cs.__getitem__)
+        self._seal(1)
+
+    def _seal(self, s: int) -> None:
+        lv = self.levels.get(s)
+        if lv is not None:
+            lv.seal()
 
     def level(self, s: int) -> None:
-        ut = self.ut
+        """Every program of size ``s`` the budget allows (sizes below are complete)."""
+        try:
+            self._level(s)
+        finally:
+            self._seal(s)
+
+    def _level(self, s: int) -> None:
         prev = self.levels.get(s - 1)
         if prev is not None:
-            v = prev.vals
-            ops: list[tuple[str, int | None, np.ndarray]] = [("not", None, ~v),
-                                                              ("neg", None, (ut(0) - v))]
-            for k in SHIFTS:
-                if k < self.width:
-                    ops.append(("shl", k, v << ut(k)))
-                    ops.append(("shr_u", k, v >> ut(k)))
-            signed: np.ndarray = v.view(self.st)
-            for sk in (1, self.width - 1):
-                ops.append(("shr_s", sk, np.right_shift(signed, sk).view(ut)))
-            for op, by, vals in ops:
-                if not self._room(len(vals)):
-                    return
-                ex = prev.exprs
-                if by is None:
-                    self._add(s, vals, lambda i, op=op, ex=ex: _ir.node(op, ex[i]))  # type: ignore[misc]
-                else:
-                    c = _ir.const(by, self.ty)
-                    self._add(s, vals,
-                              lambda i, op=op, ex=ex, c=c: _ir.node(op, ex[i], c))  # type: ignore[misc]
+            ops: list[tuple[str, int | None]] = [("not", None), ("neg", None)]
+            ops += [(op, k) for k in SHIFTS if k < self.width for op in ("shl", "shr_u")]
+            ops += [("shr_s", 1), ("shr_s", self.width - 1)]
+            ex = prev.exprs
+            for op, by in ops:
+                # computed one op and one chunk at a time (a level has 10^5 rows and more)
+                for lo in range(0, len(prev.vals), CHUNK):
+                    v = prev.vals[lo:lo + CHUNK]
+                    if not self._room(len(v)):
+                        return
+                    vals = self._unary(op, by, v)
+                    if by is None:
+                        self._add(s, vals, lambda i, op=op, lo=lo, ex=ex:  # type: ignore[misc]
+                                  _ir.node(op, ex[lo + i]))
+                    else:
+                        c = _ir.const(by, self.ty)
+                        self._add(s, vals, lambda i, op=op, c=c, lo=lo, ex=ex:  # type: ignore[misc]
+                                  _ir.node(op, ex[lo + i], c))
         # term op constant (size s-2 term, the constant counts 1)
         lv = self.levels.get(s - 2)
         if lv is not None:
@@ -214,10 +312,10 @@ class BitvecSearch:
                 for ce, cv in self.consts:
                     if op in ("and", "or", "xor") and int(cv) in (0,):
                         continue
+                    if not self._room(len(lv.vals)):
+                        return
                     # t - c is t + (-c): only c - t is new
                     vals = cv - lv.vals if op == "sub" else _bin(op, lv.vals, cv)
-                    if not self._room(len(vals)):
-                        return
                     ex = lv.exprs
                     if op == "sub":
                         self._add(s, vals, lambda i, ex=ex, ce=ce: _ir.node("sub", ce, ex[i]))  # type: ignore[misc]
@@ -234,6 +332,19 @@ class BitvecSearch:
                 if op != "sub" and s1 > s2:
                     continue
                 self._pairs(s, op, a, b, same=(s1 == s2 and op != "sub"))
+
+    def _unary(self, op: str, by: int | None, v: np.ndarray) -> np.ndarray:
+        ut = self.ut
+        if op == "not":
+            return ~v
+        if op == "neg":
+            return ut(0) - v
+        assert by is not None
+        if op == "shl":
+            return v << ut(by)
+        if op == "shr_u":
+            return v >> ut(by)
+        return np.right_shift(v.view(self.st), by).view(ut)
 
     def _pairs(self, s: int, op: str, a: _Level, b: _Level, same: bool) -> None:
         nb = len(b.exprs)
@@ -265,6 +376,12 @@ class BitvecSearch:
         prd = np.stack([self.preds.rows[k] for k in pk]) if pk else np.zeros((0, self.n), bool)
         csz = np.asarray([self.covers.size[k][0][0] for k in ck], dtype=np.float64)
         psz = np.asarray([self.preds.size[k][0][0] for k in pk], dtype=np.float64)
+        # a selector branch was chosen among the selectors no bigger than it, as a predicate
+        # is: its choice costs log2(that rank) bits of the examples' evidence
+        sel = np.asarray([self.selector.get(k, False) for k in ck], dtype=bool)
+        ssz = np.sort(csz[sel])
+        self.sel_bits = np.where(
+            sel, np.log2(np.maximum(np.searchsorted(ssz, csz, side="right"), 1)), 0.0)
         return cov, csz, ck, prd, psz, pk
 
     def _variants(self, pkey: bytes, akey: bytes, bkey: bytes) -> list[tuple[Expr, Expr, Expr]]:
@@ -283,10 +400,10 @@ class BitvecSearch:
             return
         full = np.ones(self.n, bool)
         found = self._split(full, cov, csz, prd, psz)
-        shown: list[tuple[float, Expr]] = []
-        for total, p, a, b in found[:OFFERS]:
+        shown: list[tuple[float, Expr, bool]] = []
+        for total, p, a, b, ok in found[:OFFERS]:
             for pe, ae, be in self._variants(pk[p], ck[a], ck[b]):
-                shown.append((total, _select(pe, ae, be)))
+                shown.append((total, _select(pe, ae, be), ok))
             # other terms that fit a side's examples (with another pattern elsewhere): if they
             # disagree inside that side's domain, the split does not settle the branch
             pe0, ae0, be0 = self._variants(pk[p], ck[a], ck[b])[0]
@@ -298,31 +415,36 @@ class BitvecSearch:
                     e_alt = self.covers.size[ck[alt]][0][1]
                     tree = (_select(pe0, e_alt, be0) if on_true
                             else _select(pe0, ae0, e_alt))
-                    shown.append((total + float(csz[alt] - csz[mine]), tree))
-        if not found:
-            # one side a single term, the other a split of its own
-            bits = np.log2(np.searchsorted(psz, psz, side="right").astype(np.float64))
-            for total, p, a, side in self._nested_heads(full, cov, csz, prd, psz):
-                rest = (~prd[p]) if side == 0 else prd[p]
-                sub = self._split(rest, cov, csz, prd, psz)
-                for t2, q, b, c in sub[:3]:
-                    # both predicates were chosen: the examples must outweigh the two choices
-                    if bits[p] + bits[q] + EVIDENCE_BITS > self.n:
-                        continue
-                    for qe, be, ce in self._variants(pk[q], ck[b], ck[c]):
-                        inner = _select(qe, be, ce)
-                        for pe, ae, _ in self._variants(pk[p], ck[a], ck[a])[:3]:
-                            e = (_select(pe, ae, inner) if side == 0
-                                 else _select(pe, inner, ae))
-                            shown.append((total + t2, e))
+                    shown.append((total + float(csz[alt] - csz[mine]), tree, ok))
+        # one side a single term, the other a split of its own: tried next to the single
+        # splits too (a single split is often a chance fit, and a nested one its competitor)
+        bits = np.log2(np.searchsorted(psz, psz, side="right").astype(np.float64))
+        for total, p, a, side in self._nested_heads(full, cov, csz, prd, psz):
+            rest = (~prd[p]) if side == 0 else prd[p]
+            sub = self._split(rest, cov, csz, prd, psz)
+            for t2, q, b, c, _ in sub[:3]:
+                # both predicates were chosen: the examples must outweigh the two choices
+                chosen = self.sel_bits[a] + self.sel_bits[b] + self.sel_bits[c]
+                ok = bits[p] + bits[q] + chosen + EVIDENCE_BITS <= self.n
+                for qe, be, ce in self._variants(pk[q], ck[b], ck[c]):
+                    inner = _select(qe, be, ce)
+                    for pe, ae, _ in self._variants(pk[p], ck[a], ck[a])[:3]:
+                        e = (_select(pe, ae, inner) if side == 0
+                             else _select(pe, inner, ae))
+                        shown.append((total + t2, e, bool(ok)))
         shown.sort(key=lambda x: x[0])
-        for _, e in shown[:3 * OFFERS]:
-            self._offer(e)
+        for _, e, ok in shown[:3 * OFFERS]:
+            if ok:
+                self._offer(e)
+            else:
+                # fits, but the examples cannot vouch for its split: never served, yet a
+                # competitor of whatever is (offered when the run ends)
+                self.unevidenced.append(e)
 
     def _split(self, within: np.ndarray, cov: np.ndarray, csz: np.ndarray, prd: np.ndarray,
-               psz: np.ndarray) -> list[tuple[float, int, int, int]]:
-        """Splits of the examples ``within``: (size, predicate, term if true, term if false),
-        smallest first."""
+               psz: np.ndarray) -> list[tuple[float, int, int, int, bool]]:
+        """Splits of the examples ``within``: (size, predicate, term if true, term if false,
+        whether the examples outweigh the split's choices), smallest first."""
         t = (prd & within[None, :]).astype(np.float32)
         f = (~prd & within[None, :]).astype(np.float32)
         miss = (~cov).astype(np.float32).T  # (n, K)
@@ -337,9 +459,12 @@ class BitvecSearch:
         # examples both branches fit do not test the predicate
         both = (cov[at] & cov[af] & within[None, :]).sum(axis=1)
         tested = int(within.sum()) - both
-        good = np.flatnonzero((tot < big) & nonempty & _evidenced(psz, tested))
-        order = good[np.argsort(tot[good], kind="stable")]
-        return [(float(tot[i]), int(i), int(at[i]), int(af[i])) for i in order[:OFFERS]]
+        chosen = self.sel_bits[at] + self.sel_bits[af]
+        ev = _evidenced(psz, tested - chosen)
+        good = np.flatnonzero((tot < big) & nonempty)
+        order = good[np.lexsort((tot[good], ~ev[good]))]  # evidenced first, then by size
+        return [(float(tot[i]), int(i), int(at[i]), int(af[i]), bool(ev[i]))
+                for i in order[:OFFERS]]
 
     def _nested_heads(self, within: np.ndarray, cov: np.ndarray, csz: np.ndarray,
                       prd: np.ndarray, psz: np.ndarray) -> list[tuple[float, int, int, int]]:
@@ -352,7 +477,7 @@ class BitvecSearch:
             c = np.where(ok, csz[None, :], 1e9)
             a = c.argmin(axis=1)
             tot = psz + c[np.arange(len(prd)), a] + 1
-            ok_head = _evidenced(psz, np.full(len(prd), int(within.sum())))
+            ok_head = _evidenced(psz, int(within.sum()) - self.sel_bits[a])
             for i in np.flatnonzero((tot < 1e9) & ok_head):
                 heads.append((float(tot[i]), int(i), int(a[i]), side))
         heads.sort(key=lambda h: h[0])
@@ -362,21 +487,32 @@ class BitvecSearch:
         self.offered += 1
         self.s.offer(e, features={"bitvec"})
 
+    def _offer_unevidenced(self) -> None:
+        seen: set[str] = set()
+        for e in self.unevidenced[: 3 * OFFERS]:
+            key = _ir.show(e)
+            if key not in seen:
+                seen.add(key)
+                self.s.offer(e, features={"bitvec"}, unevidenced=True)
+
     def run(self, max_size: int = 8) -> None:
         """Levels until something fits, then one level more (a bigger plain term may rank
         better than a split, and competitors are met); case splits after every level."""
         self.leaves()
         found_at: int | None = None
-        for s in range(2, max_size + 1):
-            if not self._room(1):
-                break
-            self.level(s)
-            if s >= 3 and self.splits and not self.plain_fit:
-                self.trees()
-            if self.offered and found_at is None:
-                found_at = s
-            if found_at is not None and s > found_at:
-                break
+        try:
+            for s in range(2, max_size + 1):
+                if not self._room(1):
+                    break
+                self.level(s)
+                if s >= 3 and self.splits and not self.plain_fit:
+                    self.trees()
+                if self.offered and found_at is None:
+                    found_at = s
+                if found_at is not None and s > found_at:
+                    break
+        finally:
+            self._offer_unevidenced()
 
 
 def _evidenced(psz: np.ndarray, tested: np.ndarray) -> np.ndarray:

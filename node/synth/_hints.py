@@ -22,7 +22,16 @@ _GROUPS: tuple[tuple[str, frozenset[str]], ...] = tuple(
         (r"\b(square|squares|squared|cube|cubes|cubed)\b", "mul"),
         (r"\b(sqrt|root|hypot|hypotenuse|distance|norm|euclid)", "sqrt post_sqrt"),
         (r"\b(average|mean)\b", "post_mean div"),
-        (r"\b(factorial|fibonacci|power|pow|exponent|gcd|greatest common|iterat|digit)", "loop"),
+        (r"\b(factorial|fibonacci|tribonacci|power|pow|exponent|gcd|greatest common|iterat"
+         r"|digit|collatz|steps|sequence|n-th|nth|binomial|choose|repeated|until)", "loop"),
+        # trial division and friends: a bounded loop with a remainder test
+        (r"\b(prime|primes|primality|prime factor|smallest factor|factori[sz]|divisors?\b"
+         r"|lcm|least common)", "loop rem"),
+        (r"\b(digits?|decimal)\b", "loop div rem"),
+        (r"\b(bit length|bit-length|number of bits|bits needed|binary digits)", "loop shr_u"),
+        (r"\b(integer square root|isqrt)", "loop mul"),
+        (r"\b(modular|modpow|exponentiation|by squaring)", "loop rem mul shr_u"),
+        (r"\b(running|cumulative|prefix|scan)\b", "scan add reduce_add"),
         (r"\b(clamp|clip|saturat)", "min max"),
         (r"\bfloor\b", "floor"),
         (r"\bceil", "ceil"),
@@ -81,6 +90,16 @@ class Hints:
 
     def wants(self, feature: str) -> bool:
         return any(feature in g for g in self.groups)
+
+    def order(self, ops: tuple[str, ...]) -> tuple[str, ...]:
+        """``ops`` with the ones the description suggests first (stable: otherwise the given
+        order), so the search enumerates them first at each size, as TF-Coder weights its
+        enumeration: they represent their value class in the bank and are met before the
+        program budget runs out."""
+        if not self.groups:
+            return ops
+        hinted = set().union(*self.groups)
+        return tuple(sorted(ops, key=lambda op: op not in hinted))
 
 
 def parse(description: str) -> Hints:

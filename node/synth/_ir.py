@@ -157,7 +157,11 @@ class ScalarProgram:
 
 @dataclass(frozen=True, slots=True)
 class ArrayProgram:
-    kind: Literal["map", "reduce"]
+    """``map``: one output per element; ``reduce``: a fold to f32 (then ``post``);
+    ``scan``: out[i] = reduce_op(out[i-1], elem(x[i])), left to right (a prefix sum or
+    running max), called with the map ABI (inputs, output pointer, n)."""
+
+    kind: Literal["map", "reduce", "scan"]
     arity: int
     elem: Expr
     reduce_op: str | None = None
@@ -167,6 +171,8 @@ class ArrayProgram:
         xs = ", ".join(f"x{i}" for i in range(self.arity))
         if self.kind == "map":
             return f"map(({xs}) -> {show(self.elem)})"
+        if self.kind == "scan":
+            return f"scan_{self.reduce_op}(({xs}) -> {show(self.elem)})"
         red = f"reduce_{self.reduce_op}(({xs}) -> {show(self.elem)})"
         return red if self.post is None else f"{show(self.post)} where acc = {red}"
 
@@ -467,6 +473,18 @@ def run_scalar(p: ScalarProgram, args: list[np.ndarray]) -> tuple[Vals, Trap]:
     return np.broadcast_to(v, (_lanes(Env(args)),)), t
 
 
+def scan_values(op: str, v: np.ndarray) -> np.ndarray:
+    """Inclusive left-to-right scan in f32, in the order the lowered code computes it."""
+    v = np.asarray(v, dtype=np.float32)
+    if op == "add":
+        return np.cumsum(v, dtype=np.float32)  # sequential, like the WASM loop
+    if op == "max":
+        return np.maximum.accumulate(v)
+    if op == "min":
+        return np.minimum.accumulate(v)
+    raise ValueError(f"no scan for {op!r}")
+
+
 def run_array(p: ArrayProgram, arrays: list[np.ndarray]) -> Any:
     """Evaluate an array program on one call's arrays (float32); returns an array or a float."""
     xs = [np.asarray(a, dtype=np.float32) for a in arrays]
@@ -476,6 +494,8 @@ def run_array(p: ArrayProgram, arrays: list[np.ndarray]) -> Any:
     if p.kind == "map":
         return v
     assert p.reduce_op is not None
+    if p.kind == "scan":
+        return scan_values(p.reduce_op, v)
     acc = np.float32(REDUCE_IDENTITY[p.reduce_op])
     if n:
         acc = np.float32(_REDUCE_FN[p.reduce_op](v.astype(np.float64)))

@@ -109,7 +109,7 @@ def program_from_json(d: Any) -> Program:
             if any(t not in _TYPES for t in params) or d["result"] not in _TYPES:
                 raise IrFormatError("bad scalar program types")
             return ScalarProgram(params, d["result"], expr_from_json(d["body"]))
-        if d["kind"] in ("map", "reduce"):
+        if d["kind"] in ("map", "reduce", "scan"):
             post = None if d.get("post") is None else expr_from_json(d["post"])
             return ArrayProgram(d["kind"], int(d["arity"]), expr_from_json(d["elem"]),
                                 d.get("reduce_op"), post)

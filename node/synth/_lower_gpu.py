@@ -83,6 +83,10 @@ def wgsl_expr(e: Expr) -> str:
 def _check(p: ArrayProgram) -> None:
     if not 1 <= p.arity <= MAX_ARITY:
         raise SynthesisError(f"the gpu tier takes 1..{MAX_ARITY} input arrays, not {p.arity}")
+    if p.kind == "scan":
+        # a scan needs a multi-pass shader (block scans, then the block offsets): not built yet
+        raise SynthesisError("a scan (prefix sum, running max) has no gpu lowering yet; "
+                             "use the simd tier")
     if p.kind == "reduce" and p.reduce_op not in REDUCE_IDENTITY:
         raise SynthesisError(f"unknown reduction {p.reduce_op!r}")
     for e in p.elem.walk():

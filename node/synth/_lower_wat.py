@@ -1,7 +1,8 @@
 """Lowering of IR programs to WAT: scalar modules and SIMD (f32x4 + scalar tail) modules.
 
 Scalar: ``(func (export name) (param i32 ...) (result T))``, no imports, no memory. Loops become WAT
-``loop``s that stop after :data:`LOOP_CAP` iterations, exactly as the evaluator does.
+``loop``s: a count loop's bound is clamped to :data:`LOOP_CAP`, exactly as the evaluator does; a
+while loop still running after ``LOOP_CAP`` iterations traps (it has no right answer to give).
 
 SIMD (contract ABI): exports ``memory`` (1 page, no maximum; the host grows it) and ``name(in0_ptr,
 ..., out_ptr, n)`` for a map or ``name(in0_ptr, ..., n) -> f32`` for a reduction. The main loop
@@ -162,8 +163,10 @@ class _Func:
             self.lvar_stack.append([*states, k])
             ups = self._updates(temps, lp.updates)
             self.lvar_stack.pop()
+            # a while loop still running after LOOP_CAP iterations has no right answer to
+            # give: it traps (out of fuel) rather than return the state it reached
             head = (f"(br_if {done} ({cty_c}.eqz (local.get {states[lp.cond]}))) "
-                    f"(br_if {done} (i32.ge_u (local.get {k}) (i32.const {LOOP_CAP})))")
+                    f"(if (i32.ge_u (local.get {k}) (i32.const {LOOP_CAP})) (then unreachable))")
             step = f"(local.set {k} (i32.add (local.get {k}) (i32.const 1)))"
         copy = " ".join(f"(local.set {s} (local.get {t}))"
                         for s, t in zip(states, temps, strict=True))
@@ -216,6 +219,8 @@ def _vec(e: Expr, leaves: list[str]) -> str:
 
 def lower_simd(p: ArrayProgram, name: str) -> str:
     """A SIMD module per the contract ABI (memory export, pointers and n as i32)."""
+    if p.kind == "scan":
+        return _lower_scan(p, name)
     k = p.arity
     ins = [f"$in{j}" for j in range(k)]
     params = " ".join(f"(param {x} i32)" for x in ins)
@@ -287,3 +292,33 @@ def lower_simd(p: ArrayProgram, name: str) -> str:
             f'  (func (export "{name}") {params}{result}\n'
             f"    {' '.join(x for x in locs if x)}\n    {head}\n    {vloop}\n    {mid}\n"
             f"    {sloop}\n    {tail_end}))\n")
+
+
+_SCAN_OPS = {"add": "f32.add", "max": "f32.max", "min": "f32.min"}
+
+
+def _lower_scan(p: ArrayProgram, name: str) -> str:
+    """A scan with the map ABI: ``(in0 .. in{k-1}, out, n)``; one sequential pass,
+    ``acc = op(acc, elem(x[i])); out[i] = acc`` (the order ``run_array`` evaluates in)."""
+    op = _SCAN_OPS.get(p.reduce_op or "")
+    if op is None:
+        raise SynthesisError(f"no scan lowering for {p.reduce_op!r}")
+    k = p.arity
+    ins = [f"$in{j}" for j in range(k)]
+    floc = [f"$f{j}" for j in range(k)]
+    params = " ".join(f"(param {x} i32)" for x in ins) + " (param $out i32) (param $n i32)"
+    fn = _Func({f"arg{j}": f"(local.get {floc[j]})" for j in range(k)})
+    sexpr = fn.emit(p.elem)
+    locs = ("(local $i i32) (local $off i32) (local $acc f32) "
+            + " ".join(f"(local {f} f32)" for f in floc) + " " + fn.decls())
+    ident = REDUCE_IDENTITY[p.reduce_op or "add"]
+    load = " ".join(f"(local.set {floc[j]} (f32.load (i32.add (local.get {ins[j]}) "
+                    f"(local.get $off))))" for j in range(k))
+    loop = (f"(block $sd (loop $sl (br_if $sd (i32.ge_u (local.get $i) (local.get $n))) "
+            f"(local.set $off (i32.shl (local.get $i) (i32.const 2))) {load} "
+            f"(local.set $acc ({op} (local.get $acc) {sexpr})) "
+            f"(f32.store (i32.add (local.get $out) (local.get $off)) (local.get $acc)) "
+            f"(local.set $i (i32.add (local.get $i) (i32.const 1))) (br $sl)))")
+    return (f'(module\n  (memory (export "memory") 1)\n'
+            f'  (func (export "{name}") {params}\n    {locs}\n'
+            f"    (local.set $acc {_const(ident, 'f32')})\n    {loop}))\n")

@@ -18,7 +18,9 @@ What is tried, in order:
      ``sum(c*x)`` -> ``c*sum(x)``). Only forms cheaper than the parent (op cost model) count.
    - loop -> closed form: a one-state counted loop ``s += poly(i)`` (degree <= 2: sum 1..n,
      arithmetic series, sums of squares), ``s += c`` (repeated addition), ``s *= c`` a constant
-     number of times (naive power, by squaring) and ``s += s`` (powers of two), exact in
+     number of times (naive power, by squaring), ``s *= c`` (or ``s + (s + s)``) as often as
+     the input says (``c**n`` by n's binary digits, the powers folded in advance: O(1) for O(n),
+     whatever the cost model says) and ``s += s`` (powers of two), exact in
      wrapping integer arithmetic (the counter clamped like the IR's loop cap; /6 through the
      inverse of 3 mod 2^bits).
    - tier promotion/demotion: the same array program lowered to ``simd`` or ``gpu``. A scalar
@@ -36,7 +38,10 @@ What is tried, in order:
    instruction as a ranking hint), when behaviour must change or the parent has no IR, and
    nothing above already fits.
    Asked for speed, the re-synthesized program's cheaper exact rewrites come first (a WAT-only
-   parent written as a loop becomes its closed form).
+   parent written as a loop becomes its closed form). Asked only for speed, the serving parent
+   is the oracle (``oracle``): when the tests fit several programs that disagree elsewhere, its
+   results on the distinguishing inputs join the examples and the search runs again
+   (``_ORACLE_ROUNDS``), instead of refusing as ambiguous.
 
 "Specialize for n divisible by 4": the SIMD lowering already runs n/4 vector steps; a kernel
 without the scalar tail would be wrong for other n, so none is offered (honesty over speed).
@@ -336,6 +341,29 @@ def _poly_in_counter(f: Expr, ty: str) -> tuple[int, int, int] | None:
     return _signed(r, ty), _signed(p_, ty), _signed(f0, ty)
 
 
+def _scale_of_state(u: Expr, ty: str) -> int | None:
+    """c when the update is ``s * c`` in disguise (``s + (s + s)``, ``s << 2``, ...): it uses
+    only the state and constants and is linear in the state with no offset, checked at spread
+    points (the verifier has the last word)."""
+    if _uses(u, "arg") or _uses(u, "lvar", 1) or _traps(u) or u.loop is not None or any(
+            x.ty not in INT_TYPES for x in u.walk()) or not _uses(u, "lvar", 0):
+        return None
+    pts = [0, 1, 2, 3, -1, 7, 1000, -65_537, 1 << 20, 123_456_789]
+    dt = DTYPES[ty]
+    try:
+        v, trap = evaluate(u, Env([], [np.array(pts, dtype=dt), np.zeros(len(pts), dtype=dt)]))
+    except (ValueError, Unevaluable, OverflowError, TypeError):
+        return None
+    if trap is not None and np.any(trap):
+        return None
+    got = [int(x) for x in np.broadcast_to(np.asarray(v), (len(pts),))]
+    c = _signed(got[1], ty)
+    if _signed(got[0], ty) != 0 or any(_signed(c * x, ty) != _signed(g, ty)
+                                       for x, g in zip(pts, got, strict=True)):
+        return None
+    return c
+
+
 LOOP_CAP_POINT = 1 << 24  # the IR's LOOP_CAP: counters never pass it
 
 
@@ -361,6 +389,9 @@ def _closed_form(body: Expr) -> Expr | None:
                   const(LOOP_CAP_POINT, ty), b))
     if b.op == "const":
         m = const(min(max(int(b.value), 0), LOOP_CAP_POINT), ty)
+    scale = _scale_of_state(u, ty)
+    if scale is not None and scale != 2 and m.op != "const":
+        return _power(a, m, scale, ty)  # s *= c in disguise (s + (s + s)), input-counted
     if u.op in ("add", "sub") and len(u.kids) == 2 and s in u.kids and (
             u.op == "add" or u.kids[0] == s):
         f = u.kids[1] if u.kids[0] == s else u.kids[0]
@@ -401,7 +432,24 @@ def _closed_form(body: Expr) -> Expr | None:
             if k:
                 base = node("mul", base, base)
         return a if powered is None else node("mul", a, powered)
+    if u.op == "mul" and len(u.kids) == 2 and s in u.kids:
+        c = u.kids[1] if u.kids[0] == s else u.kids[0]
+        if c.op == "const":
+            return _power(a, m, int(c.value), ty)
     return None
+
+
+def _power(a: Expr, m: Expr, c: int, ty: str) -> Expr:
+    """a * c**m, m in [0, LOOP_CAP_POINT]: c**m by the binary digits of m, the powers
+    c**(2**k) mod 2**bits folded in advance (25 selects and multiplications, no loop)."""
+    mask = (1 << _BITS[ty]) - 1
+    out, power = a, c & mask
+    for k in range(LOOP_CAP_POINT.bit_length()):
+        if power != 1:
+            out = node("mul", out, node("select", node("and", m, const(1 << k, ty)),
+                                        const(_signed(power, ty), ty), const(1, ty)))
+        power = power * power & mask
+    return out
 
 
 def _unloop(e: Expr) -> Expr:
@@ -409,6 +457,23 @@ def _unloop(e: Expr) -> Expr:
         return e
     got = _closed_form(e)
     return e if got is None else _simplify(got, _EXACT_SR)
+
+
+def _exprs(p: Program) -> list[Expr]:
+    if isinstance(p, ScalarProgram):
+        return [p.body]
+    return [p.elem] + ([] if p.post is None else [p.post])
+
+
+def _has_loop(p: Program) -> bool:
+    return any(x.loop is not None for e in _exprs(p) for x in e.walk())
+
+
+def _input_counted(p: Program) -> bool:
+    """``p`` has a counted loop whose bound is not a constant (it runs as long as the input
+    says)."""
+    return any(x.loop is not None and x.loop.bound is not None and x.loop.bound.op != "const"
+               for e in _exprs(p) for x in e.walk())
 
 
 def rewrites(p: Program) -> list[tuple[Program, str, bool]]:
@@ -431,7 +496,10 @@ def rewrites(p: Program) -> list[tuple[Program, str, bool]]:
         if factored is not None:
             forms.append((factored, "constant factor moved out of the reduction", False))
     for q, why, exact in forms:
-        if str(q) in seen or program_cost(q) >= base:
+        # a loop whose count comes from the input replaced by a loop-free form is O(1) for
+        # O(n), whatever the cost model's 20 iterations say
+        unlooped = why == "loop -> closed form" and _input_counted(p) and not _has_loop(q)
+        if str(q) in seen or (program_cost(q) >= base and not unlooped):
             continue
         seen.add(str(q))
         out.append((q, why, exact))
@@ -622,6 +690,7 @@ class _Out:
 def mutation_candidates(
     parent: VariantRecord, function: FunctionRecord, tests: list[TestCase], instruction: str,
     tier: str, *, llm: Synthesizer | None, limits: SynthLimits | None = None,
+    oracle: Callable[[tuple[Any, ...]], Any] | None = None,
 ) -> list[Synthesized]:
     """Candidates for a mutation of ``parent`` (see the module docstring), best first.
 
@@ -680,21 +749,23 @@ def mutation_candidates(
 
     if (program is None or behaviour) and not out.items and req.examples:
         synth = OfflineSynthesizer(limits or SynthLimits())
-        try:
-            got = synth.synthesize(req, timeout_s=min(_RESYNTH_S, synth.limits.timeout_s),
-                                   cancelled=lambda: False)
-        except (SynthesisError, AmbiguousError) as exc:
-            # ambiguous: the tests fit several programs, so none is a fix the tests vouch for
-            out.notes.append(f"re-synthesis from the {len(tests)} tests failed: {exc.detail}")
-        else:
+        # asked only for speed, the parent is the oracle: its answers on inputs where plausible
+        # programs disagree are the evidence that settles an ambiguity (behaviour must not move)
+        settle = oracle if (intent.speed and not intent.behaviour and parent_fits_or_opaque(
+            program, parent_fits)) else None
+        got_or_none = _resynthesize(synth, req, settle, out, len(tests))
+        if got_or_none is not None:
+            got, req = got_or_none
             found = decode_program(got.program) if got.program else None
             if found is not None and intent.speed and not intent.behaviour:
                 # asked for speed: the re-synthesized program's cheaper forms come first
                 for q, why, exact in rewrites(found):
                     if exact and _fits(q, req):
                         out.add_program(q, f"re-synthesis, then {why}")
+            asked = got.stats.get("oracle_examples", 0)
             out.add(replace(got, generator="mutation",
-                            stats={**got.stats, "operator": "re-synthesis from the tests"}))
+                            stats={**got.stats, "operator": "re-synthesis from the tests" + (
+                                f" and {asked} answer(s) of the parent" if asked else "")}))
 
     if out.items:
         return out.items
@@ -702,6 +773,71 @@ def mutation_candidates(
         raise llm_error
     raise SynthesisFailed(_nothing(parent, program, instruction, tier, intent, out, llm,
                                    llm_error, parent_fits))
+
+
+#: Rounds of "ask the parent on the distinguishing inputs, search again" before giving up.
+_ORACLE_ROUNDS = 4
+
+
+def parent_fits_or_opaque(program: Program | None, parent_fits: bool) -> bool:
+    """The parent may answer for the function: it passes the tests (or has no IR to check with
+    here, and the node's verifier has passed it on every test it serves with)."""
+    return program is None or parent_fits
+
+
+def _resynthesize(synth: OfflineSynthesizer, req: SynthesisRequest,
+                  oracle: Callable[[tuple[Any, ...]], Any] | None, out: _Out,
+                  n_tests: int) -> tuple[Synthesized, SynthesisRequest] | None:
+    """The offline synthesizer on the tests; when they fit several programs that disagree and
+    an ``oracle`` (the serving parent) is given, its results on the distinguishing inputs join
+    the examples and the search runs again (the oracle-guided loop), up to ``_ORACLE_ROUNDS``.
+    Returns the program and the request it was found for (with the parent's answers)."""
+    asked = 0
+    budget = min(_RESYNTH_S, synth.limits.timeout_s)
+    for _ in range(_ORACLE_ROUNDS + 1):
+        try:
+            got = synth.synthesize(req, timeout_s=budget, cancelled=lambda: False)
+        except AmbiguousError as exc:
+            extra = _ask_oracle(oracle, req, exc.distinguishing) if oracle is not None else []
+            if not extra:
+                # the tests fit several programs, so none is a rewrite the tests vouch for
+                out.notes.append(f"re-synthesis from the {n_tests} tests failed: {exc.detail}")
+                return None
+            asked += len(extra)
+            req = replace(req, examples=(*req.examples, *extra))
+            continue
+        except SynthesisError as exc:
+            out.notes.append(f"re-synthesis from the {n_tests} tests failed: {exc.detail}")
+            return None
+        if asked:
+            got = replace(got, stats={**got.stats, "oracle_examples": asked})
+        return got, req
+    out.notes.append(f"re-synthesis still ambiguous after {asked} answer(s) of the parent")
+    return None
+
+
+def _ask_oracle(oracle: Callable[[tuple[Any, ...]], Any], req: SynthesisRequest,
+                distinguishing: list[dict[str, Any]]) -> list[Example]:
+    """The parent's results on the inputs where plausible programs disagree, as examples
+    (an input the parent traps on, or one already an example, is left out)."""
+    known = {repr(tuple(ex.args)) for ex in req.examples}
+    extra = []
+    for d in distinguishing:
+        try:
+            args = tuple(req.signature.coerce_args(list(d["args"])))
+        except (ValueError, TypeError, KeyError, ColonyError):
+            continue
+        if repr(args) in known:
+            continue
+        try:
+            result = oracle(args)
+        except ColonyError:
+            continue
+        if result is None:
+            continue
+        known.add(repr(args))
+        extra.append(Example(args, result))
+    return extra
 
 
 def _ask_llm(llm: Synthesizer, req: SynthesisRequest, parent: VariantRecord,
