@@ -68,25 +68,26 @@ def build_library(data_dir: Path, n: int) -> str:
     data_dir.mkdir(parents=True, exist_ok=True)
     identity = load_or_create_identity(data_dir)
     key = identity.node_key
-    wat0 = (f'(module (func (export "{_name(0)}") (param i32 i32) (result i32) '
-            'local.get 0 local.get 1 i32.add))')
-    template = wat_to_wasm(wat0)
+    def wat(i: int) -> str:
+        # a + b + i: every function behaves differently (functions that behave alike are
+        # merged into one on arrival, so copies of one body would measure merging, not a join)
+        return (f'(module (func (export "{_name(i)}") (param i32 i32) (result i32) '
+                f'local.get 0 local.get 1 i32.add i32.const {i} i32.add))')
     lib = Library.open(data_dir / "library.db", node_id=identity.node_id)
     now = time.time()
     batch: list[tuple[FunctionRecord, VariantRecord, list[TestCase], Verdict]] = []
     try:
         for i in range(n):
             name = _name(i)
-            # same code, another export name: distinct modules (fingerprints), cheap to make
-            wasm = template.replace(_name(0).encode(), name.encode())
+            wasm = wat_to_wasm(wat(i))
             fp = fingerprint(wasm)
             word = _WORDS[i % len(_WORDS)]
             fn = FunctionRecord(name, f"{word} two integers, variant {i}", SIG, "scalar", now)
             v = VariantRecord(fingerprint=fp, function=name, tier="scalar", wasm=wasm,
-                              wat=wat0.replace(_name(0), name), origin_node=identity.node_id,
+                              wat=wat(i), origin_node=identity.node_id,
                               origin_signature=key.sign_variant(fp, name, SIG, "scalar", []),
                               generator="offline", created_at=now)
-            tests = [TestCase(name, SIG, (1, 2), 3), TestCase(name, SIG, (5, 7), 12)]
+            tests = [TestCase(name, SIG, (1, 2), 3 + i), TestCase(name, SIG, (5, 7), 12 + i)]
             verdict = Verdict(fp, True, 2, 0, node=identity.node_id, at=now)
             batch.append((fn, v, tests, verdict))
             if len(batch) >= 5000:  # bulk: one transaction per 5000 functions
@@ -193,12 +194,12 @@ def _search_task_ms(c: httpx.Client, url: str, n: int) -> float:
     scores an exact name 1: confident), which still takes the whole search path."""
     times = []
     for i in range(20):
-        q = _name((i * 7919) % n)
-        task = {"description": q, "signature": SIG, "args": [40, 2], "synthesize": False}
+        k = (i * 7919) % n
+        task = {"description": _name(k), "signature": SIG, "args": [40, 2], "synthesize": False}
         t0 = time.perf_counter()
         r = c.post(f"{url}/v1/tasks", json=task)
         times.append(time.perf_counter() - t0)
-        if r.status_code != 200 or r.json().get("result") != 42:
+        if r.status_code != 200 or r.json().get("result") != 42 + k:
             raise RuntimeError(f"search task failed: {r.status_code} {r.text[:300]}")
     return round(statistics.median(times) * 1000, 2)
 
@@ -221,7 +222,7 @@ def one_size(n: int, base: Path, key_file: Path, join_timeout: float) -> dict[st
             t = time.monotonic()
             r = c.post(f"{a.url}/v1/tasks", json=task)
             out["first_task_ms"] = round((time.monotonic() - t) * 1000, 1)
-            if r.status_code != 200 or r.json().get("result") != 42:
+            if r.status_code != 200 or r.json().get("result") != 42 + n // 2:
                 raise RuntimeError(f"first task failed: {r.status_code} {r.text[:300]}")
             t = time.monotonic()
             c.post(f"{a.url}/v1/tasks", json=task)
