@@ -136,3 +136,18 @@ def test_a_scan_that_a_map_also_fits_is_asked_about() -> None:
     assert any(c in d["results"] for c, d in zip(cumsum, asked, strict=True)), asked
     best = OfflineSynthesizer().synthesize(replace(req, on_ambiguity="best"))
     assert best.guess and (best.program or "").startswith("map")
+
+
+def test_two_scans_that_fit_and_differ_are_asked_about() -> None:
+    from node._errors import AmbiguousError
+    from node.synth import Example, OfflineSynthesizer, SynthesisRequest
+    from protocol import Signature
+
+    sig = Signature.parse("(f32[]) -> f32[]")
+    # a running sum and a running max agree on these (not element-wise: 0 -> 0 and 0 -> 1)
+    exs = [([0.0, 1.0, 0.0], [0.0, 1.0, 1.0]), ([2.0, 0.0], [2.0, 2.0])]
+    req = SynthesisRequest("f", "", sig, "simd",
+                           tuple(Example(sig.coerce_args([a]), r) for a, r in exs))
+    with pytest.raises(AmbiguousError) as err:
+        OfflineSynthesizer().synthesize(req)
+    assert err.value.distinguishing

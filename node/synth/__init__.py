@@ -196,6 +196,7 @@ def _synthesize(
     deadline = time.monotonic() + max(0.0, budget)
     hints = _hints.parse(request.description + " " + request.name.replace("_", " "))
     scan: ArrayProgram | None = None
+    scans: list[ArrayProgram] = []
     if sig.kind == "map":
         # f32[] -> f32[]: a scan (prefix sum, running max) is tried beside the element-wise
         # search; examples that are not element-wise are not a contradiction unless two
@@ -203,16 +204,18 @@ def _synthesize(
         pairs = [(ex.args, ex.result) for ex in request.examples]
         conflict = _arrays.lane_conflict(pairs)
         if conflict is not None and not _arrays.whole_example_conflict(pairs):
-            scan = _fitting_scan(request)
-            if scan is None:
+            scans = _fitting_scans(request)
+            if not scans:
                 raise SynthesisFailed(
                     f"not element-wise: {conflict}; only maps, folds and scans are "
                     "synthesized", searched={"scans": len(_arrays.scan_candidates(sig.arity))})
-            # no map fits (equal elements give different outputs): the scan is the answer
-            return scan, {"scan": True, "size": scan.elem.size()}, _ambiguity.compare(
-                [scan], _scan_probes(sig.arity), "f32")
+            # no map fits (equal elements give different outputs): a scan is the answer, and
+            # where two fitting scans differ (running sum vs running max), ask
+            return scans[0], {"scan": True, "size": scans[0].elem.size()}, _ambiguity.compare(
+                scans, _scan_probes(sig.arity), "f32")
         if conflict is None:
-            scan = _fitting_scan(request)
+            scans = _fitting_scans(request)
+            scan = scans[0] if scans else None
     prob = (_scalar_problem(request, hints) if sig.kind == "scalar"
             else _array_problem(request, hints))
     margin = max(0.0, limits.ambiguity_margin)
@@ -243,21 +246,22 @@ def _synthesize(
             return program, stats, verdict
     if scan is not None:
         return scan, {"scan": True, "size": scan.elem.size()}, _ambiguity.compare(
-            [scan], _scan_probes(sig.arity), "f32")
+            scans, _scan_probes(sig.arity), "f32")
     raise SynthesisFailed(
         f"{len(ranked)} program(s) fit the searched lanes, but none reproduces every example "
         f"(best: {_program(sig, ranked[0])})", searched=stats)
 
 
-def _fitting_scan(request: SynthesisRequest) -> ArrayProgram | None:
-    """The simplest scan that reproduces every example, or None."""
+def _fitting_scans(request: SynthesisRequest) -> list[ArrayProgram]:
+    """Every scan that reproduces every example, simplest first."""
+    out = []
     for cand in _arrays.scan_candidates(request.signature.arity):
         try:
             if _fits_all(cand, request):
-                return cand
+                out.append(cand)
         except (ValueError, IndexError):
             continue  # arrays of different lengths: the map path reports them
-    return None
+    return out
 
 
 def _scan_probes(arity: int) -> list[tuple[Any, ...]]:
