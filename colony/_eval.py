@@ -62,7 +62,7 @@ def tasks_for(tier: str, quick: bool = False,
               tasks: Sequence[Task] | None = None) -> list[Task]:
     """The tasks a tier runs: scalar signatures on scalar, array signatures on simd and gpu."""
     pool = list(tasks) if tasks is not None else (SCALAR if tier == "scalar" else ARRAY)
-    pool = [t for t in pool if ("[]" in t.signature) == (tier != "scalar")]
+    pool = [t for t in pool if ("[]" in t.signature) == (tier != "scalar") and t.runs_on(tier)]
     if quick:
         pool = [t for t in pool if t.name in QUICK]
     return pool
@@ -109,7 +109,8 @@ def run_task(synth: Synthesizer, t: Task, tier: str, runtime: Runtime, verifier:
     """Synthesize one task and check it on its examples and held-back checks."""
     req, cases = _request(t, tier)
     started = time.monotonic()
-    out: dict[str, Any] = {"task": t.name, "tier": tier, "passed": False, "attempts": 0,
+    out: dict[str, Any] = {"task": t.name, "tier": tier, "shape": t.kind, "passed": False,
+                           "attempts": 0,
                            "seconds": 0.0, "error": None, "program": None}
     try:
         got = synth.synthesize(req, timeout_s=_timeout(synth, timeout_s), cancelled=lambda: False)
@@ -193,6 +194,11 @@ def run_eval(tier: str | None = None, quick: bool = False,
             result["synthesizers"][synth.name] = {
                 "tiers": {t_name: summarize([r for r in rows if r["tier"] == t_name])
                           for t_name in tiers},
+                "shapes": {t_name: {shape: summarize([r for r in rows if r["tier"] == t_name
+                                                      and r["shape"] == shape])
+                                    for shape in dict.fromkeys(
+                                        r["shape"] for r in rows if r["tier"] == t_name)}
+                           for t_name in tiers},
                 "overall": summarize(rows),
                 "tasks": rows,
             }
@@ -215,6 +221,15 @@ def to_markdown(result: dict[str, Any]) -> str:
                          f"{row['median_s']:.3f} | {row['p90_s']:.3f} |")
         fails += [f"- {name} {r['tier']} `{r['task']}`: {r['error']}"
                   for r in s["tasks"] if not r["passed"]]
+    shape_rows = [(name, tier, shape, row) for name, s in result["synthesizers"].items()
+                  for tier, shapes in s.get("shapes", {}).items()
+                  for shape, row in shapes.items()]
+    if shape_rows:
+        lines += ["", "Per shape:", "",
+                  "| synthesizer | tier | shape | tasks | passed | median s |",
+                  "|---|---|---|---:|---:|---:|"]
+        lines += [f"| {name} | {tier} | {shape} | {row['tasks']} | {row['passed']} | "
+                  f"{row['median_s']:.3f} |" for name, tier, shape, row in shape_rows]
     m = result.get("machine", {})
     lines.append("")
     lines.append(f"{'Quick subset' if result.get('quick') else 'Whole task set'}, "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -31,10 +31,26 @@ class Task:
     signature: str
     examples: tuple[tuple[tuple[Any, ...], Any], ...]
     checks: tuple[tuple[tuple[Any, ...], Any], ...]
+    #: What kind of program answers it (the eval table's rows); "" = read off the signature.
+    shape: str = ""
+    #: Array tiers the task runs on; empty = every tier its signature allows.
+    only_tiers: tuple[str, ...] = ()
 
     @property
     def tier(self) -> str:
         return "simd" if "[]" in self.signature else "scalar"
+
+    @property
+    def kind(self) -> str:
+        """The shape: ``shape`` when set, else straight-line scalar, map or reduce."""
+        if self.shape:
+            return self.shape
+        if "[]" not in self.signature:
+            return "scalar"
+        return "map" if self.signature.rstrip().endswith("f32[]") else "reduce"
+
+    def runs_on(self, tier: str) -> bool:
+        return not self.only_tiers or tier in self.only_tiers
 
 
 def task_dict(t: Task) -> dict[str, Any]:
@@ -45,14 +61,15 @@ def task_dict(t: Task) -> dict[str, Any]:
 
 
 def _mk(name: str, desc: str, sig: str, ref: Callable[..., Any], examples: list[tuple[Any, ...]],
-        gen: Callable[[random.Random], tuple[Any, ...]], n_checks: int = 12) -> Task:
+        gen: Callable[[random.Random], tuple[Any, ...]], n_checks: int = 12, *,
+        shape: str = "", only_tiers: tuple[str, ...] = ()) -> Task:
     rng = random.Random(sum(map(ord, name)))  # stable across runs (hash() is salted)
     ex = tuple((tuple(a), _norm(ref(*a))) for a in examples)
     checks = []
     for _ in range(n_checks):
         a = gen(rng)
         checks.append((tuple(a), _norm(ref(*a))))
-    return Task(name, desc, sig, ex, tuple(checks))
+    return Task(name, desc, sig, ex, tuple(checks), shape, only_tiers)
 
 
 def _norm(v: Any) -> Any:
@@ -281,6 +298,8 @@ SCALAR += [
     _mk("digit_reverse", "reverse the decimal digits of a non-negative integer", "(i32) -> i32",
         lambda n: int(str(n)[::-1]), [(0,), (12,), (123,), (450,), (7,)], ints(0, 10**6)),
 ]
+#: The loops above are their own row in the eval table.
+SCALAR[-9:] = [replace(t, shape="loop with a condition") for t in SCALAR[-9:]]
 
 
 def _sum(*a: list[float]) -> float:
@@ -368,6 +387,146 @@ ARRAY += [
     _mk("vsoftsign", "softsign of every element: x / (1 + |x|)", "(f32[]) -> f32[]",
         lambda a: _f32(a) / (1 + np.abs(_f32(a))), [([1, -2, 3, -4, 0.5, 0],), ([10, -1],)],
         arrays(1)),
+]
+
+# -- array shapes that are not element-wise
+
+def _scan(op: Callable[..., Any]) -> Callable[[list[float]], np.ndarray]:
+    def ref(a: list[float]) -> np.ndarray:
+        x = _f32(a)
+        out = np.empty_like(x)
+        acc = np.float32(0)
+        for i, v in enumerate(x):  # left to right in f32, as the lowered code computes
+            acc = v if i == 0 else np.float32(op(acc, v))
+            out[i] = acc
+        return out
+    return ref
+
+
+ARRAY += [
+    _mk("prefix_sum", "running total (cumulative sum) of the elements", "(f32[]) -> f32[]",
+        _scan(lambda a, b: a + b), [([1, 2, 3, 4],), ([5, -1, 0.5],), ([2, 2, -3, 1, 7],)],
+        arrays(1), shape="scan"),
+    _mk("running_max", "running maximum of the elements so far", "(f32[]) -> f32[]",
+        _scan(max), [([1, 3, 2, 5, 4],), ([-2, -5, 0.5, -1],), ([7, 1, 8, 2],)],
+        arrays(1), shape="scan"),
+    _mk("running_min", "running minimum of the elements so far", "(f32[]) -> f32[]",
+        _scan(min), [([5, 3, 4, 1, 2],), ([-2, -5, 0.5, -7],), ([4, 6, 2, 3],)],
+        arrays(1), shape="scan"),
+]
+
+
+
+def _shift_right(a: list[float]) -> np.ndarray:
+    x = _f32(a)
+    return np.concatenate([np.zeros(1, np.float32), x[:-1]]) if len(x) else x
+
+
+def _diff(a: list[float]) -> np.ndarray:
+    x = _f32(a)
+    return np.concatenate([x[:1], x[1:] - x[:-1]])
+
+
+def _moving_mean3(a: list[float]) -> np.ndarray:
+    x = _f32(a).astype(np.float64)
+    return np.array([x[max(0, i - 2):i + 1].mean() for i in range(len(x))], np.float32)
+
+
+def _zscore(a: list[float]) -> np.ndarray:
+    x = _f32(a).astype(np.float64)
+    return ((x - x.mean()) / x.std()).astype(np.float32)
+
+
+def _softmax(a: list[float]) -> np.ndarray:
+    x = _f32(a).astype(np.float64)
+    e = np.exp(x - x.max())
+    return (e / e.sum()).astype(np.float32)
+
+
+def _varied(k: int = 1, lo: float = -10, hi: float = 10, n_min: int = 2
+            ) -> Callable[[random.Random], tuple[list[float], ...]]:
+    """Arrays of at least ``n_min`` elements that are not all equal (a z-score needs spread)."""
+    def gen(r: random.Random) -> tuple[list[float], ...]:
+        n = r.randint(n_min, 40)
+        return tuple([round(r.uniform(lo, hi), 3) for _ in range(n)] for _ in range(k))
+    return gen
+
+
+def _argmax(a: list[float]) -> int:
+    return int(np.argmax(_f32(a))) if len(a) else -1
+
+
+def _argmin(a: list[float]) -> int:
+    return int(np.argmin(_f32(a))) if len(a) else -1
+
+
+def _poly(c: list[float], x: float) -> float:
+    acc = np.float32(0)
+    for v in _f32(c):  # Horner, highest power first, in f32 as the lowered code computes
+        acc = np.float32(acc * np.float32(x) + v)
+    return float(acc)
+
+
+def _scalar_and_array(lo: float, hi: float) -> Callable[[random.Random], tuple[Any, ...]]:
+    def gen(r: random.Random) -> tuple[Any, ...]:
+        n = r.randint(1, 12)
+        return ([round(r.uniform(-3, 3), 2) for _ in range(n)], round(r.uniform(lo, hi), 2))
+    return gen
+
+
+def _clamp_gen(r: random.Random) -> tuple[Any, ...]:
+    n = r.randint(0, 40)
+    lo = round(r.uniform(-5, 0), 2)
+    return ([round(r.uniform(-10, 10), 3) for _ in range(n)], lo, round(lo + r.uniform(0, 6), 2))
+
+
+ARRAY += [
+    # index-aware (the output element reads other positions)
+    _mk("reverse", "reverse the array", "(f32[]) -> f32[]", lambda a: _f32(a)[::-1],
+        [([1, 2, 5],), ([2, 1, 4, 4],), ([3, 1],)], arrays(1), shape="index"),
+    _mk("shift_right", "shift right by one, filling with zero", "(f32[]) -> f32[]",
+        _shift_right, [([1, 2, 5],), ([2, 1, 4, 4],), ([3, 1],)], arrays(1), shape="index"),
+    _mk("differences", "successive differences of the elements", "(f32[]) -> f32[]", _diff,
+        [([1, 2, 5],), ([2, 1, 4, 4],), ([3, 1],)], arrays(1), shape="index"),
+    _mk("moving_mean3", "moving average of the last 3 elements", "(f32[]) -> f32[]",
+        _moving_mean3, [([1, 2, 5],), ([2, 1, 4, 4],), ([3, 1, 7, -2, 0.5],)], arrays(1),
+        shape="index"),
+    # two passes: a statistic of the whole array, then a map or a reduction with it
+    _mk("variance", "population variance of the elements", "(f32[]) -> f32",
+        lambda a: float(np.var(_f32(a).astype(np.float64))),
+        [([1, 2, 5],), ([2, 1, 4, 4],), ([3, 1],)], _varied(), shape="two-pass",
+        only_tiers=("simd",)),
+    _mk("zscore", "z-score normalise the elements", "(f32[]) -> f32[]", _zscore,
+        [([1, 2, 5],), ([2, 1, 4, 4],), ([3, 1, 7, -2],)], _varied(), shape="two-pass",
+        only_tiers=("simd",)),
+    _mk("softmax", "softmax of the elements", "(f32[]) -> f32[]", _softmax,
+        [([1, 2, 5],), ([2, 1, 4, 4],), ([3, 1, 0.5, -2],)], arrays(1, -5, 5),
+        shape="two-pass", only_tiers=("simd",)),
+    # scalars beside arrays, and i32 results
+    _mk("clamp_between", "clamp every element between lo and hi", "(f32[], f32, f32) -> f32[]",
+        lambda a, lo, hi: np.clip(_f32(a), np.float32(lo), np.float32(hi)),
+        [([-3, 0.5, 2, 7], 0, 5), ([1, -1, 4], -0.5, 2), ([10, -10, 3, 0], -2, 6),
+         ([0.25, 9], 1, 1.5)], _clamp_gen, shape="scalars beside arrays"),
+    _mk("scale_by", "multiply every element by s", "(f32[], f32) -> f32[]",
+        lambda a, s: _f32(a) * np.float32(s), [([1, 2, -3], 2), ([0.5, 4], -1.5), ([7], 0.25)],
+        _scalar_and_array(-4, 4), shape="scalars beside arrays"),
+    _mk("polynomial", "evaluate the polynomial with coefficients c at x", "(f32[], f32) -> f32",
+        _poly, [([1, 2, 3], 2), ([2, -1], 3), ([1, 0, 0, 1], -1), ([4], 7), ([0.5, 1, -2], 0.5)],
+        _scalar_and_array(-2, 2), shape="scalars beside arrays"),
+    _mk("argmax", "index of the largest element", "(f32[]) -> i32", _argmax,
+        [([1, 7, 3],), ([-2, -5, -1, -9],), ([4, 2, 8, 8, 1],), ([0.5],)], _varied(n_min=1),
+        shape="array to i32"),
+    _mk("argmin", "index of the smallest element", "(f32[]) -> i32", _argmin,
+        [([1, 7, 3],), ([-2, -5, -1, -9],), ([4, 2, 8, 0, 1],), ([0.5],)], _varied(n_min=1),
+        shape="array to i32"),
+    _mk("count_pos_i32", "count the positive elements", "(f32[]) -> i32",
+        lambda a: int(np.sum(_f32(a) > 0)),
+        [([1, -7, 3],), ([-2, -5, -1, -9],), ([4, 2, 8, 0, 1],), ([0.5],)], arrays(1),
+        shape="array to i32"),
+    _mk("count_above", "count the elements greater than t", "(f32[], f32) -> i32",
+        lambda a, t: int(np.sum(_f32(a) > np.float32(t))),
+        [([1, -7, 3], 0), ([-2, -5, -1, -9], -3), ([4, 2, 8, 0, 1], 2), ([0.5, 3], 5)],
+        _scalar_and_array(-3, 3), shape="array to i32"),
 ]
 
 TASKS: list[Task] = SCALAR + ARRAY

@@ -13,7 +13,10 @@ restored from the library's log at start, and mirrors both ways:
 The immune check (``check_function``) runs every variant that has no up-to-date local verdict
 through the signature check and the function's whole local test union in the sandbox (worker
 threads, never the trio loop); failures are quarantined, kept and never served. A variant that
-served and now fails a received test stops serving and is scheduled for mutation.
+served and now fails a received test stops serving and is scheduled for mutation. A check costs
+its function's own reads and tests, never a scan of the library; checks run in a bounded pool
+(``immune_workers``) in order of arrival, and a task for a function still waiting is checked at
+once, ahead of the backlog (a fresh peer joining a big colony serves what is asked first).
 
 Selection (``colony/_fitness.py``) runs every ``selection_interval_s``: one champion per function
 and tier serves, dominated challengers retire, hot or failing champions go on the mutation
@@ -23,7 +26,6 @@ schedule (``mutator`` is the hook the synthesizer's mutation operators plug into
 from __future__ import annotations
 
 import logging
-import math
 import random
 import re
 from collections import Counter, defaultdict
@@ -90,6 +92,7 @@ _BUSY_ROUNDS = 100  # back-to-back rounds while catching up, before a normal pau
 MUTATION_BACKOFF_S = 300.0
 MUTATION_BACKOFF_MAX_S = 86_400.0
 _REGIME_WINDOW = 200  # recent task outcomes the regime looks at
+_VIEW_SHARE = 10  # the view waits this many times its rebuild before the next one
 
 
 class _Miss:
@@ -157,10 +160,12 @@ class ColonyService:
         self._pushed_head = 0  # own entries up to this seq were pushed (or existed at start)
         self._local_lock = trio.Lock()
         self._persist_lock = trio.Lock()
-        # The immune check: functions to check, in order of demand (each queued once), worked
-        # off by a bounded pool; one check per function at a time.
-        self._checks_send, self._checks_recv = trio.open_memory_channel[str](math.inf)
-        self._queued: set[str] = set()
+        # The immune check: functions to check (each queued once, in order of arrival), worked
+        # off by a bounded pool of ``immune_workers``; a task for a queued function checks it
+        # at once, ahead of the backlog (``check_waiting``). One check per function at a
+        # time. Workers with nothing to check wait on an event: an idle node does nothing.
+        self._check_queue: dict[str, None] = {}
+        self._check_ready = trio.Event()
         self._function_locks: dict[str, trio.Lock] = {}
         self._view_dirty = trio.Event()
         self._selection_stamp: tuple[Any, ...] | None = None
@@ -642,21 +647,41 @@ class ColonyService:
             self._queue_check(fn)
 
     def _queue_check(self, name: str) -> None:
-        if name not in self._queued:
-            self._queued.add(name)
-            self._checks_send.send_nowait(name)
+        if name not in self._check_queue:
+            self._check_queue[name] = None
+            self._check_ready.set()
 
     async def _immune_worker(self) -> None:
-        """One of ``immune_workers``: checks queued functions, oldest demand first; waits (idle)
-        when there is nothing to check."""
-        async for name in self._checks_recv:
-            self._queued.discard(name)
+        """One of ``immune_workers``: checks queued functions in order of arrival (a task's
+        demand takes one out of turn: ``check_waiting``); waits (idle) when there is nothing
+        to check."""
+        while True:
+            while not self._check_queue:
+                if self._check_ready.is_set():  # the workers share one event: renew it once
+                    self._check_ready = trio.Event()
+                await self._check_ready.wait()
+            name = next(iter(self._check_queue))
+            del self._check_queue[name]
             try:
                 await self.check_function(name)
             except ColonyError as exc:
                 log.warning("immune check of %s failed: %s", name, exc.detail)
             except Exception:  # a bug in one check must not stop the node's immune system
                 log.exception("immune check of %s failed", name)
+
+    async def check_waiting(self, name: str) -> bool:
+        """A task asks for ``name`` (the library resolver, before anything else): when its
+        received variants wait in the check queue, check them now (the task waits for its own
+        function's tests, not for the backlog before it). True when it was checked here."""
+        if not self._check_queue:
+            return False
+        name = await trio.to_thread.run_sync(self.node.library.canonical_name, name)
+        if name not in self._check_queue:
+            return False
+        del self._check_queue[name]
+        self.stats["checked_on_demand"] += 1
+        await self.check_function(name)
+        return True
 
     async def check_function(self, name: str) -> None:
         """Bring every active variant of ``name`` to an up-to-date local verdict, and decide the
@@ -864,12 +889,17 @@ class ColonyService:
     # ------------------------------------------------------------------ selection
 
     async def _selection_loop(self) -> None:
+        took = 0.0
         while True:
-            await trio.sleep(self.settings.selection_interval_s)
+            # A pass over a big library that changes all the time (a join) takes a while: it
+            # gets at most a tenth of the time, like the view.
+            await trio.sleep(max(self.settings.selection_interval_s, _VIEW_SHARE * took))
+            started = trio.current_time()
             try:
                 await self.select_once()
             except ColonyError as exc:
                 log.warning("selection failed: %s", exc.detail)
+            took = trio.current_time() - started
 
     async def select_once(self) -> None:
         """One selection pass over every function (champions, retirement, mutation schedule);
@@ -908,8 +938,10 @@ class ColonyService:
                 if champ.status == "retired":  # the colony crowned it: it serves here too
                     changed |= await trio.to_thread.run_sync(
                         self.store.judge, champ.fingerprint, None, "active", None)
-                changed |= await trio.to_thread.run_sync(
-                    self.store.set_champion, fn, tier, d.champion, d.scores[d.champion].fitness)
+                if not champ.champion:  # a write only for a new champion, not per function
+                    changed |= await trio.to_thread.run_sync(
+                        self.store.set_champion, fn, tier, d.champion,
+                        d.scores[d.champion].fitness)
             for fp in d.retire:
                 if any(s.fingerprint == fp and s.status == "active" for s in group):
                     self.node.events.emit("variant.retired", function=fn, tier=tier,
@@ -919,7 +951,8 @@ class ColonyService:
                     self.store.judge, fp, None, "retired",
                     f"dominated in timing run {timing.run if timing else '?'}"
                     f" (champion {d.champion})")
-            key = await self._mutation_key(fn, counts.get(fn, 0))
+            # one read per function that has something to mutate, not per function
+            key = await self._mutation_key(fn, counts.get(fn, 0)) if d.mutate else ()
             for fp, reason in d.mutate:
                 if explore and reason.startswith("hot"):
                     continue  # exploring: background time goes to what fails, not to speed
@@ -1066,15 +1099,17 @@ class ColonyService:
 
     async def _view_loop(self) -> None:
         """Rebuild the cached ``GET /v1/colony`` view when checks changed something, at most
-        once a second (the view reads the whole library; a check never does)."""
+        once a second, and at most a tenth of the time (the view reads the whole library, a
+        check never does: during a join of a big library the checks change it all the time)."""
         while True:
             await self._view_dirty.wait()
             self._view_dirty = trio.Event()
+            started = trio.current_time()
             try:
                 await self._refresh_view()
             except ColonyError as exc:
                 log.warning("colony view refresh failed: %s", exc.detail)
-            await trio.sleep(1.0)
+            await trio.sleep(max(1.0, _VIEW_SHARE * (trio.current_time() - started)))
 
     async def _refresh_view(self) -> None:
         states = await trio.to_thread.run_sync(self.store.variant_states, None)

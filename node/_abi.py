@@ -3,7 +3,10 @@
 - scalar: exports the function ``name`` with exactly the signature's WASM types; no imports.
 - simd: exports ``memory`` (32-bit, not shared) and ``name``; a map/zip takes
   ``(in0_ptr, ..., in{k-1}_ptr, out_ptr, n)`` (all i32) and returns nothing, a reduction takes
-  ``(in0_ptr, ..., in{k-1}_ptr, n)`` (all i32) and returns f32; no imports.
+  ``(in0_ptr, ..., in{k-1}_ptr, n)`` (all i32) and returns f32; no imports. A scalar parameter
+  beside the arrays is passed as its own WASM value (i32 or f32) in its position, so
+  ``(f32[], f32, f32) -> f32[]`` is ``(in0_ptr, lo, hi, out_ptr, n)`` with lo, hi f32; an i32
+  result (an index, a count) is the function's i32 result.
 - gpu: the same exports and shape as simd, and imports only from the host module ``gpu``.
 
 Also here: how scalar values travel through wasmtime's ``ValRaw`` array (16 bytes per slot), how
@@ -57,10 +60,12 @@ def required_shape(signature: Signature, tier: str) -> Shape:
     """The exported function's WASM type for ``signature`` on ``tier``."""
     if tier == "scalar":
         return Shape(tuple(signature.params), (signature.result,))
-    k = signature.arity
+    # arrays as i32 pointers, scalars as themselves, each in its position; all-array
+    # signatures get exactly the older shape (all i32, then out_ptr, n)
+    params = tuple("i32" if t == "f32[]" else t for t in signature.params)
     if signature.kind == "map":
-        return Shape(("i32",) * (k + 2), ())
-    return Shape(("i32",) * (k + 1), ("f32",))
+        return Shape((*params, "i32", "i32"), ())
+    return Shape((*params, "i32"), (signature.result,))
 
 
 def check_tier(signature: Signature, tier: str) -> None:
@@ -242,6 +247,50 @@ def as_f32(value: Any, i: int) -> np.ndarray:
     if arr.ndim != 1:
         raise UnsupportedError(f"argument {i}: expected a one-dimensional array, got {arr.ndim}-d")
     return arr
+
+
+def split_array_args(signature: Signature, args: Any) -> tuple[list[np.ndarray], list[int | float]]:
+    """An array call's arguments: its arrays as f32 (equal lengths checked) and its scalars
+    normalised to their WASM types, each list in signature order."""
+    if not isinstance(args, (tuple, list)) or len(args) != signature.arity:
+        raise UnsupportedError(f"{signature} takes {signature.arity} argument(s)")
+    arrays, scalars = [], []
+    for i, (t, a) in enumerate(zip(signature.params, args, strict=True)):
+        if t == "f32[]":
+            if isinstance(a, (int, float)) or a is None:
+                raise UnsupportedError(f"argument {i}: expected an array of f32, got {a!r}")
+            arrays.append(as_f32(a, i))
+        else:
+            if isinstance(a, (list, tuple, np.ndarray)):
+                raise UnsupportedError(f"argument {i}: expected a number ({t}), got an array")
+            scalars.append(_normalise(t, a, i))
+    n = arrays[0].shape[0]
+    if any(a.shape[0] != n for a in arrays):
+        raise UnsupportedError(
+            f"array arguments must have equal length, got {sorted({len(a) for a in arrays})}")
+    return arrays, scalars
+
+
+def array_call_values(signature: Signature, ptrs: list[int], scalars: list[int | float],
+                      out_ptr: int | None, n: int) -> list[int | float]:
+    """The exported function's arguments in ABI order: each parameter in its position (arrays
+    as their pointers), then ``out_ptr`` (maps) and ``n``."""
+    it_p, it_s = iter(ptrs), iter(scalars)
+    vals = [next(it_p) if t == "f32[]" else next(it_s) for t in signature.params]
+    if out_ptr is not None:
+        vals.append(out_ptr)
+    vals.append(n)
+    return vals
+
+
+def array_call_struct(signature: Signature) -> tuple[struct.Struct, struct.Struct]:
+    """ValRaw packers for an array call's arguments (:func:`array_call_values`) and result."""
+    codes = ["I" if t == "f32[]" else _CODES[t] for t in signature.params]
+    codes += ["I"] * (2 if signature.kind == "map" else 1)
+    # every value here is 4 bytes wide (pointers, n, i32 and f32 scalars)
+    fmt = "<" + "".join(f"{c}{VALRAW_BYTES - 4}x" for c in codes)
+    res = "<i" if signature.result == "i32" else "<f"
+    return struct.Struct(fmt), struct.Struct(res)
 
 
 def f32_view(addr: int, nbytes: int) -> np.ndarray:

@@ -177,17 +177,29 @@ def wire_result(doc: dict[str, Any]) -> dict[str, Any]:
     """A task or run reply ready for the wire: with msgpack, an ``f32[]`` result is always raw
     little-endian float32 bytes (from a numpy result without a Python loop; a list, once, in
     C); with JSON, a list of numbers."""
+    if not _wants_msgpack():
+        return doc
     result = doc.get("result")
     sig = str((doc.get("function") or {}).get("signature", ""))
-    if _wants_msgpack() and sig.replace(" ", "").endswith("->f32[]") and \
-            isinstance(result, (list, tuple)):
+    if sig.replace(" ", "").endswith("->f32[]") and isinstance(result, (list, tuple)):
         doc = {**doc, "result": np.asarray(result, dtype="<f4")}
     return doc
 
 
-def _wants_msgpack() -> bool:
-    accept = request.headers.get("Accept", "")
+def accepts_msgpack(accept: str) -> bool:
+    """Whether an ``Accept`` header asks for msgpack."""
     return any(t in accept for t in MSGPACK_TYPES)
+
+
+def _wants_msgpack() -> bool:
+    req = request._get_current_object()  # type: ignore[attr-defined]
+    if isinstance(req, ColonyRequest):
+        return req.wants_msgpack
+    return accepts_msgpack(req.headers.get("Accept", ""))
+
+
+#: The JSON encoder of every reply, made once (``json.dumps`` with options builds one per call).
+_JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":"), default=_json_default)
 
 
 def reply(body: Any, status: int = 200, content_type: str | None = None) -> Response:
@@ -195,7 +207,7 @@ def reply(body: Any, status: int = 200, content_type: str | None = None) -> Resp
         data = msgpack.packb(body, use_bin_type=True, default=_msgpack_default)
         return Response(data, status=status, content_type=content_type or "application/msgpack")
     try:
-        text = json.dumps(body, allow_nan=False, separators=(",", ":"), default=_json_default)
+        text = _JSON.encode(body)
     except (ValueError, TypeError):
         text = json.dumps(_jsonable(body), separators=(",", ":"))
     ctype = content_type or "application/json"
@@ -267,6 +279,15 @@ class ColonyRequest(TrioRequest):
 
     body_class = JoinedBody
 
+    _msgpack: bool | None = None
+
+    @property
+    def wants_msgpack(self) -> bool:
+        """Whether the reply is msgpack (``Accept`` read once: a reply asks more than once)."""
+        if self._msgpack is None:
+            self._msgpack = accepts_msgpack(self.headers.get("Accept", ""))
+        return self._msgpack
+
 
 async def read_body() -> Any:
     data = await request.get_data(cache=False)
@@ -311,12 +332,12 @@ async def finish_request_body(response: Response) -> Response:
     complete = getattr(getattr(body, "_complete", None), "is_set", None)
     if body is None or complete is None:
         return response
+    too_large = getattr(body, "_must_raise", None) is not None
+    if complete() and not too_large:  # the usual case, first: it reads no header
+        return response
     length = request.content_length
     chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
     if not length and not chunked:
-        return response
-    too_large = getattr(body, "_must_raise", None) is not None
-    if complete() and not too_large:
         return response
     with trio.move_on_after(DRAIN_S):
         if too_large:

@@ -26,6 +26,7 @@ colony.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import sys
 import typing
@@ -485,19 +486,35 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _check_settings(obj: BaseModel, limits: ApiLimits) -> None:
-    for name, field in type(obj).model_fields.items():
+@functools.cache
+def _fields(model: type[BaseModel]) -> tuple[str, ...]:
+    return tuple(model.model_fields)
+
+
+@functools.cache
+def _settings(model: type[BaseModel]) -> tuple[tuple[str, str, str], ...]:
+    """``model``'s bounds that are settings: (field, keyword, setting name), in field order
+    (read once per model: validation runs on every request)."""
+    out: list[tuple[str, str, str]] = []
+    for name, field in model.model_fields.items():
         extra = field.json_schema_extra
         bounds = extra.get("x-setting") if isinstance(extra, dict) else None
+        if isinstance(bounds, dict):
+            out.extend((name, str(keyword), str(setting_name))
+                       for keyword, setting_name in bounds.items())
+    return tuple(out)
+
+
+def _check_settings(obj: BaseModel, limits: ApiLimits) -> None:
+    for name, keyword, setting_name in _settings(type(obj)):
         value = getattr(obj, name)
-        if not isinstance(bounds, dict) or value is None:
+        if value is None:
             continue
-        for keyword, setting_name in bounds.items():
-            n = getattr(limits, str(setting_name))
-            if len(value) > n:
-                what = "characters" if keyword == "maxLength" else "items"
-                raise TooLargeError(f"'{name}' is longer than {n} {what} (the node's "
-                                    f"{env_name(str(setting_name))})")
+        n = getattr(limits, setting_name)
+        if len(value) > n:
+            what = "characters" if keyword == "maxLength" else "items"
+            raise TooLargeError(f"'{name}' is longer than {n} {what} (the node's "
+                                f"{env_name(setting_name)})")
 
 
 def unknown_fields(body: dict[Any, Any], known: tuple[str, ...] | set[str]) -> str | None:
@@ -516,7 +533,7 @@ def validate_body(model: type[M], body: Any, limits: ApiLimits) -> M:
     the fields' own problems."""
     if not isinstance(body, dict):
         raise RequestError("the body must be an object (JSON or msgpack map)")
-    unknown = unknown_fields(body, tuple(model.model_fields))
+    unknown = unknown_fields(body, _fields(model))
     if unknown:
         raise RequestError(unknown)
     try:

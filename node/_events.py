@@ -23,6 +23,7 @@ from collections.abc import AsyncGenerator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -77,6 +78,19 @@ def _frame(kind: str, doc: dict[str, Any], seq: int | None = None) -> bytes:
     return f"{head}event: {kind}\ndata: {text}\n\n".encode()
 
 
+#: Value types that are JSON as they are (floats too when finite): most events carry only these.
+_PLAIN_TYPES = frozenset({str, int, bool, float, type(None)})
+
+
+def _clean_data(data: dict[str, Any]) -> dict[str, Any]:
+    """:func:`_clean` of an event's fields, without rebuilding the usual flat ones (this runs
+    for every task answered)."""
+    for v in data.values():
+        if type(v) not in _PLAIN_TYPES or (type(v) is float and not math.isfinite(v)):
+            return {str(k): _clean(v) for k, v in data.items()}
+    return data
+
+
 def _clean(value: Any) -> Any:
     """Event data must be JSON: non-finite floats become strings, tuples lists."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -110,6 +124,25 @@ class _Bucket:
     counts: Counter[str] = field(default_factory=Counter)
 
 
+class _Failures:
+    """:meth:`EventBus.failures` (a class, not ``@contextmanager``: it wraps every task, and a
+    generator-based one costs several times as much to enter and leave)."""
+
+    __slots__ = ("bus", "data", "kind")
+
+    def __init__(self, bus: EventBus, kind: str, data: dict[str, Any]) -> None:
+        self.bus, self.kind, self.data = bus, kind, data
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if isinstance(exc, ColonyError):
+            self.bus.emit(f"{self.kind}.failed", status=exc.status, type=exc.slug,
+                          detail=exc.detail[:500], **self.data)
+
+
 class EventBus:
     """Bounded ring + fan-out of a node's events (see the module doc)."""
 
@@ -133,7 +166,7 @@ class EventBus:
         if kind not in KINDS:
             raise ValueError(f"unknown event kind {kind!r}")
         self.seq += 1
-        event = Event(self.seq, kind, time.time(), _clean(data))
+        event = Event(self.seq, kind, time.time(), _clean_data(data))
         self.ring.append(event)
         self._count(event)
         for sub in list(self.subscribers):
@@ -151,14 +184,15 @@ class EventBus:
             self._remove(sub)
 
     def _count(self, event: Event) -> None:
-        keys = [event.kind]
-        if event.kind == "task":
-            keys.append(f"task:{event.data.get('source', '?')}")
-        self.totals.update(keys)
+        kind = event.kind
+        by_source = f"task:{event.data.get('source', '?')}" if kind == "task" else None
         start = event.at - event.at % BUCKET_S
         if not self.timeline or self.timeline[-1].start < start:
             self.timeline.append(_Bucket(start))
-        self.timeline[-1].counts.update(keys)
+        for counts in (self.totals, self.timeline[-1].counts):
+            counts[kind] += 1
+            if by_source is not None:
+                counts[by_source] += 1
 
     # ------------------------------------------------------------------ reading
     def recent(self, n: int | None = None, *, after: int = 0,
@@ -192,16 +226,10 @@ class EventBus:
             self.subscribers.remove(sub)
 
     # ------------------------------------------------------------------ helpers for callers
-    @contextmanager
-    def failures(self, kind: str, **data: Any) -> Iterator[None]:
-        """Publish ``<kind>.failed`` (with the problem's status, type and detail) when the
-        block raises a ColonyError; the error propagates unchanged."""
-        try:
-            yield
-        except ColonyError as exc:
-            self.emit(f"{kind}.failed", status=exc.status, type=exc.slug, detail=exc.detail[:500],
-                      **data)
-            raise
+    def failures(self, kind: str, **data: Any) -> _Failures:
+        """A context manager: publish ``<kind>.failed`` (with the problem's status, type and
+        detail) when the block raises a ColonyError; the error propagates unchanged."""
+        return _Failures(self, kind, data)
 
     async def stream(self, *, backlog: int = 0, after: int | None = None,
                      kinds: tuple[str, ...] = (),

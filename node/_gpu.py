@@ -2,8 +2,9 @@
 
 A gpu-tier module has the SIMD tier's exports and argument convention (contract ABI: map/zip
 ``name(in0, ..., out, n)``, reduction ``name(in0, ..., n) -> f32``, pointers into its exported
-``memory``) and imports only ``gpu.*`` (docs/gpu-abi.md). :class:`GpuRunner` gives every call a
-fresh store with fuel and a memory limit, places the arrays above the module's own initial
+``memory``; scalar parameters as their own WASM values in their positions, an i32 result as the
+function's i32 result) and imports only ``gpu.*`` (docs/gpu-abi.md). :class:`GpuRunner` gives
+every call a fresh store with fuel and a memory limit, places the arrays above the module's own initial
 memory, calls, reads the result and frees every GPU buffer the call left behind.
 """
 
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import wasmtime
 
-from node._abi import PAGE, memory_floor
+from node._abi import PAGE, array_call_values, memory_floor, split_array_args
 from node._config import GpuLimits, SandboxLimits
 from node._errors import BudgetExceeded, ColonyError, CompileError, TrapError
 from node._gpu_context import GpuContext
@@ -73,7 +74,8 @@ class GpuRunner:
 
     def call(self, module: wasmtime.Module, name: str, signature: Signature,
              args: tuple[Any, ...] | list[Any], *, profile: CallProfile | None = None) -> Any:
-        """Run ``name`` on ``args``; a float32 array (map/zip) or a float (reduction).
+        """Run ``name`` on ``args``; a float32 array (map/zip), a float (reduction) or an int
+        (an i32 result).
 
         Refusals by the gpu host raise GpuError, traps TrapError, fuel/time/memory exhaustion
         BudgetExceeded, a module that breaks the import ABI CompileError.
@@ -81,12 +83,11 @@ class GpuRunner:
         t0 = time.perf_counter()
         if signature.kind == "scalar":
             raise CompileError(f"the gpu tier runs array signatures only, not {signature}")
-        arrays = [np.ascontiguousarray(a, dtype=np.float32).reshape(-1) for a in args]
-        if len(arrays) != signature.arity:
-            raise CompileError(f"{signature} takes {signature.arity} arrays, got {len(arrays)}")
+        if not isinstance(args, (tuple, list)) or len(args) != signature.arity:
+            raise CompileError(f"{signature} takes {signature.arity} arguments")
+        found, scalars = split_array_args(signature, args)
+        arrays = [np.ascontiguousarray(a, dtype=np.float32).reshape(-1) for a in found]
         n = len(arrays[0])
-        if any(len(a) != n for a in arrays):
-            raise CompileError("array arguments of one call must have equal length")
         _check_imports(module)
 
         limits = self.sandbox_limits
@@ -110,12 +111,15 @@ class GpuRunner:
             ptrs, out_ptr = _place(store, memory, memory_floor(module), arrays,
                                    with_output=signature.kind == "map")
             place = time.perf_counter() - tp
-            params = [*ptrs, out_ptr, n] if signature.kind == "map" else [*ptrs, n]
+            params = array_call_values(signature, ptrs, scalars,
+                                       out_ptr if signature.kind == "map" else None, n)
             result = _run(session, lambda: func(store, *params))
             if signature.kind == "map":
                 view = np.ctypeslib.as_array(memory.data_ptr(store),
                                              shape=(memory.data_len(store),))
                 out: Any = view[out_ptr:out_ptr + 4 * n].view(np.float32).copy()
+            elif signature.result == "i32":
+                out = int(result)
             else:
                 out = float(result)
         finally:

@@ -48,6 +48,26 @@ class NodeMetrics:
         self.regime_need_ratio = Gauge("colony_regime_need_ratio", "Share of recent tasks that "
                                        "needed synthesis or failed", registry=r)
         self._refreshers: list[Callable[[], None]] = []
+        # labelled children by label values: ``labels()`` checks its arguments and takes the
+        # metric's lock on every call, a cost paid per request on the cached-task path
+        self._answered: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+        self._calls: dict[str, Counter] = {}
+
+    def task_answered(self, source: str, tier: str, seconds: float) -> None:
+        """One task answered: ``colony_tasks_total`` and ``colony_task_seconds``."""
+        children = self._answered.get((source, tier))
+        if children is None:
+            children = (self.tasks.labels(source, tier), self.task_latency.labels(source))
+            self._answered[(source, tier)] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def wasm_call(self, tier: str) -> None:
+        """One WASM call on ``tier``: ``colony_wasm_calls_total``."""
+        child = self._calls.get(tier)
+        if child is None:
+            child = self._calls[tier] = self.wasm_calls.labels(tier)
+        child.inc()
 
     def on_scrape(self, refresh: Callable[[], None]) -> None:
         """Register a callback that updates gauges right before each scrape."""

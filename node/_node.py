@@ -272,7 +272,7 @@ class Node:
         return serving
 
     async def call(self, serving: Serving, args: tuple[Any, ...]) -> Any:
-        self.metrics.wasm_calls.labels(serving.loaded.tier).inc()
+        self.metrics.wasm_call(serving.loaded.tier)
         start = time.perf_counter_ns()
         ok = False
         try:
@@ -305,12 +305,11 @@ class Node:
         result: Any = None
         if ctx.req.args is not None:
             result = plain_result(await self.call(serving, ctx.req.args), keep_arrays=True)
-        self.metrics.tasks.labels(source, ctx.req.tier).inc()
-        self.metrics.task_latency.labels(source).observe(time.perf_counter() - started)
+        self.metrics.task_answered(source, ctx.req.tier, time.perf_counter() - started)
         self.events.emit("task", source=source, tier=ctx.req.tier, function=serving.function.name,
                          fingerprint=serving.variant_fp, llm_calls=resolution.llm_calls,
                          guess=serving.guess, corrected=resolution.corrected,
-                         evidence_basis=serving.evidence(set(), None)["basis"],
+                         evidence_basis=serving.basis,
                          elapsed_ms=round((time.perf_counter() - started) * 1000, 3))
         caller = {t.id for t in tests_for(serving.function.name, ctx.req)}
         reply: dict[str, Any] = {
@@ -595,8 +594,10 @@ class Node:
         """Blocking: a variant of ``name`` passed this node's check (a peer's, or one stored
         before its behaviour was recorded): record its behaviour and merge the functions that
         behave alike (``node/_alike.py``: the same canonical name on every node). A function
-        that arrived by sync is embedded for search here and now, not at the next local store."""
-        self.search_index.backfill()
+        that arrived by sync is embedded for search right away (in the background, batched
+        with the others arriving), not at the next local store; only it, never a scan of the
+        library: a join adopts every function of the colony."""
+        self.search_index.embed_soon(name)
         _alike.adopted(self, name, fingerprint)
 
     def _synth_timeout(self, synth: Synthesizer) -> float:
@@ -659,7 +660,7 @@ class Node:
         self.events.emit("variant.stored", function=req.name, tier=req.tier,
                          fingerprint=variant.fingerprint, generator=cand.generator,
                          parents=list(parents), origin=self.node_id)
-        await trio.to_thread.run_sync(self.search_index.backfill)
+        await trio.to_thread.run_sync(self.search_index.embed, [req.name])
         stored_fn = await trio.to_thread.run_sync(self.library.get_function, req.name)
         self.invalidate(req.name)  # a new variant may now be the one to serve
         serving = Serving(stored_fn or fn, variant.fingerprint, loaded, req.tier,

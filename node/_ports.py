@@ -86,6 +86,11 @@ class NodePort(Protocol):
 class ColonyHooks(Protocol):
     """What the colony layer plugs into a node. A node works alone without it."""
 
+    async def check_waiting(self, name: str) -> bool:
+        """A task asks for ``name``: when received variants of it wait for the immune check,
+        check them now, ahead of the others waiting. True when it checked something."""
+        ...
+
     async def find_for_task(self, req: TaskRequest) -> str | None:
         """Ask peers for a verified variant of the task's function (by name, or by the peers'
         search of the description); adopt it into the local library after the immune check

@@ -74,6 +74,11 @@ class LibraryResolver:
 
     async def resolve(self, node: Node, ctx: TaskContext) -> Resolution | None:
         serving = await node.lookup(ctx.key)
+        if serving is None and node.colony is not None and \
+                await node.colony.check_waiting(ctx.req.name):
+            # it arrived from a peer and waited for its check (a join queues thousands):
+            # checked now, it answers, rather than a search hit of another function
+            serving = await node.lookup(ctx.key)
         if serving is None:
             return None
         if ctx.req.examples:

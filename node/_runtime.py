@@ -62,16 +62,17 @@ from wasmtime import _ffi as ffi
 from node._abi import (
     BUDGET_MARK,
     PAGE,
-    VALRAW_BYTES,
     Layout,
     ScalarCodec,
     advise_hugepages,
-    as_f32,
+    array_call_struct,
+    array_call_values,
     check_module,
     check_tier,
     f32_view,
     memory_floor,
     module_layout,
+    split_array_args,
     translate,
 )
 from node._config import SandboxLimits
@@ -320,11 +321,13 @@ class Loaded:
             else:
                 self.call = self._isolated_call
         else:
-            nptr = signature.arity + (1 if self._kind == "map" else 0)
+            # pointers for the arrays (and a map's output); scalars travel as WASM values
+            nptr = len(signature.array_params) + (1 if self._kind == "map" else 0)
             self._nptr = nptr
-            self._nvals = nptr + 1
-            self._pack = struct.Struct("<" + f"I{VALRAW_BYTES - 4}x" * (nptr + 1)).pack_into
-            self._unpack = struct.Struct("<f").unpack_from
+            self._nvals = len(signature.scalar_params) + nptr + 1
+            packer, unpacker = array_call_struct(signature)
+            self._pack = packer.pack_into
+            self._unpack = unpacker.unpack_from
             floor = memory_floor(module)
             self._floor = (floor + 15) & ~15
             self.call = self._general_call
@@ -527,15 +530,9 @@ class Loaded:
         See :func:`node._abi.memory_floor` for where arrays start; memory grows on demand up to
         ``SandboxLimits.memory_bytes``. The instance is fresh and dropped after the call.
         """
-        k = self.signature.arity
-        if not isinstance(args, (tuple, list)) or len(args) != k:
-            raise UnsupportedError(f"{self.signature} takes {k} argument(s)")
-        arrays = [as_f32(a, i) for i, a in enumerate(args)]
+        arrays, scalars = split_array_args(self.signature, args)
+        k = len(arrays)
         n = arrays[0].shape[0]
-        if any(a.shape[0] != n for a in arrays):
-            raise UnsupportedError(
-                f"array arguments must have equal length, got {sorted({len(a) for a in arrays})}"
-            )
         stride = (4 * n + 15) & ~15
         base = self._floor
         need = base + stride * self._nptr
@@ -559,13 +556,16 @@ class Loaded:
             view = f32_view(addr, need)
             for off, a in zip(offsets, arrays, strict=False):  # the map output has no input
                 np.copyto(view[off // 4: off // 4 + n], a)
-            self._pack(slot.buf, 0, *offsets, n)
+            is_map = self._kind == "map"
+            self._pack(slot.buf, 0, *array_call_values(
+                self.signature, offsets[:k], scalars, offsets[-1] if is_map else None, n))
             self._run(slot, ctl)
-            if self._kind == "map":
+            if is_map:
                 out = offsets[-1] // 4
                 # Re-read the base address: the module may have grown (moved) its memory.
                 return f32_view(slot.mem_addr(), need)[out: out + n].copy()
-            return float(self._unpack(slot.buf)[0])
+            value = self._unpack(slot.buf)[0]
+            return int(value) if self.signature.result == "i32" else float(value)
         finally:
             self._park(slot, target)
 

@@ -61,6 +61,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import random
 import threading
@@ -72,7 +73,7 @@ from typing import Any
 import apsw
 import numpy as np
 
-from node._embed import DIM, MODEL_NAME, Embedder
+from node._embed import BATCH, DIM, MODEL_NAME, Embedder
 from node._errors import BudgetExceeded, ColonyError, RequestError, TrapError
 from node._lexicon import (
     content_words,
@@ -87,6 +88,8 @@ from node._lexicon import (
 from node._records import TestCase
 from node._store import Library
 from protocol import TIERS, Signature, SignatureError
+
+log = logging.getLogger("colony.node")
 
 _BIT_WORDS = DIM // 64  # the sign bits of one vector as uint64 words
 MAX_QUERY_CHARS = 1000
@@ -286,7 +289,8 @@ class SearchIndex:
 
     ``embedder`` may be None or not ready: search then runs keyword-only. Call :meth:`start`
     once: it warms the embedder in the background and backfills missing vectors when the
-    model is ready. Call :meth:`backfill` after saving functions to embed them.
+    model is ready. After saving a function, :meth:`embed` (or :meth:`embed_soon`, batched
+    in the background) embeds it; :meth:`backfill` embeds every function without a vector.
 
     Readiness: :attr:`mode` is ``"keyword-only"`` until the model is loaded and every function
     has its vector (the first complete :meth:`backfill` with a ready model), then
@@ -309,6 +313,9 @@ class SearchIndex:
         self._semantic = False
         self._settled = embedder is None  # the mode is final
         self._waiters: list[Callable[[], None]] = []
+        # names to embed (embed_soon), drained in batches by one short-lived thread
+        self._to_embed: dict[str, None] = {}
+        self._draining = False
 
     def start(self) -> None:
         """Warm the embedder in the background; backfill vectors once it is ready (idempotent)."""
@@ -415,6 +422,56 @@ class SearchIndex:
                 vecs = emb.embed([t for _, t in todo])
                 stored += self.library.put_vectors(
                     [(fid, MODEL_NAME, t, v) for (fid, t), v in zip(todo, vecs, strict=True)])
+
+    def embed(self, names: Sequence[str]) -> int:
+        """Embed the named functions that have no current vector; return how many were
+        stored. A look-up per name, never a scan of the library: a function that arrived or
+        was just stored costs its own embedding, not a look over every function. Does nothing
+        (0) while the embedder is not ready: the start-up :meth:`backfill` embeds them then."""
+        emb = self.embedder
+        if emb is None or not emb.ready or not names:
+            return 0
+        with self._backfill_lock:
+            todo = self.library.missing_vectors_of(MODEL_NAME, names)
+            if not todo:
+                return 0
+            vecs = emb.embed([t for _, t in todo])
+            return self.library.put_vectors(
+                [(fid, MODEL_NAME, t, v) for (fid, t), v in zip(todo, vecs, strict=True)])
+
+    def embed_soon(self, name: str) -> None:
+        """Embed ``name`` shortly, in the background, batched with the other names that arrive
+        meanwhile (a join adopts thousands of functions: one model call per batch, not one per
+        function). The thread that drains them ends when nothing is left: an idle node runs
+        none."""
+        emb = self.embedder
+        if emb is None or not emb.ready:
+            return  # the start-up backfill embeds it once the model is there
+        with self._state_lock:
+            self._to_embed[name] = None
+            if self._draining:
+                return
+            self._draining = True
+        threading.Thread(target=self._drain, name="embed-arrivals", daemon=True).start()
+
+    def _drain(self) -> None:
+        while True:
+            with self._state_lock:
+                batch = list(self._to_embed)[:BATCH]
+                for name in batch:
+                    del self._to_embed[name]
+                if not batch:
+                    self._draining = False
+                    return
+            try:
+                self.embed(batch)
+            except ColonyError:  # the library closed meanwhile: nothing more to embed
+                with self._state_lock:
+                    self._to_embed.clear()
+                    self._draining = False
+                return
+            except Exception:  # an embedding bug must not end the drain for the others
+                log.exception("embedding %d arrived functions failed", len(batch))
 
     def query_vector(self, query: str) -> np.ndarray | None:
         """The query's embedding (memoised), or None while the embedder is not ready."""
@@ -643,8 +700,12 @@ def probe_inputs(signature: Signature) -> list[tuple[Any, ...]]:
     if signature.is_array:
         for length in _ARRAY_LENGTHS:
             for _ in range(2):
+                # a scalar beside the arrays draws from the small pool (all-array signatures
+                # draw exactly what they always did)
                 probes.append(tuple(
-                    [rng.randint(-32, 32) / 4 for _ in range(length)] for _ in signature.params))
+                    [rng.randint(-32, 32) / 4 for _ in range(length)] if t == "f32[]"
+                    else rng.choice(_INT_POOL[:8] if t == "i32" else _FLOAT_POOL)
+                    for t in signature.params))
         return probes
 
     def pool(t: str) -> Sequence[Any]:

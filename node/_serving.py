@@ -66,15 +66,17 @@ class Serving:
             "verified": not self.guess,
         }
 
+    @property
+    def basis(self) -> str:
+        """Where trust in its answers comes from (``evidence.basis``)."""
+        if self.guess:
+            return BASIS_GUESS
+        return BASIS_DISAMBIGUATED if self.disambiguated_on > 0 else BASIS_FITS
+
     def evidence(self, caller_test_ids: set[str], search_mode: str | None) -> dict[str, Any]:
         """How much to trust an answer from this variant (the reply's ``evidence``)."""
         disambiguated = self.disambiguated_on > 0 and not self.guess
-        if self.guess:
-            basis = BASIS_GUESS
-        elif disambiguated:
-            basis = BASIS_DISAMBIGUATED
-        else:
-            basis = BASIS_FITS
+        basis = self.basis
         passed = 0 if self.guess else len(self.test_ids)
         return {
             "tests_passed": passed,

@@ -621,6 +621,23 @@ class Library:
             ).fetchall()
         return [(int(fid), str(text)) for fid, text in rows]
 
+    def missing_vectors_of(self, model: str, names: Sequence[str]) -> list[tuple[int, str]]:
+        """Like :meth:`missing_vectors`, for the named functions only: one look-up per name,
+        never a scan of the library (a function that just arrived or was stored)."""
+        out: list[tuple[int, str]] = []
+        with self._read() as r:
+            for name in dict.fromkeys(names):
+                row = r.execute(
+                    "SELECT f.id, f.name || ': ' || f.description FROM functions f"
+                    " LEFT JOIN function_vectors v ON v.function_id = f.id"
+                    " WHERE f.name = ?1 AND (v.function_id IS NULL OR v.model != ?2"
+                    "    OR v.text != f.name || ': ' || f.description)",
+                    (name, model),
+                ).fetchone()
+                if row is not None:
+                    out.append((int(row[0]), str(row[1])))
+        return out
+
     @writes
     def set_behaviour(self, fingerprint: str, behaviour: str) -> None:
         """Record a variant's behavioural fingerprint (node/_search.py)."""

@@ -7,6 +7,7 @@ array a 413.
 
 from __future__ import annotations
 
+import functools
 import re
 import typing
 from dataclasses import dataclass
@@ -56,6 +57,10 @@ class TaskRequest:
     on_ambiguity: str = "ask"
 
 
+#: Signatures by their text: a client sends the same few with every task, and a Signature is
+#: immutable (a text that does not parse raises again each time: errors are not cached).
+_parse_signature = functools.lru_cache(maxsize=256)(Signature.parse)
+
 ON_AMBIGUITY: tuple[str, ...] = typing.get_args(Task.model_fields["on_ambiguity"].annotation)
 TASK_FIELDS = tuple(Task.model_fields)
 
@@ -82,7 +87,10 @@ def _check_arrays(values: tuple[Any, ...], sig: Signature, limits: ApiLimits) ->
     if not sig.is_array:
         return values
     out = []
-    for v in values:
+    for t, v in zip(sig.params, values, strict=True):
+        if t != "f32[]":
+            out.append(v)  # a scalar beside the arrays
+            continue
         n = len(v)
         if n > limits.array_len:
             raise TooLargeError(f"array of {n} elements exceeds the limit of {limits.array_len}")
@@ -124,7 +132,7 @@ def parse_task(body: Any, limits: ApiLimits) -> TaskRequest:
     if not description.strip():
         raise RequestError("'description' is required: a non-empty string")
     try:
-        sig = Signature.parse(task.signature)
+        sig = _parse_signature(task.signature)
     except SignatureError as exc:
         raise UnsupportedError(str(exc)) from None
 

@@ -264,7 +264,8 @@ async def bench_function(node: Node, name: str, tier: str | None, iterations: in
     rng = np.random.default_rng(0)
     args: tuple[Any, ...]
     if sig.is_array:
-        args = tuple(rng.standard_normal(size).astype(np.float32) for _ in sig.params)
+        args = tuple(rng.standard_normal(size).astype(np.float32) if t == "f32[]"
+                     else (2 if t == "i32" else 0.5) for t in sig.params)
     else:
         args = tuple(int(rng.integers(1, 12)) if t in ("i32", "i64")
                      else float(rng.uniform(0.5, 10)) for t in sig.params)

@@ -1,9 +1,12 @@
 """Value types and function signatures, as the contract writes them.
 
 A signature is written ``(T, T, ...) -> T`` with ``T`` one of ``i32 i64 f32 f64 f32[]``.
-Array signatures take only ``f32[]`` parameters (at least one) and return either ``f32[]``
-(a map or zip: one output element per input element) or ``f32`` (a reduction). Scalar
-signatures take and return only scalar types. Everything here is pure: no I/O.
+Array signatures take at least one ``f32[]`` parameter, and beside the arrays any number of
+``i32`` / ``f32`` scalars in any order (``(f32[], f32, f32) -> f32[]``: clamp between two
+bounds); they return ``f32[]`` (a map or zip: one output element per input element), ``f32``
+(a reduction) or ``i32`` (an index or a count: argmax, how many are positive). The arrays of one
+call have equal length; the scalars are single values. Scalar signatures take and return only
+scalar types. Everything here is pure: no I/O.
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ ShapeKind = Literal["scalar", "map", "reduce"]
 SCALAR_TYPES: tuple[ScalarType, ...] = ("i32", "i64", "f32", "f64")
 VALUE_TYPES: tuple[ValueType, ...] = ("i32", "i64", "f32", "f64", "f32[]")
 TIERS: tuple[Tier, ...] = ("scalar", "simd", "gpu")
+#: Scalar parameter types an array signature may take beside its arrays.
+ARRAY_SCALARS: tuple[ScalarType, ...] = ("i32", "f32")
+#: Result types of array signatures: a map/zip, a reduction, an index or count.
+ARRAY_RESULTS: tuple[ValueType, ...] = ("f32[]", "f32", "i32")
 
 #: Most parameters a signature may have (keeps synthesis and the ABI small).
 MAX_PARAMS = 8
@@ -69,14 +76,20 @@ class Signature:
             raise SignatureError("a signature needs at least one parameter")
         if len(self.params) > MAX_PARAMS:
             raise SignatureError(f"at most {MAX_PARAMS} parameters are supported")
-        arrays = [p == "f32[]" for p in self.params]
-        if any(arrays) or self.result == "f32[]":
-            if not all(arrays):
+        if "f32[]" in self.params:
+            for p in self.params:
+                if p != "f32[]" and p not in ARRAY_SCALARS:
+                    raise SignatureError(
+                        f"array signatures take f32[] arrays and i32 or f32 scalars, not {p}, "
+                        "e.g. '(f32[], f32) -> f32[]'")
+            if self.result not in ARRAY_RESULTS:
                 raise SignatureError(
-                    "array signatures take only f32[] parameters, e.g. '(f32[], f32[]) -> f32[]'"
-                )
-            if self.result not in ("f32[]", "f32"):
-                raise SignatureError("array signatures return f32[] (map/zip) or f32 (reduction)")
+                    "array signatures return f32[] (map/zip), f32 (reduction) or i32 (an index "
+                    f"or count), not {self.result}")
+        elif self.result == "f32[]":
+            raise SignatureError(
+                "an f32[] result needs at least one f32[] parameter (it gives the length), "
+                "e.g. '(f32[], f32) -> f32[]'")
 
     def __str__(self) -> str:
         return f"({', '.join(self.params)}) -> {self.result}"
@@ -87,10 +100,27 @@ class Signature:
 
     @property
     def kind(self) -> ShapeKind:
-        """``scalar``, ``map`` (array in, array out) or ``reduce`` (arrays in, f32 out)."""
-        if self.params[0] != "f32[]":
+        """``scalar``, ``map`` (arrays in, array out) or ``reduce`` (arrays in, one f32 or i32
+        out); scalars beside the arrays do not change the kind."""
+        if "f32[]" not in self.params:
             return "scalar"
         return "map" if self.result == "f32[]" else "reduce"
+
+    @property
+    def array_params(self) -> tuple[int, ...]:
+        """Positions of the ``f32[]`` parameters."""
+        return tuple(i for i, p in enumerate(self.params) if p == "f32[]")
+
+    @property
+    def scalar_params(self) -> tuple[int, ...]:
+        """Positions of the scalar parameters (for an array signature: those beside the arrays)."""
+        return tuple(i for i, p in enumerate(self.params) if p != "f32[]")
+
+    @property
+    def is_mixed(self) -> bool:
+        """An array signature with a scalar parameter or an i32 result (beyond the older
+        all-array f32 shapes)."""
+        return self.is_array and (bool(self.scalar_params) or self.result == "i32")
 
     @property
     def is_array(self) -> bool:
@@ -117,7 +147,8 @@ class Signature:
         """Check a call's JSON-ish arguments against the signature and normalise them.
 
         Integers stay Python ints (range-checked), floats become Python floats, arrays become
-        lists of floats. Arrays of one call must have equal length.
+        lists of floats. The arrays of one call must have equal length (scalars beside them are
+        single values and have none).
         """
         if not isinstance(args, (list, tuple)):
             raise SignatureError("args must be a list")
@@ -128,7 +159,7 @@ class Signature:
         out = tuple(coerce_value(t, a, where=f"argument {i}") for i, (t, a) in
                     enumerate(zip(self.params, args, strict=True)))
         if self.is_array:
-            lengths = {len(a) for a in out}
+            lengths = {len(out[i]) for i in self.array_params}
             if len(lengths) > 1:
                 raise SignatureError(f"array arguments must have equal length, got {sorted(lengths)}")
         return out

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -119,9 +120,15 @@ class _Origin:
         else:
             bisect.insort(self.seqs, slot.seq)
 
-    def live_from(self, from_seq: int) -> list[_Slot]:
-        i = bisect.bisect_left(self.seqs, from_seq)
-        return [self.by_seq[s] for s in self.seqs[i:]]
+    def live_from(self, from_seq: int, upto: int) -> Iterator[_Slot]:
+        """Live slots from ``from_seq`` to ``upto``, lazily: a pull takes a batch of them, so
+        it must not cost a walk over the whole log after it (a fresh peer joining a big
+        colony pulls thousands of batches)."""
+        seqs = self.seqs
+        i = bisect.bisect_left(seqs, from_seq)
+        while i < len(seqs) and seqs[i] <= upto:
+            yield self.by_seq[seqs[i]]
+            i += 1
 
 
 def _hash(obj: object, size: int) -> bytes:
@@ -338,11 +345,12 @@ class SyncState:
             taken: list[Entry] = []
             full = True
             covered = want.from_seq - 1  # the last seq this span accounts for
-            live = [s for s in o.live_from(want.from_seq) if s.seq <= o.head]  # contiguous only
-            i = 0
-            while i < len(live) and full:
+            live = o.live_from(want.from_seq, o.head)  # contiguous only
+            while full:
                 # Bodies are read a few at a time: a byte budget may stop the span early.
-                chunk = live[i:i + min(16, max(left, 1))]
+                chunk = list(itertools.islice(live, min(16, max(left, 1))))
+                if not chunk:
+                    break
                 bodies = {e.seq: e for e in self.bodies(want.origin, chunk)}
                 for slot in chunk:
                     e = bodies.get(slot.seq)
@@ -357,7 +365,6 @@ class SyncState:
                     left -= 1
                     room -= wire_size(e)
                     sent_any = True
-                i += len(chunk)
             if full or covered >= want.from_seq:
                 to = o.head if full else covered
                 spans.append(Span(want.origin, want.from_seq, to, tuple(taken)))

@@ -84,24 +84,27 @@ async def test_prefix_sum_task_is_a_verified_simd_scan(client: httpx.AsyncClient
 
 async def test_not_element_wise_and_not_a_scan_is_refused_as_such(
         client: httpx.AsyncClient) -> None:
-    # reversal: equal elements land on different outputs, and no scan computes it
-    task = {"description": "reverse", "name": "rev", "signature": "(f32[]) -> f32[]",
+    # sorting: equal elements land on different outputs, and no scan or shape computes it
+    # (a reversal is an index shape now: tests/test_array_shapes.py)
+    task = {"description": "sort ascending", "name": "srt", "signature": "(f32[]) -> f32[]",
             "args": [[1.0, 2.0]],
-            "examples": [{"args": [[1, 2, 5]], "result": [5, 2, 1]},
-                         {"args": [[2, 1, 4]], "result": [4, 1, 2]},
-                         {"args": [[3, 1]], "result": [1, 3]}]}
+            "examples": [{"args": [[3, 1, 2]], "result": [1, 2, 3]},
+                         {"args": [[2, 5, 1]], "result": [1, 2, 5]},
+                         {"args": [[4, 1]], "result": [1, 4]}]}
     r = await client.post("/v1/tasks", json=task)
     assert r.status_code == 422, r.text
     detail = r.json()["detail"]
-    assert "not element-wise" in detail and "maps, folds and scans" in detail, detail
+    assert "not element-wise" in detail and "maps, folds, scans" in detail, detail
     assert "contradict" not in detail
 
 
-async def test_a_gpu_scan_is_refused_clearly(client: httpx.AsyncClient) -> None:
+async def test_the_same_task_on_the_gpu_tier_is_a_gpu_scan(client: httpx.AsyncClient) -> None:
+    # the multi-pass shader and its numerics: tests/test_gpu_scan.py
     r = await client.post("/v1/tasks", json=_prefix_sum_task(tier="gpu"))
-    assert r.status_code == 422, r.text  # not a 503: retrying will not help, the tier will
-    detail = r.json()["detail"]
-    assert "scan" in detail and "no gpu lowering" in detail and "simd tier" in detail, detail
+    assert r.status_code == 200, r.text
+    fn = r.json()["function"]
+    assert fn["tier"] == "gpu" and fn["verified"] is True
+    assert r.json()["result"] == [1.0, 3.0]
 
 
 def test_same_input_different_results_still_contradict() -> None:
@@ -151,3 +154,20 @@ def test_two_scans_that_fit_and_differ_are_asked_about() -> None:
     with pytest.raises(AmbiguousError) as err:
         OfflineSynthesizer().synthesize(req)
     assert err.value.distinguishing
+
+
+def test_a_scan_whose_examples_look_element_wise_is_still_found() -> None:
+    from node.synth import Example, OfflineSynthesizer, SynthesisRequest, SynthLimits
+    from protocol import Signature
+
+    sig = Signature.parse("(f32[]) -> f32[]")
+    # a running minimum whose equal elements happen to meet equal outputs everywhere: no lane
+    # conflict, so the element-wise search runs first and finds no map; the scan answers
+    exs = [([5.0, 3.0, 4.0, 1.0, 2.0], [5.0, 3.0, 3.0, 1.0, 1.0]),
+           ([-2.0, -5.0, 0.5, -7.0], [-2.0, -5.0, -5.0, -7.0]),
+           ([7.0, 9.0, 3.0, 4.0], [7.0, 7.0, 3.0, 3.0])]
+    req = SynthesisRequest("running_min", "", sig, "simd",
+                           tuple(Example(sig.coerce_args([a]), r) for a, r in exs))
+    got = OfflineSynthesizer(SynthLimits(max_programs=20_000)).synthesize(req)
+    assert (got.program or "").startswith("scan_min"), got.program
+    assert not got.guess

@@ -31,7 +31,13 @@ def test_task_set_covers_the_issue() -> None:
     assert {"sum", "dot", "mean", "rms", "sum_abs"} <= names  # reductions
     assert set(QUICK) <= names
     assert all(len(t.checks) >= 10 for t in TASKS)
-    assert len(tasks_for("gpu")) == len(ARRAY) and len(tasks_for("scalar")) == len(SCALAR)
+    assert len(tasks_for("simd")) == len(ARRAY) and len(tasks_for("scalar")) == len(SCALAR)
+    # the gpu runs every array task but the shapes it has no lowering for (said in the task)
+    assert {t.name for t in ARRAY} - {t.name for t in tasks_for("gpu")} == {
+        t.name for t in ARRAY if not t.runs_on("gpu")}
+    # every shape the synthesizer answers has eval tasks
+    assert {"scan", "index", "two-pass", "scalars beside arrays", "array to i32",
+            "loop with a condition", "map", "reduce", "scalar"} <= {t.kind for t in TASKS}
 
 
 def test_runner_computes_real_results() -> None:
@@ -49,8 +55,12 @@ def test_runner_computes_real_results() -> None:
     assert rows[("gpu", "vadd")]["passed"] and rows[("gpu", "vadd")]["checks"] == 14
     assert all(r["seconds"] > 0 for r in off["tasks"])
     md = to_markdown(result)
-    table = [ln for ln in md.splitlines() if ln.startswith("| offline")]
+    tiers_table, shapes_table = md.split("Per shape:")
+    table = [ln for ln in tiers_table.splitlines() if ln.startswith("| offline")]
     assert [ln.split("|")[2].strip() for ln in table] == list(TIERS)
+    # per tier and shape: the trap task is a straight-line scalar that failed
+    assert "| offline | scalar | scalar | 2 | 1 |" in shapes_table
+    assert "| offline | gpu | map | 1 | 1 |" in shapes_table
     assert "| offline | scalar | 2 | 1 | 50.0% |" in md
     assert "add_or_sub" in md.split("Failures:")[1]
 

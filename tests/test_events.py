@@ -63,6 +63,10 @@ def test_data_is_made_json_safe() -> None:
     assert frame.startswith(f"id: {ev.seq}\nevent: task\ndata: ")
     doc = json.loads(frame.split("data: ", 1)[1])
     assert doc["elapsed_ms"] == "nan" and doc["parents"] == ["a", "b"]
+    # flat fields only (the usual task event): a non-finite float is still made a string
+    flat = bus.emit("task", source="cache", llm_calls=0, elapsed_ms=float("-inf"))
+    assert flat.as_dict()["elapsed_ms"] == "-inf" and flat.data["source"] == "cache"
+    assert bus.totals["task"] == 2 and bus.totals["task:cache"] == 1
 
 
 async def test_slow_subscriber_loses_events_and_is_told() -> None:

@@ -17,6 +17,9 @@ from protocol import test_case_id as case_id
     ("(f64)->f64", "(f64) -> f64", "scalar", "scalar"),
     ("( f32[] , f32[] ) -> f32[]", "(f32[], f32[]) -> f32[]", "map", "simd"),
     ("(f32[]) -> f32", "(f32[]) -> f32", "reduce", "simd"),
+    ("(f32[], f32, f32) -> f32[]", "(f32[], f32, f32) -> f32[]", "map", "simd"),
+    ("(f32, f32[]) -> f32", "(f32, f32[]) -> f32", "reduce", "simd"),
+    ("(f32[], i32) -> i32", "(f32[], i32) -> i32", "reduce", "simd"),
 ])
 def test_parse(text: str, canon: str, kind: str, tier: str) -> None:
     sig = Signature.parse(text)
@@ -28,9 +31,11 @@ def test_parse(text: str, canon: str, kind: str, tier: str) -> None:
     ("i32 -> i32", "cannot parse"),
     ("(i32, u8) -> i32", "unsupported type"),
     ("() -> i32", "at least one"),
-    ("(f32[], i32) -> f32[]", "only f32"),
-    ("(f32[]) -> i32", "return f32"),
-    ("(i32) -> f32[]", "only f32"),
+    ("(f32[], f64) -> f32[]", "i32 or f32 scalars"),
+    ("(f32[], i64) -> f32", "i32 or f32 scalars"),
+    ("(f32[]) -> i64", "or i32"),
+    ("(f32[]) -> f64", "or i32"),
+    ("(i32) -> f32[]", "needs at least one f32"),
     ("(" + ", ".join(["i32"] * 9) + ") -> i32", "at most"),
 ])
 def test_parse_refusals(text: str, why: str) -> None:

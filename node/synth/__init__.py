@@ -38,7 +38,16 @@ from node._errors import (
     SynthesisFailed,
     UnsupportedError,
 )
-from node.synth import _ambiguity, _arrays, _enum, _hints, _strategies
+from node.synth import (
+    _ambiguity,
+    _array_shapes,
+    _arrays,
+    _enum,
+    _hints,
+    _lower_mixed,
+    _mixed,
+    _strategies,
+)
 from node.synth._ambiguity import distinguishing_inputs
 from node.synth._api import Example, Progress, SynthesisRequest, Synthesized, Synthesizer
 from node.synth._ir import (
@@ -82,6 +91,11 @@ def lower(program: Program, name: str, tier: str) -> tuple[str, str | None]:
         return lower_scalar(program, name), None
     if not isinstance(program, ArrayProgram):
         raise SynthesisError(f"the {tier} tier needs an array program")
+    if _lower_mixed.handles(program):  # scalars beside the arrays, or a sequential kind
+        if tier == "simd":
+            return _lower_mixed.lower_simd_mixed(program, name), None
+        if tier == "gpu":
+            return _lower_mixed.lower_gpu_mixed(program, name)
     if tier == "simd":
         return lower_simd(program, name), None
     if tier == "gpu":
@@ -120,11 +134,12 @@ class OfflineSynthesizer:
                 f"on_ambiguity must be 'ask' or 'best', not {request.on_ambiguity!r}")
         program, stats, verdict = _synthesize(request, self.limits, timeout_s, cancelled,
                                               progress)
-        if request.tier == "gpu" and isinstance(program, ArrayProgram) and program.kind == "scan":
-            # the examples are a scan; a gpu scan needs a multi-pass shader, not built yet
+        if request.tier == "gpu" and isinstance(program, ArrayProgram) \
+                and program.kind == "twopass":
+            # a whole-array statistic then a map needs a reduction and a map in one gpu module
             raise UnsupportedError(
-                f"the examples are a scan ({program}); a scan has no gpu lowering yet; "
-                "use the simd tier")
+                f"the examples are a two-pass array function ({program}); it has no gpu "
+                "lowering yet; use the simd tier")
         guess = bool(verdict.rivals)
         if guess and request.on_ambiguity == "ask":
             raise _ambiguous(request, verdict, stats)
@@ -195,6 +210,10 @@ def _synthesize(
     budget = limits.timeout_s if timeout_s is None else min(timeout_s, limits.timeout_s)
     deadline = time.monotonic() + max(0.0, budget)
     hints = _hints.parse(request.description + " " + request.name.replace("_", " "))
+    if sig.is_mixed:
+        # scalars beside the arrays, or an i32 result: its own candidate families (_mixed)
+        return _mixed.synthesize(request, limits,
+                                 request.description + " " + request.name.replace("_", " "))
     scan: ArrayProgram | None = None
     scans: list[ArrayProgram] = []
     if sig.kind == "map":
@@ -204,18 +223,23 @@ def _synthesize(
         pairs = [(ex.args, ex.result) for ex in request.examples]
         conflict = _arrays.lane_conflict(pairs)
         if conflict is not None and not _arrays.whole_example_conflict(pairs):
-            scans = _fitting_scans(request)
+            scans = _fitting_scans(request, hints)
             if not scans:
                 raise SynthesisFailed(
-                    f"not element-wise: {conflict}; only maps, folds and scans are "
-                    "synthesized", searched={"scans": len(_arrays.scan_candidates(sig.arity))})
+                    f"not element-wise: {conflict}; only maps, folds, scans and the array "
+                    f"shapes ({_array_shapes.SUMMARY}) are synthesized",
+                    searched={"scans": len(_arrays.scan_candidates(sig.arity))})
             # no map fits (equal elements give different outputs): a scan is the answer, and
             # where two fitting scans differ (running sum vs running max), ask
             return scans[0], {"scan": True, "size": scans[0].elem.size()}, _ambiguity.compare(
                 scans, _scan_probes(sig.arity), "f32")
         if conflict is None:
-            scans = _fitting_scans(request)
+            scans = _fitting_scans(request, hints)
             scan = scans[0] if scans else None
+    elif sig.kind == "reduce" and _array_shapes.applies(sig):
+        # (f32[]) -> f32: variance and std (two passes) are tried beside the folds
+        scans = _fitting_scans(request, hints)
+        scan = scans[0] if scans else None
     prob = (_scalar_problem(request, hints) if sig.kind == "scalar"
             else _array_problem(request, hints))
     margin = max(0.0, limits.ambiguity_margin)
@@ -223,8 +247,15 @@ def _synthesize(
                           deadline=deadline, cancelled=cancelled, progress=progress,
                           max_programs=limits.max_programs,
                           after_fit=limits.after_fit_programs, margin=margin)
-    ranked = _enum.run(search, before_levels=(_strategies.before_levels,),
-                       after_levels=(_strategies.after_levels,))
+    try:
+        ranked = _enum.run(search, before_levels=(_strategies.before_levels,),
+                           after_levels=(_strategies.after_levels,))
+    except SynthesisFailed:
+        if scan is None:
+            raise
+        # element-wise consistent examples that no map fits but a scan does (a running min
+        # whose equal elements happen to meet equal outputs): the scan answers
+        ranked = []
     stats = search.stats()
     # The search saw the examples' lanes (for big arrays: a sample); the winner must reproduce
     # every example exactly as the lowered code computes it (f32 rounding, reduction order).
@@ -237,8 +268,9 @@ def _synthesize(
                                        limits.ambiguity_pool, hints.nonneg)
             stats["competitors"] = len(verdict.rivals)
             if scan is not None:
-                # a scan fits the examples too: where it and the map differ, ask (never guess)
-                versus = _ambiguity.compare([program, scan], _scan_probes(sig.arity), "f32")
+                # a scan or shape fits the examples too: where one and the map differ, ask
+                # (never guess)
+                versus = _ambiguity.compare([program, *scans], _scan_probes(sig.arity), "f32")
                 if versus.rivals:
                     stats["competitors"] += 1
                     if not verdict.rivals:
@@ -252,10 +284,16 @@ def _synthesize(
         f"(best: {_program(sig, ranked[0])})", searched=stats)
 
 
-def _fitting_scans(request: SynthesisRequest) -> list[ArrayProgram]:
-    """Every scan that reproduces every example, simplest first."""
+def _fitting_scans(request: SynthesisRequest,
+                   hints: _hints.Hints | None = None) -> list[ArrayProgram]:
+    """Every scan and array shape (node/synth/_array_shapes.py) that reproduces every
+    example, simplest first (shapes the description names before the scans)."""
+    sig = request.signature
+    scans = _arrays.scan_candidates(sig.arity) if sig.kind == "map" else []
+    words = hints.words if hints is not None else frozenset()
+    shapes = _array_shapes.candidates(sig.kind, words) if _array_shapes.applies(sig) else []
     out = []
-    for cand in _arrays.scan_candidates(request.signature.arity):
+    for cand in (shapes + scans if _array_shapes.hinted(words) else scans + shapes):
         try:
             if _fits_all(cand, request):
                 out.append(cand)

@@ -129,16 +129,23 @@ def distinguishing_inputs(signature: Signature | str, n: int = 1000, seed: int =
 
     params = list(sig.params)
     if sig.kind != "scalar":
-        k = len(params)
+        # a scalar beside the arrays takes a value as a scalar parameter would (all-array
+        # signatures draw exactly the inputs they always did)
+        def one(t: str, length: int, special: int) -> Any:
+            if t == "f32[]":
+                return _rand_array(length, rng, special)
+            return _plain(t, _rand_value(t, rng, True))
+
         for length in ARRAY_LENGTHS:
             for special in range(6):
-                put(tuple(_rand_array(length, rng, special if j == 0 else 4) for j in range(k)))
+                put(tuple(one(t, length, special if j == 0 else 4)
+                          for j, t in enumerate(params)))
         for _ in range(20 * n):
             if len(out) >= n:
                 break
             length = rng.choice(ARRAY_LENGTHS)
-            put(tuple(_rand_array(length, rng, 4 if rng.random() < 0.8 else rng.randrange(4))
-                      for _ in range(k)))
+            put(tuple(one(t, length, 4 if rng.random() < 0.8 else rng.randrange(4))
+                      for t in params))
         return out
     edges = [EDGE_INT if t in INT_TYPES else EDGE_FLOAT for t in params]
     small = {1: 40, 2: 12, 3: 6, 4: 4}.get(len(params), 3)
@@ -364,7 +371,8 @@ def _array_outputs(program: ArrayProgram, inputs: list[tuple[Any, ...]]) -> Outp
         for a in inputs:
             got = run_array(program, [np.asarray(x, dtype=np.float32) for x in a])
             vals.append([float(x) for x in got] if program.kind in ("map", "scan")
-                        else float(got))
+                        or isinstance(got, np.ndarray)
+                        else got if isinstance(got, int) else float(got))
     n = len(inputs)
     return Outputs(vals, np.ones(n, bool), np.zeros(n, bool))
 

@@ -47,6 +47,11 @@ Programs
   (identities 0, 1, +inf, -inf; see :data:`REDUCE_IDENTITY`), then the result is ``post`` — an f32
   expression over ``acc`` and ``len`` (f32(n)), e.g. mean = ``div(acc, len)`` — or ``acc`` when
   ``post`` is None.
+* Scalars beside the arrays (``ArrayProgram.params``, the signature's parameter types): the leaf
+  ``sarg`` (``value`` j: the j-th scalar parameter, as f32) may appear in ``elem``; the kinds
+  ``fold`` (a sequential left-to-right f32 fold, ``elem`` over ``acc``: Horner), ``argmax`` /
+  ``argmin`` and ``count`` (i32 results) are evaluated by :func:`run_mixed`, which states their
+  rules (ties, NaN, n = 0).
 """
 
 from __future__ import annotations
@@ -161,14 +166,37 @@ class ArrayProgram:
     ``scan``: out[i] = reduce_op(out[i-1], elem(x[i])), left to right (a prefix sum or
     running max), called with the map ABI (inputs, output pointer, n)."""
 
-    kind: Literal["map", "reduce", "scan"]
+    kind: Literal["map", "reduce", "scan", "fold", "argmax", "argmin", "count", "index",
+                  "twopass"]
     arity: int
     elem: Expr
     reduce_op: str | None = None
     post: Expr | None = None
+    #: The signature's parameter types in order when scalars stand beside the arrays
+    #: (``("f32[]", "f32", "f32")``); empty: ``arity`` arrays and nothing else. ``arity`` is
+    #: the number of arrays either way; ``arg j`` is the j-th array, ``sarg j`` the j-th scalar.
+    params: tuple[str, ...] = ()
+    #: ``index`` / ``twopass`` kinds (node/synth/_array_shapes.py): which shape, with its
+    #: parameter ("reverse", "shift_right 2", "window_mean 3", "zscore", "variance"); ``elem``
+    #: is then ``x0``.
+    spec: str | None = None
 
     def __str__(self) -> str:
         xs = ", ".join(f"x{i}" for i in range(self.arity))
+        if self.kind in ("index", "twopass"):
+            return f"{self.kind}({self.spec}; x0)"
+        if self.params:  # scalars beside the arrays, in signature order
+            names, a, b = [], 0, 0
+            for t in self.params:
+                if t == "f32[]":
+                    names.append(f"x{a}")
+                    a += 1
+                else:
+                    names.append(f"y{b}")
+                    b += 1
+            xs = ", ".join(names)
+        if self.kind in MIXED_KINDS:
+            return f"{self.kind}(({xs}) -> {show(self.elem)})"
         if self.kind == "map":
             return f"map(({xs}) -> {show(self.elem)})"
         if self.kind == "scan":
@@ -178,6 +206,9 @@ class ArrayProgram:
 
 
 Program = ScalarProgram | ArrayProgram
+
+#: Array program kinds beyond map / reduce / scan (see :func:`run_mixed`).
+MIXED_KINDS = ("fold", "argmax", "argmin", "count")
 
 
 # ---------------------------------------------------------------------------------------- printing
@@ -203,6 +234,8 @@ def show(e: Expr) -> str:
         return f"s{e.value}"
     if e.op in ("acc", "len"):
         return e.op
+    if e.op == "sarg":
+        return f"y{e.value}"
     if e.op == "cvt":
         return f"{e.ty}({show(e.kids[0])})"
     if e.loop is not None:
@@ -382,6 +415,8 @@ class Env:
     length: np.ndarray | None = None
     iter_limit: int = 0  # 0 = EVAL_ITER_LIMIT (count loops)
     while_limit: int = 0  # 0 = EVAL_ITER_LIMIT (while loops)
+    #: an array program's scalar parameters as f32 (``sarg`` leaves)
+    scalars: list[np.ndarray] | None = None
 
 
 def evaluate(e: Expr, env: Env) -> tuple[Vals, Trap]:
@@ -400,6 +435,9 @@ def evaluate(e: Expr, env: Env) -> tuple[Vals, Trap]:
     if op == "len":
         assert env.length is not None
         return env.length, None
+    if op == "sarg":
+        assert env.scalars is not None
+        return env.scalars[e.value], None
     if e.loop is not None:
         return _eval_loop(e.loop, env)
     vals: list[Vals] = []
@@ -486,8 +524,16 @@ def scan_values(op: str, v: np.ndarray) -> np.ndarray:
 
 
 def run_array(p: ArrayProgram, arrays: list[np.ndarray]) -> Any:
-    """Evaluate an array program on one call's arrays (float32); returns an array or a float."""
+    """Evaluate an array program on one call's arrays (float32); returns an array or a float.
+    A program with scalar parameters (``params``) or of a :data:`MIXED_KINDS` kind takes the
+    call's arguments in signature order instead (:func:`run_mixed`)."""
+    if p.params or p.kind in MIXED_KINDS:
+        return run_mixed(p, list(arrays))
     xs = [np.asarray(a, dtype=np.float32) for a in arrays]
+    if p.kind in ("index", "twopass"):
+        from node.synth._array_shapes import shape_values  # imports this module
+
+        return shape_values(p.spec or "", xs[0])
     n = len(xs[0]) if xs else 0
     v, _ = evaluate(p.elem, Env(xs))
     v = np.broadcast_to(v, (n,)).astype(np.float32)
@@ -502,4 +548,66 @@ def run_array(p: ArrayProgram, arrays: list[np.ndarray]) -> Any:
     if p.post is None:
         return float(acc)
     r, _ = evaluate(p.post, Env([], acc=np.asarray(acc), length=np.asarray(np.float32(n))))
+    return float(r)
+
+
+def _split_args(p: ArrayProgram, args: list[Any]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    if not p.params:
+        return [np.asarray(a, dtype=np.float32).reshape(-1) for a in args], []
+    arrays, scalars = [], []
+    for t, a in zip(p.params, args, strict=True):
+        if t == "f32[]":
+            arrays.append(np.asarray(a, dtype=np.float32).reshape(-1))
+        else:
+            # an i32 scalar reaches the element expression as f32 (f32.convert_i32_s)
+            scalars.append(np.asarray(np.float32(int(a) if t == "i32" else float(a))))
+    return arrays, scalars
+
+
+def run_mixed(p: ArrayProgram, args: list[Any]) -> Any:
+    """Evaluate an array program whose element expression may use scalar parameters (``sarg``),
+    or one of the kinds that lower to a sequential loop, exactly as the lowered code computes:
+
+    * ``map`` / ``reduce``: as :func:`run_array`, with ``sarg j`` the j-th scalar as f32;
+    * ``fold``: ``acc = 0; for i: acc = elem`` in f32, left to right, ``elem`` over ``acc``,
+      the arrays' i-th elements and the scalars (Horner: ``acc * y0 + x0``); returns a float;
+    * ``argmax`` / ``argmin``: the index of the first largest (smallest) value of ``elem``;
+      NaN values are skipped; -1 when there is none (n = 0, or every value NaN); an int;
+    * ``count``: how many ``i`` make the i32 comparison ``elem`` non-zero; an int.
+    """
+    xs, ys = _split_args(p, args)
+    n = len(xs[0]) if xs else 0
+    env = Env(xs, scalars=ys)
+    if p.kind == "fold":
+        acc = np.float32(0.0)
+        with np.errstate(all="ignore"):
+            for i in range(n):
+                v, _ = evaluate(p.elem, Env([x[i] for x in xs], acc=np.asarray(acc),
+                                            scalars=ys))
+                acc = np.float32(v)
+        return float(acc)
+    with np.errstate(all="ignore"):
+        raw, _ = evaluate(p.elem, env)
+    if p.kind == "count":
+        return int(np.count_nonzero(np.broadcast_to(raw, (n,))))
+    v = np.broadcast_to(raw, (n,)).astype(np.float32)
+    if p.kind in ("argmax", "argmin"):
+        ok = ~np.isnan(v)
+        if not ok.any():
+            return -1
+        best = v[ok].max() if p.kind == "argmax" else v[ok].min()
+        return int(np.flatnonzero(ok & (v == best))[0])
+    if p.kind == "map":
+        return v
+    if p.kind == "scan":
+        assert p.reduce_op is not None
+        return scan_values(p.reduce_op, v)
+    assert p.reduce_op is not None
+    acc = np.float32(REDUCE_IDENTITY[p.reduce_op])
+    if n:
+        acc = np.float32(_REDUCE_FN[p.reduce_op](v.astype(np.float64)))
+    if p.post is None:
+        return float(acc)
+    r, _ = evaluate(p.post, Env([], acc=np.asarray(acc), length=np.asarray(np.float32(n)),
+                                scalars=ys))
     return float(r)

@@ -21,6 +21,7 @@ from typing import Any
 
 from node.synth._ir import (
     FLOAT_TYPES,
+    MIXED_KINDS,
     ArrayProgram,
     Expr,
     Loop,
@@ -95,9 +96,14 @@ def program_to_json(p: Program) -> dict[str, Any]:
     if isinstance(p, ScalarProgram):
         return {"v": _VERSION, "kind": "scalar", "params": list(p.params), "result": p.result,
                 "body": expr_to_json(p.body)}
-    return {"v": _VERSION, "kind": p.kind, "arity": p.arity, "elem": expr_to_json(p.elem),
-            "reduce_op": p.reduce_op,
-            "post": None if p.post is None else expr_to_json(p.post)}
+    out = {"v": _VERSION, "kind": p.kind, "arity": p.arity, "elem": expr_to_json(p.elem),
+           "reduce_op": p.reduce_op,
+           "post": None if p.post is None else expr_to_json(p.post)}
+    if p.params:  # scalars beside the arrays (absent for all-array programs, as before)
+        out["params"] = list(p.params)
+    if p.spec is not None:  # index / two-pass shapes (node/synth/_array_shapes.py)
+        out["spec"] = p.spec
+    return out
 
 
 def program_from_json(d: Any) -> Program:
@@ -109,10 +115,19 @@ def program_from_json(d: Any) -> Program:
             if any(t not in _TYPES for t in params) or d["result"] not in _TYPES:
                 raise IrFormatError("bad scalar program types")
             return ScalarProgram(params, d["result"], expr_from_json(d["body"]))
-        if d["kind"] in ("map", "reduce", "scan"):
+        if d["kind"] in ("index", "twopass"):
+            from node.synth._array_shapes import SPECS
+
+            if d.get("spec") not in SPECS or int(d["arity"]) != 1:
+                raise IrFormatError(f"unknown array shape {d.get('spec')!r:.40}")
+            return ArrayProgram(d["kind"], 1, expr_from_json(d["elem"]), spec=d["spec"])
+        if d["kind"] in ("map", "reduce", "scan", *MIXED_KINDS):
             post = None if d.get("post") is None else expr_from_json(d["post"])
+            params = tuple(d.get("params") or ())
+            if any(t not in ("f32[]", "f32", "i32") for t in params):
+                raise IrFormatError("bad array program parameter types")
             return ArrayProgram(d["kind"], int(d["arity"]), expr_from_json(d["elem"]),
-                                d.get("reduce_op"), post)
+                                d.get("reduce_op"), post, params)
     except (KeyError, TypeError) as exc:
         raise IrFormatError(f"incomplete IR program: {exc}") from None
     raise IrFormatError(f"unknown program kind {d.get('kind')!r}")

@@ -1,4 +1,4 @@
-"""Lowering of array programs (map/zip/reduce) to WGSL plus the gpu-tier WAT wrapper.
+"""Lowering of array programs (map/zip/reduce/scan) to WGSL plus the gpu-tier WAT wrapper.
 
 ``lower_gpu(program, name) -> (wat, wgsl)`` for an :class:`node.synth._ir.ArrayProgram`. The WAT
 follows the gpu tier ABI (docs/gpu-abi.md): it exports ``memory`` and ``name`` with the SIMD
@@ -15,6 +15,9 @@ Shaders:
   Lanes past the end never enter the tree, so no identity value is needed in WGSL (min/max
   have none that WGSL can write as a literal). The WAT handles n = 0 (the identity) and applies
   the program's ``post`` (e.g. mean = acc / len) to the read-back value.
+- scan: ``main`` / ``inner`` / ``apply`` (:func:`scan_wgsl`): block scans of 2048 elements,
+  the block totals scanned as further levels, then the block offsets added top down
+  (:func:`scan_wat`; docs/gpu-abi.md, *Scans*, has the passes and the rounding bound).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import math
 import numpy as np
 
 from node._errors import SynthesisError
+from node.synth._arrays import SCAN_OPS
 from node.synth._ir import COMPARE, REDUCE_IDENTITY, ArrayProgram, Expr
 from node.synth._lower_wat import _Func, wat_float
 
@@ -65,6 +69,8 @@ def wgsl_expr(e: Expr) -> str:
         raise SynthesisError(f"the gpu tier lowers f32 element expressions, not {e.ty}")
     if op == "arg":
         return f"x{e.value}"
+    if op in ("sarg", "acc"):  # a scalar parameter / a fold's accumulator (_lower_mixed)
+        return f"y{e.value}" if op == "sarg" else "acc"
     if op == "const":
         return wgsl_float(float(e.value))
     if op in _UNARY and len(e.kids) == 1:
@@ -83,10 +89,14 @@ def wgsl_expr(e: Expr) -> str:
 def _check(p: ArrayProgram) -> None:
     if not 1 <= p.arity <= MAX_ARITY:
         raise SynthesisError(f"the gpu tier takes 1..{MAX_ARITY} input arrays, not {p.arity}")
-    if p.kind == "scan":
-        # a scan needs a multi-pass shader (block scans, then the block offsets): not built yet
-        raise SynthesisError("a scan (prefix sum, running max) has no gpu lowering yet; "
-                             "use the simd tier")
+    if p.kind == "scan" and p.reduce_op not in SCAN_OPS:
+        raise SynthesisError(f"no gpu scan for {p.reduce_op!r}")
+    if p.kind == "scan" and any(t != "f32[]" for t in p.params):
+        # the scan module's ABI is the map's: arrays, out, n (no scalar parameters)
+        raise SynthesisError("a gpu scan takes arrays only, no scalar parameters")
+    if p.kind == "scan" and p.arity > SCAN_MAX_ARITY:
+        raise SynthesisError(f"a gpu scan takes 1..{SCAN_MAX_ARITY} input arrays (with its "
+                             f"output and block totals: 8 bindings), not {p.arity}")
     if p.kind == "reduce" and p.reduce_op not in REDUCE_IDENTITY:
         raise SynthesisError(f"unknown reduction {p.reduce_op!r}")
     for e in p.elem.walk():
@@ -297,10 +307,229 @@ def gpu_wat(name: str, wgsl: str, p: ArrayProgram) -> str:
     return head + body
 
 
+# -- scans ---------------------------------------------------------------------------------------
+
+SCAN_WG = 256
+#: Consecutive elements one scan lane folds sequentially (so arrays of up to 8 elements are
+#: summed in exactly the sequential reference's order).
+SCAN_ITEMS = 8
+#: Elements one scan workgroup scans in workgroup memory.
+SCAN_BLOCK = SCAN_WG * SCAN_ITEMS
+#: data + block totals + the inputs must fit WebGPU's 8 storage buffers per stage.
+SCAN_MAX_ARITY = 6
+
+
+def scan_wgsl(p: ArrayProgram) -> str:
+    """Three entry points over ``data`` (0), ``sums`` (1), ``in0..`` (2..):
+
+    - ``main``: scans each 2048-element block of ``elem(x)`` into ``data`` and writes the block's
+      total to ``sums[block]``;
+    - ``inner``: the same over ``data`` itself, in place (a level of block totals);
+    - ``apply``: adds block ``b``'s offset (``sums[b - 1]``, the scanned totals) to every
+      element of block ``b >= 1`` of ``data``.
+
+    In a block, each lane scans its 8 consecutive elements sequentially, the 256 lane totals are
+    scanned in workgroup memory (Hillis-Steele, 8 steps), and each lane adds the total of the
+    lanes before it. Elements past the end are padded with 0.0; a scan only carries values
+    rightwards, so padding changes nothing that is written (only the last block's total, which
+    no block uses), and min/max need no identity literal.
+    """
+    k = p.arity
+    assert p.reduce_op is not None
+    op = _BINARY[p.reduce_op].format("a", "b")
+    decl = ("@group(0) @binding(0) var<storage, read_write> data: array<f32>;\n"
+            "@group(0) @binding(1) var<storage, read_write> sums: array<f32>;\n")
+    decl += "".join(f"@group(0) @binding({i + 2}) var<storage, read> in{i}: array<f32>;\n"
+                    for i in range(k))
+    loads = "".join(f"    let x{i} = in{i}[i];\n" for i in range(k))
+    ids = ("@builtin(local_invocation_id) lid3: vec3<u32>,\n"
+           "        @builtin(workgroup_id) wid3: vec3<u32>,\n"
+           "        @builtin(num_workgroups) nwg: vec3<u32>")
+    head = ("    let lid = lid3.x;\n"
+            "    let wid = wid3.x + wid3.y * nwg.x;  // the host dispatches 2-D past 65535\n"
+            "    let n = arrayLength(&data);\n"
+            f"    let base = wid * {SCAN_BLOCK}u;\n")
+
+    def block_entry(fn: str, value: str) -> str:
+        return (
+            f"@compute @workgroup_size({SCAN_WG})\n"
+            f"fn {fn}({ids}) {{\n{head}"
+            f"    for (var j = 0u; j < {SCAN_ITEMS}u; j = j + 1u) {{\n"
+            f"        let i = base + lid + j * {SCAN_WG}u;  // strided: coalesced reads\n"
+            "        var v = 0.0f;\n"
+            f"        if (i < n) {{\n            v = {value};\n        }}\n"
+            f"        tile[lid + j * {SCAN_WG}u] = v;\n"
+            "    }\n"
+            "    scan_tile(lid);\n"
+            f"    for (var j = 0u; j < {SCAN_ITEMS}u; j = j + 1u) {{\n"
+            f"        let i = base + lid + j * {SCAN_WG}u;\n"
+            f"        if (i < n) {{\n            data[i] = tile[lid + j * {SCAN_WG}u];\n        }}\n"
+            "    }\n"
+            "    if (lid == 0u && wid < arrayLength(&sums)) {\n"
+            f"        sums[wid] = lanes[{SCAN_WG - 1}u];\n"
+            "    }\n"
+            "}\n"
+        )
+
+    return (
+        f"// {p.reduce_op}-scan over {k} array(s): {SCAN_BLOCK}-element blocks per workgroup, "
+        "then the block totals, then the block offsets\n"
+        f"{decl}"
+        f"var<workgroup> tile: array<f32, {SCAN_BLOCK}>;\n"
+        f"var<workgroup> lanes: array<f32, {SCAN_WG}>;\n\n"
+        f"fn op(a: f32, b: f32) -> f32 {{\n    return {op};\n}}\n\n"
+        f"fn elem(i: u32) -> f32 {{\n{loads}    return {wgsl_expr(p.elem)};\n}}\n\n"
+        "// inclusive scan of the tile: each lane its 8 consecutive elements, left to right,\n"
+        "// then the lane totals (Hillis-Steele), then each lane adds the lanes before it\n"
+        "fn scan_tile(lid: u32) {\n"
+        "    workgroupBarrier();\n"
+        f"    let first = lid * {SCAN_ITEMS}u;\n"
+        "    var acc = tile[first];\n"
+        f"    for (var j = 1u; j < {SCAN_ITEMS}u; j = j + 1u) {{\n"
+        "        acc = op(acc, tile[first + j]);\n"
+        "        tile[first + j] = acc;\n"
+        "    }\n"
+        "    lanes[lid] = acc;\n"
+        "    workgroupBarrier();\n"
+        f"    for (var s = 1u; s < {SCAN_WG}u; s = s << 1u) {{\n"
+        "        var t = lanes[lid];\n"
+        "        if (lid >= s) {\n            t = op(lanes[lid - s], t);\n        }\n"
+        "        workgroupBarrier();\n"
+        "        lanes[lid] = t;\n"
+        "        workgroupBarrier();\n"
+        "    }\n"
+        "    if (lid > 0u) {\n"
+        "        let off = lanes[lid - 1u];\n"
+        f"        for (var j = 0u; j < {SCAN_ITEMS}u; j = j + 1u) {{\n"
+        "            tile[first + j] = op(off, tile[first + j]);\n"
+        "        }\n"
+        "    }\n"
+        "    workgroupBarrier();\n"
+        "}\n\n"
+        + block_entry("main", "elem(i)")
+        + "\n// a level of block totals, scanned in place\n"
+        + block_entry("inner", "data[i]")
+        + "\n// block b >= 1 gets the scanned totals of the blocks before it\n"
+        f"@compute @workgroup_size({SCAN_WG})\n"
+        f"fn apply({ids}) {{\n{head.replace('wid * ', '(wid + 1u) * ')}"
+        f"    for (var j = 0u; j < {SCAN_ITEMS}u; j = j + 1u) {{\n"
+        f"        let i = base + lid + j * {SCAN_WG}u;\n"
+        "        if (i < n) {\n            data[i] = op(sums[wid], data[i]);\n        }\n"
+        "    }\n"
+        "}\n"
+    )
+
+
+# Scan modules' own first page: binding list, entry names, the stack of levels, WGSL.
+_S_BINDINGS_AT, _S_MAIN_AT, _S_INNER_AT, _S_APPLY_AT = 0, 64, 72, 80
+#: (buffer id, length) per level; n < 2^30 needs 3 levels (2048^3 > 2^30), 8 fit.
+_S_LEVELS_AT, _S_WGSL_AT = 128, 256
+
+
+def scan_wat(name: str, wgsl: str, p: ArrayProgram) -> str:
+    """The gpu-tier module for a scan (map ABI). Level 0 scans the blocks of ``elem(x)`` into
+    the output buffer and writes block totals; while a level has more than one block, its
+    totals are scanned as the next level; then, top down, every level but the top adds the
+    scanned totals of the level above as block offsets. Dispatches: 1 up to 2048 elements,
+    3 up to 2048^2, 5 beyond."""
+    src = wgsl.encode()
+    pages = -(-(_S_WGSL_AT + len(src)) // 65536)
+    k = p.arity
+    params = "".join(f" (param $in{i} i32)" for i in range(k))
+    locals_ = "".join(f" (local $b{i} i32)" for i in range(k))
+
+    def shader(at: int, length: int) -> str:
+        return (f"(call $create_shader (i32.const {_S_WGSL_AT}) (i32.const {len(src)}) "
+                f"(i32.const {at}) (i32.const {length}))")
+
+    def bind(ids: list[str]) -> str:
+        return "".join(f"    (i32.store (i32.const {_S_BINDINGS_AT + 4 * j}) (local.get {b}))\n"
+                       for j, b in enumerate(ids))
+
+    def level(field: int) -> str:
+        # address of levels[$top].field (8 bytes a level)
+        return (f"(i32.add (i32.const {_S_LEVELS_AT + field}) "
+                "(i32.shl (local.get $top) (i32.const 3)))")
+
+    return (
+        f"(module\n{_IMPORTS}"
+        f'  (memory (export "memory") {pages})\n'
+        f'  (data (i32.const {_S_MAIN_AT}) "main")\n'
+        f'  (data (i32.const {_S_INNER_AT}) "inner")\n'
+        f'  (data (i32.const {_S_APPLY_AT}) "apply")\n'
+        f"  (data (i32.const {_S_WGSL_AT}) {wat_bytes(src)})\n"
+        f'  (func (export "{name}"){params} (param $out i32) (param $n i32)\n'
+        "    (local $bytes i32) (local $sh i32) (local $shi i32) (local $sha i32)\n"
+        "    (local $bo i32) (local $cur i32) (local $next i32) (local $m i32) (local $m2 i32)\n"
+        f"    (local $top i32) (local $len i32){locals_}\n"
+        "    (if (i32.eqz (local.get $n)) (then (return)))\n"
+        "    (local.set $bytes (i32.shl (local.get $n) (i32.const 2)))\n"
+        f"    (local.set $sh {shader(_S_MAIN_AT, 4)})\n"
+        f"    (local.set $shi {shader(_S_INNER_AT, 5)})\n"
+        f"    (local.set $sha {shader(_S_APPLY_AT, 5)})\n"
+        f"{_upload(k)}"
+        "    (local.set $bo (call $alloc (local.get $bytes)))\n"
+        f"    ;; level 0: blocks of elem(x) into the output, one total per {SCAN_BLOCK} elements\n"
+        f"    (local.set $m {_ceil_div('(local.get $n)', SCAN_BLOCK)})\n"
+        "    (local.set $cur (call $alloc (i32.shl (local.get $m) (i32.const 2))))\n"
+        f"{bind(['$bo', '$cur'] + [f'$b{i}' for i in range(k)])}"
+        f"    (call $dispatch (local.get $sh) (i32.const {_S_BINDINGS_AT}) (i32.const {k + 2}) "
+        f"{_ceil_div('(local.get $n)', SCAN_ITEMS)})\n"
+        + "".join(f"    (call $free (local.get $b{i}))\n" for i in range(k))
+        + f"    (i32.store {level(0)} (local.get $bo))\n"
+        f"    (i32.store {level(4)} (local.get $n))\n"
+        "    (local.set $top (i32.const 1))\n"
+        "    ;; up: while a level has more than one block, scan its block totals ($cur, $m)\n"
+        "    (block $top_done\n"
+        "      (loop $up\n"
+        "        (br_if $top_done (i32.le_u (local.get $m) (i32.const 1)))\n"
+        f"        (local.set $m2 {_ceil_div('(local.get $m)', SCAN_BLOCK)})\n"
+        "        (local.set $next (call $alloc (i32.shl (local.get $m2) (i32.const 2))))\n"
+        f"{bind(['$cur', '$next'])}"
+        f"        (call $dispatch (local.get $shi) (i32.const {_S_BINDINGS_AT}) (i32.const 2) "
+        f"{_ceil_div('(local.get $m)', SCAN_ITEMS)})\n"
+        f"        (i32.store {level(0)} (local.get $cur))\n"
+        f"        (i32.store {level(4)} (local.get $m))\n"
+        "        (local.set $top (i32.add (local.get $top) (i32.const 1)))\n"
+        "        (local.set $cur (local.get $next))\n"
+        "        (local.set $m (local.get $m2))\n"
+        "        (br $up)))\n"
+        "    ;; the top level is one block: its total is not needed\n"
+        "    (call $free (local.get $cur))\n"
+        "    ;; down: level top-2 .. 0 gets the scanned totals of the level above as offsets\n"
+        "    (block $down_done\n"
+        "      (loop $down\n"
+        "        (br_if $down_done (i32.le_u (local.get $top) (i32.const 1)))\n"
+        "        (local.set $top (i32.sub (local.get $top) (i32.const 1)))\n"
+        f"        (local.set $next (i32.load {level(0)}))\n"
+        "        (local.set $top (i32.sub (local.get $top) (i32.const 1)))\n"
+        f"        (local.set $cur (i32.load {level(0)}))\n"
+        f"        (local.set $len (i32.load {level(4)}))\n"
+        "        (local.set $top (i32.add (local.get $top) (i32.const 1)))\n"
+        f"{bind(['$cur', '$next'])}"
+        f"        ;; blocks 1.. only: (len - {SCAN_BLOCK}) elements, {SCAN_ITEMS} a lane\n"
+        f"        (call $dispatch (local.get $sha) (i32.const {_S_BINDINGS_AT}) (i32.const 2) "
+        f"{_ceil_div(f'(i32.sub (local.get $len) (i32.const {SCAN_BLOCK}))', SCAN_ITEMS)})\n"
+        "        (call $free (local.get $next))\n"
+        "        (br $down)))\n"
+        "    (call $read_buffer (local.get $bo) (i32.const 0) (local.get $out) "
+        "(local.get $bytes))\n"
+        "    (call $free (local.get $bo))\n"
+        "  )\n)\n"
+    )
+
+
 def lower_gpu(program: ArrayProgram, name: str) -> tuple[str, str]:
     """``(wat, wgsl)`` for an array program; SynthesisError if it has no gpu lowering."""
     if not isinstance(program, ArrayProgram):
         raise SynthesisError(f"the gpu tier lowers array programs, not {type(program).__name__}")
+    if program.kind in ("index", "twopass"):
+        from node.synth._lower_shapes import lower_shape_gpu  # imports this module
+
+        return lower_shape_gpu(program, name)
     _check(program)
+    if program.kind == "scan":
+        wgsl = scan_wgsl(program)
+        return scan_wat(name, wgsl, program), wgsl
     wgsl = map_wgsl(program) if program.kind == "map" else reduce_wgsl(program)
     return gpu_wat(name, wgsl, program), wgsl

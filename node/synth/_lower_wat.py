@@ -80,8 +80,8 @@ class _Func:
 
     def emit(self, e: Expr) -> str:
         op, ty = e.op, e.ty
-        if op == "arg":
-            return self.leaves[f"arg{e.value}"]
+        if op in ("arg", "sarg"):  # sarg: a scalar parameter beside the arrays
+            return self.leaves[f"{op}{e.value}"]
         if op in ("acc", "len"):
             return self.leaves[op]
         if op == "const":
@@ -202,6 +202,8 @@ def _vec(e: Expr, leaves: list[str]) -> str:
         raise SynthesisError(f"SIMD lowering handles f32 element expressions, not {e.ty}")
     if op == "arg":
         return leaves[e.value]
+    if op == "sarg":  # a scalar parameter, splatted once before the loop (node/synth/_lower_mixed)
+        return f"(local.get $vy{e.value})"
     if op == "const":
         return _vconst(float(e.value))
     if op in _VEC_UNARY:
@@ -219,6 +221,10 @@ def _vec(e: Expr, leaves: list[str]) -> str:
 
 def lower_simd(p: ArrayProgram, name: str) -> str:
     """A SIMD module per the contract ABI (memory export, pointers and n as i32)."""
+    if p.kind in ("index", "twopass"):
+        from node.synth._lower_shapes import lower_shape_simd  # imports this module
+
+        return lower_shape_simd(p, name)
     if p.kind == "scan":
         return _lower_scan(p, name)
     k = p.arity

@@ -67,6 +67,7 @@ from node.synth._ir import (
     DTYPES,
     FLOAT_TYPES,
     INT_TYPES,
+    MIXED_KINDS,
     ArrayProgram,
     Env,
     Expr,
@@ -704,6 +705,8 @@ def mutation_candidates(
     program = decode_program(parent.ir)
     if program is not None and isinstance(program, ArrayProgram) != sig.is_array:
         program = None  # a stale or foreign IR: do not trust it
+    if isinstance(program, ArrayProgram) and (program.params or program.kind in MIXED_KINDS):
+        program = None  # scalars beside the arrays / sequential kinds: no IR mutations yet
     if isinstance(program, ScalarProgram) and tier != "scalar":
         raise UnsupportedError("a scalar program cannot become an array (simd/gpu) one")
     intent = classify(instruction)
