@@ -559,7 +559,9 @@ def wrk_markdown(res: dict[str, Any]) -> str:
         f"{w['seconds']:g} s per server and concurrency, alternating: req/s over all rounds, "
         "the median round's p50, the worst round's p99; server CPU: the server process's "
         "user + system time per request (less sensitive to the machine's other load than "
-        "req/s).",
+        "req/s). Both servers freeze their heap after start-up (`gc.freeze()`: the node after "
+        "its model loads, the bare endpoint after its imports), so neither pays collections "
+        "over start-up objects the other does not.",
         "",
         "| concurrency | server | req/s | p50 ms | p99 ms | server CPU ms/req | requests |",
         "|---:|---|---:|---:|---:|---:|---:|",

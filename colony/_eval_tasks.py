@@ -474,7 +474,7 @@ def _scalar_and_array(lo: float, hi: float) -> Callable[[random.Random], tuple[A
     return gen
 
 
-def _clamp_gen(r: random.Random) -> tuple[Any, ...]:
+def _array_clamp_gen(r: random.Random) -> tuple[Any, ...]:
     n = r.randint(0, 40)
     lo = round(r.uniform(-5, 0), 2)
     return ([round(r.uniform(-10, 10), 3) for _ in range(n)], lo, round(lo + r.uniform(0, 6), 2))
@@ -494,19 +494,17 @@ ARRAY += [
     # two passes: a statistic of the whole array, then a map or a reduction with it
     _mk("variance", "population variance of the elements", "(f32[]) -> f32",
         lambda a: float(np.var(_f32(a).astype(np.float64))),
-        [([1, 2, 5],), ([2, 1, 4, 4],), ([3, 1],)], _varied(), shape="two-pass",
-        only_tiers=("simd",)),
+        [([1, 2, 5],), ([2, 1, 4, 4],), ([3, 1],)], _varied(), shape="two-pass"),
     _mk("zscore", "z-score normalise the elements", "(f32[]) -> f32[]", _zscore,
-        [([1, 2, 5],), ([2, 1, 4, 4],), ([3, 1, 7, -2],)], _varied(), shape="two-pass",
-        only_tiers=("simd",)),
+        [([1, 2, 5],), ([2, 1, 4, 4],), ([3, 1, 7, -2],)], _varied(), shape="two-pass"),
     _mk("softmax", "softmax of the elements", "(f32[]) -> f32[]", _softmax,
         [([1, 2, 5],), ([2, 1, 4, 4],), ([3, 1, 0.5, -2],)], arrays(1, -5, 5),
-        shape="two-pass", only_tiers=("simd",)),
+        shape="two-pass"),
     # scalars beside arrays, and i32 results
     _mk("clamp_between", "clamp every element between lo and hi", "(f32[], f32, f32) -> f32[]",
         lambda a, lo, hi: np.clip(_f32(a), np.float32(lo), np.float32(hi)),
         [([-3, 0.5, 2, 7], 0, 5), ([1, -1, 4], -0.5, 2), ([10, -10, 3, 0], -2, 6),
-         ([0.25, 9], 1, 1.5)], _clamp_gen, shape="scalars beside arrays"),
+         ([0.25, 9], 1, 1.5)], _array_clamp_gen, shape="scalars beside arrays"),
     _mk("scale_by", "multiply every element by s", "(f32[], f32) -> f32[]",
         lambda a, s: _f32(a) * np.float32(s), [([1, 2, -3], 2), ([0.5, 4], -1.5), ([7], 0.25)],
         _scalar_and_array(-4, 4), shape="scalars beside arrays"),

@@ -76,6 +76,10 @@ TOOLS: tuple[ToolSpec, ...] = (
              "Describe a function (natural language + signature), give the call's args and, "
              "ideally, a few input/output examples; the colony answers from a verified function "
              "it already has or synthesizes one, and computes the result in its sandbox. "
+             "Signatures are `(T, ...) -> T`, T in i32 i64 f32 f64 f32[]; an array signature "
+             "takes f32[] arrays (of one length) and any i32/f32 scalars beside them, in any "
+             "order, and returns f32[], f32 or i32 (e.g. `(f32[], f32) -> f32[]`, "
+             "`(f32[]) -> i32`). "
              "The reply's `evidence` says how far to trust it (tests passed, how many were yours, "
              "nodes that verified it, whether it was disambiguated). If the examples do not pin "
              "the function down, the result is an error of type `ambiguous` whose "
@@ -87,7 +91,8 @@ TOOLS: tuple[ToolSpec, ...] = (
              "One function: its variants (with verdicts and metrics), tests and lineage. "
              "`source: \"1\"` includes each variant's WAT (and WGSL)."),
     ToolSpec("run_function", "post", "/v1/functions/{name}/run",
-             "Call a library function by name with `args` (arrays for f32[]); the result is "
+             "Call a library function by name with `args` (a list for each f32[], a number for "
+             "each scalar); the result is "
              "computed by the serving variant in the sandbox, with its `evidence`."),
     ToolSpec("create_function", "post", "/v1/functions",
              "Add a function: with `wat` (and `wgsl` for gpu) it is verified against the "

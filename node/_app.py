@@ -117,6 +117,18 @@ def requires_api_token_for_calls(fn: Callable[_P, Awaitable[_R]]) -> Callable[_P
 def check_depth(obj: Any, limit: int = MAX_DEPTH) -> None:
     """Refuse bodies nested deeper than ``limit`` (iteratively: the check itself cannot
     recurse). Flat lists of numbers are scanned in C (``map(type, ...)``)."""
+    if type(obj) is dict and limit >= 2:
+        # the usual cached task: an object of scalars and flat lists (two levels), checked
+        # without the stack; anything holding an object or a nested list takes the walk below
+        for value in obj.values():
+            kind = type(value)
+            if kind is list:
+                if not _flat(value):
+                    break
+            elif kind is dict or isinstance(value, (list, dict)):
+                break
+        else:
+            return
     stack: list[tuple[Any, int]] = [(obj, 1)]
     while stack:
         item, depth = stack.pop()
@@ -132,6 +144,12 @@ def check_depth(obj: Any, limit: int = MAX_DEPTH) -> None:
         else:
             continue
         stack.extend((c, depth + 1) for c in children if isinstance(c, (list, dict)))
+
+
+def _flat(items: list[Any]) -> bool:
+    """Whether a list holds no list and no object (scanned in C)."""
+    kinds = set(map(type, items))
+    return list not in kinds and dict not in kinds
 
 
 def _refuse_ext(code: int, data: bytes) -> Any:
@@ -290,10 +308,11 @@ class ColonyRequest(TrioRequest):
 
 
 async def read_body() -> Any:
-    data = await request.get_data(cache=False)
+    req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup
+    data = await req.get_data(cache=False)
     if not data:
         raise RequestError("empty body; send a JSON or msgpack object")
-    ctype = request.headers.get("Content-Type", "application/json").split(";")[0].strip().lower()
+    ctype = req.headers.get("Content-Type", "application/json").split(";")[0].strip().lower()
     if ctype in MSGPACK_TYPES:
         try:
             body = msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_refuse_ext)
@@ -517,7 +536,7 @@ def create_app(node: Node) -> QuartTrio:
     @requires_api_token_for_calls
     async def post_task() -> Response:
         req = parse_task(await read_body(), node.config.api)
-        with node.events.failures("task", name=req.name, signature=str(req.signature),
+        with node.events.failures("task", name=req.name, signature=req.key[1],
                                   tier=req.tier):  # issue 7: failed tasks reach the dashboard
             return reply(wire_result(await node.submit(req)))
 

@@ -305,20 +305,24 @@ class Node:
         result: Any = None
         if ctx.req.args is not None:
             result = plain_result(await self.call(serving, ctx.req.args), keep_arrays=True)
-        self.metrics.task_answered(source, ctx.req.tier, time.perf_counter() - started)
+        # one clock reading for the metric, the event and the reply: the task is done here
+        seconds = time.perf_counter() - started
+        elapsed_ms = round(seconds * 1000, 3)
+        self.metrics.task_answered(source, ctx.req.tier, seconds)
         self.events.emit("task", source=source, tier=ctx.req.tier, function=serving.function.name,
                          fingerprint=serving.variant_fp, llm_calls=resolution.llm_calls,
                          guess=serving.guess, corrected=resolution.corrected,
-                         evidence_basis=serving.basis,
-                         elapsed_ms=round((time.perf_counter() - started) * 1000, 3))
-        caller = {t.id for t in tests_for(serving.function.name, ctx.req)}
+                         evidence_basis=serving.basis, elapsed_ms=elapsed_ms)
+        # a task without examples brings no tests of its own (the cached task's usual case)
+        caller: set[str] = {t.id for t in tests_for(serving.function.name, ctx.req)} \
+            if ctx.req.examples else set()
         reply: dict[str, Any] = {
             "result": result,
             "function": serving.describe(),
             "source": source,
             "llm_calls": resolution.llm_calls,
             "node": self.node_id,
-            "elapsed_ms": round((time.perf_counter() - started) * 1000, 3),
+            "elapsed_ms": elapsed_ms,
             "evidence": serving.evidence(caller, self.search_mode),
         }
         if resolution.corrected:
@@ -330,7 +334,7 @@ class Node:
     async def _settle_name(self, req: TaskRequest) -> TaskRequest:
         """An alias means its function. A name taken by a function of another signature: 409
         when the caller chose it, otherwise the next free name."""
-        if self.serving.get((req.name, str(req.signature), req.tier)) is not None:
+        if self.serving.get(req.key) is not None:
             # served under this very name and signature (the cached task's path): nothing to
             # settle, no library reads (merging or deleting a name drops its serving entries)
             return req

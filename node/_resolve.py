@@ -35,7 +35,7 @@ class TaskContext:
 
     @property
     def key(self) -> tuple[str, str, str]:
-        return (self.req.name, str(self.req.signature), self.req.tier)
+        return self.req.key
 
 
 @dataclass

@@ -10,12 +10,12 @@ from __future__ import annotations
 import functools
 import re
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from node._bodies import NAME_RE, Task, validate_body
+from node._bodies import NAME_RE, SIGNATURE_CHARS, Task, validate_body
 from node._config import ApiLimits
 from node._errors import RequestError, TooLargeError, UnsupportedError, short_repr
 from node.synth._api import Example
@@ -55,6 +55,12 @@ class TaskRequest:
     examples: tuple[Example, ...]
     synthesize: bool
     on_ambiguity: str = "ask"
+    #: (name, signature text, tier): the serving cache's key, read several times per task
+    #: (made once here, again by ``dataclasses.replace``, which renames go through).
+    key: tuple[str, str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", (self.name, str(self.signature), self.tier))
 
 
 #: Signatures by their text: a client sends the same few with every task, and a Signature is
@@ -120,43 +126,118 @@ def coerce_args(sig: Signature, raw: Any, limits: ApiLimits, where: str = "args"
     return _check_arrays(values, sig, limits)
 
 
-def parse_task(body: Any, limits: ApiLimits) -> TaskRequest:
+#: A task's fields as both paths hand them on: description, signature, name, tier, args,
+#: examples as (args, result) pairs, synthesize, on_ambiguity.
+_Fields = tuple[str, str, str | None, str | None, list[Any] | None, list[tuple[list[Any], Any]],
+                bool, str]
+_TASK_KEYS = frozenset(TASK_FIELDS)
+_ABSENT: list[Any] = []  # "examples" not given (never mutated)
+
+
+def plain_fields(body: Any, limits: ApiLimits) -> _Fields | None:
+    """The fields of a body of the common shape, read without pydantic; None for anything
+    else. Only a body the :class:`node._bodies.Task` model accepts as it is gets through:
+    exact types (a ``str``, a ``list``, a ``bool``, not a subclass), known keys, every bound,
+    a name matching its pattern, each example an object of exactly ``args`` (a list) and
+    ``result``. Every other body takes the model's path, which gives its problem document
+    (``tests/test_fast_path.py`` holds the two paths equal)."""
+    if type(body) is not dict or not _TASK_KEYS.issuperset(body):
+        return None
+    get = body.get
+    description, signature = get("description"), get("signature")
+    if type(description) is not str or not 0 < len(description) <= limits.description_chars \
+            or not _utf8(description):
+        return None
+    if type(signature) is not str or len(signature) > SIGNATURE_CHARS or not _utf8(signature):
+        return None
+    name, tier, args = get("name"), get("tier"), get("args")
+    if name is not None and (type(name) is not str or NAME_RE.fullmatch(name) is None):
+        return None
+    if tier is not None and (type(tier) is not str or not _utf8(tier)):
+        return None
+    if args is not None and type(args) is not list:
+        return None
+    synthesize, on_ambiguity = get("synthesize", True), get("on_ambiguity", "ask")
+    if type(synthesize) is not bool or type(on_ambiguity) is not str or \
+            on_ambiguity not in ON_AMBIGUITY:
+        return None
+    examples = get("examples", _ABSENT)
+    if type(examples) is not list or len(examples) > limits.examples:
+        return None
+    pairs: list[tuple[list[Any], Any]] = []
+    for ex in examples:
+        if type(ex) is not dict or len(ex) != 2 or type(ex.get("args")) is not list or \
+                "result" not in ex:
+            return None
+        pairs.append((ex["args"], ex["result"]))
+    return (description, signature, name, tier, args, pairs, synthesize, on_ambiguity)
+
+
+def _utf8(text: str) -> bool:
+    """Whether ``text`` is valid Unicode: JSON may decode to lone surrogates (``"\\ud800"``),
+    which pydantic refuses as a string field's value."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def model_fields(body: Any, limits: ApiLimits) -> _Fields:
+    """The fields of any body, validated by the :class:`node._bodies.Task` model (400/413
+    problems for a malformed one)."""
+    task = validate_body(Task, body, limits)
+    return (task.description, task.signature, task.name, task.tier, task.args,
+            [(ex.args, ex.result) for ex in task.examples], task.synthesize,
+            str(task.on_ambiguity))
+
+
+def parse_task(body: Any, limits: ApiLimits, *, fast: bool = True) -> TaskRequest:
     """Validate a decoded task body. Raises RequestError and subclasses.
 
     The body's shape (fields, types, bounds) is :class:`node._bodies.Task`'s; what a schema
-    cannot say (the signature's grammar, each value against it) is checked here.
+    cannot say (the signature's grammar, each value against it) is checked here. A body of
+    the common shape is read directly (:func:`plain_fields`: pydantic's validation is most of
+    a cached task's parsing time); ``fast=False`` always takes the model's path.
     """
-    task = validate_body(Task, body, limits)
+    fields = plain_fields(body, limits) if fast else None
+    if fields is None:
+        fields = model_fields(body, limits)
+    return _request(fields, limits)
 
-    description = task.description
+
+def _request(fields: _Fields, limits: ApiLimits) -> TaskRequest:
+    (description, signature, given_name, given_tier, given_args, given_examples, synthesize,
+     on_ambiguity) = fields
     if not description.strip():
         raise RequestError("'description' is required: a non-empty string")
     try:
-        sig = _parse_signature(task.signature)
+        sig = _parse_signature(signature)
     except SignatureError as exc:
         raise UnsupportedError(str(exc)) from None
 
-    if task.tier is None:
+    if given_tier is None:
         tier: Tier = sig.default_tier
     else:
         try:
-            tier = sig.check_tier(task.tier)
+            tier = sig.check_tier(given_tier)
         except SignatureError as exc:
             raise UnsupportedError(str(exc)) from None
 
-    name_given = task.name is not None
-    name = task.name if task.name is not None else derive_name(description)
-    synthesize, on_ambiguity = task.synthesize, task.on_ambiguity
+    name_given = given_name is not None
+    name = given_name if given_name is not None else derive_name(description)
 
     args: tuple[Any, ...] | None = None
-    if task.args is not None:
-        args = coerce_args(sig, task.args, limits)
+    if given_args is not None:
+        args = coerce_args(sig, given_args, limits)
 
     examples: list[Example] = []
-    for i, ex in enumerate(task.examples):
-        ex_args = coerce_args(sig, ex.args, limits, where=f"examples[{i}].args")
+    for i, (raw_args, raw_result) in enumerate(given_examples):
+        ex_args = coerce_args(sig, raw_args, limits, where=f"examples[{i}].args")
         try:
-            result = sig.coerce_result(ex.result)
+            result = sig.coerce_result(raw_result)
         except SignatureError as exc:
             raise UnsupportedError(f"examples[{i}].result: {exc}") from None
         if sig.kind == "map":

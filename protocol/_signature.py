@@ -156,9 +156,22 @@ class Signature:
             raise SignatureError(
                 f"{self} takes {len(self.params)} argument(s), got {len(args)}"
             )
-        out = tuple(coerce_value(t, a, where=f"argument {i}") for i, (t, a) in
-                    enumerate(zip(self.params, args, strict=True)))
-        if self.is_array:
+        coerced: list[Any] = []
+        for i, (t, a) in enumerate(zip(self.params, args, strict=True)):
+            # plain in-range ints and finite floats (nearly every call) skip the numbers ABCs
+            # and the ``where`` text, which only an error needs
+            kind = type(a)
+            if kind is int and t in _INT_RANGES:
+                lo, hi = _INT_RANGES[t]
+                if lo <= a <= hi:
+                    coerced.append(a)
+                    continue
+            elif kind is float and (t == "f64" or (t == "f32" and -_F32_MAX <= a <= _F32_MAX)):
+                coerced.append(a)
+                continue
+            coerced.append(coerce_value(t, a, where=f"argument {i}"))
+        out = tuple(coerced)
+        if "f32[]" in self.params:  # is_array, without the property chain
             lengths = {len(out[i]) for i in self.array_params}
             if len(lengths) > 1:
                 raise SignatureError(f"array arguments must have equal length, got {sorted(lengths)}")
@@ -170,7 +183,12 @@ class Signature:
 
 def coerce_value(t: str, v: Any, *, where: str = "value") -> Any:
     """Validate one value of type ``t``; return its normal Python form."""
+    kind = type(v)
     if t in _INT_RANGES:
+        if kind is int:  # a plain int (not bool, not a numpy integer): only the range to check
+            lo, hi = _INT_RANGES[t]
+            if lo <= v <= hi:
+                return v
         if isinstance(v, bool):
             raise SignatureError(f"{where}: expected an integer ({t}), got {v!r}")
         if isinstance(v, numbers.Integral):
@@ -185,8 +203,16 @@ def coerce_value(t: str, v: Any, *, where: str = "value") -> Any:
             raise SignatureError(f"{where}: {v} is out of range for {t}")
         return v
     if t in ("f32", "f64"):
+        if kind is float and (t == "f64" or -_F32_MAX <= v <= _F32_MAX):
+            return v  # a finite (f32: in-range) plain float is its own normal form
         return _coerce_float(t, v, where)
     if t == "f32[]":
+        if kind is list:
+            # plain floats and ints within f32's range convert as they are; anything else
+            # (nan, inf, strings, bools, out of range) takes the checked path and its errors
+            return [x if type(x) is float and -_F32_MAX <= x <= _F32_MAX
+                    else float(x) if type(x) is int and -_F32_MAX <= x <= _F32_MAX
+                    else _coerce_float("f32", x, f"{where}[{i}]") for i, x in enumerate(v)]
         if not isinstance(v, (list, tuple)) and not hasattr(v, "__array__"):
             raise SignatureError(f"{where}: expected an array of f32, got {type(v).__name__}")
         if hasattr(v, "__array__") and not isinstance(v, (list, tuple)):

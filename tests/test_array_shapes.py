@@ -223,10 +223,12 @@ def test_not_element_wise_and_no_shape_is_refused_as_such() -> None:
         OfflineSynthesizer().synthesize(_request("reverse", exs))
 
 
-def test_a_two_pass_shape_has_no_gpu_lowering() -> None:
+def test_a_two_pass_shape_lowers_to_reductions_then_a_map_on_gpu() -> None:
+    # the passes and their numerics: tests/test_gpu_twopass.py
     (p,) = [c for c in candidates("map") if c.spec == "zscore"]
-    with pytest.raises(Exception, match="use the simd tier"):
-        lower_shape_gpu(p, "f")
+    wat, wgsl = lower_shape_gpu(p, "f")
+    assert all(f"fn {e}(" in wgsl for e in ("sum_x", "sum_sq", "sum_c", "apply")), wgsl
+    assert '(export "f")' in wat
 
 
 # ------------------------------------------------------------ through the node's HTTP API
@@ -274,8 +276,11 @@ async def test_an_index_shape_runs_on_the_gpu_tier(client: httpx.AsyncClient,
                            rtol=1e-5, atol=1e-5), n
 
 
-async def test_a_gpu_two_pass_task_is_refused_clearly(client: httpx.AsyncClient) -> None:
+async def test_a_gpu_two_pass_task_is_verified_on_the_gpu_tier(
+        client: httpx.AsyncClient) -> None:
     r = await client.post("/v1/tasks", json=_task("zscore", "z_gpu", tier="gpu"))
-    assert r.status_code == 422, r.text  # not a 503: retrying will not help, the tier will
-    detail = r.json()["detail"]
-    assert "two-pass" in detail and "no gpu lowering" in detail and "simd tier" in detail, detail
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["function"]["tier"] == "gpu" and out["function"]["verified"] is True, out
+    want = MEANS["zscore"](np.asarray([4.0, -1.0, 2.5]))
+    assert np.allclose(out["result"], want, rtol=1e-5, atol=1e-6), out["result"]

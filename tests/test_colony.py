@@ -773,10 +773,10 @@ async def test_an_immune_check_reads_its_function_only_and_an_idle_node_stays_id
         async def passes() -> bool:
             return len(stamps) >= 3
 
-        await wait_for(passes, 20)  # the counters of the tasks above are flushed by now
+        await wait_for(passes, 60)  # the counters of the tasks above are flushed by now
         reads.clear()
         stamps.clear()
-        await wait_for(passes, 20)
+        await wait_for(passes, 60)
         assert reads == [], reads
     finally:
         svc.store.variant_states = real_states  # type: ignore[method-assign]

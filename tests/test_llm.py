@@ -23,7 +23,7 @@ from node._runtime import Runtime
 from node._verify import Verifier
 from node._wat import wat_to_wasm
 from node.synth._api import Example, SynthesisRequest, Synthesized
-from node.synth._llm import LlmSynthesizer, system_prompt, task_prompt
+from node.synth._llm import LlmSynthesizer, abi_line, system_prompt, task_prompt
 from node.synth._llm_client import SynthesisTimeout, detect_api
 from node.synth._llm_extract import parse_blocks, parse_tests, strip_reasoning
 from node.synth._llm_gpu import gpu_module, wat_bytes
@@ -450,6 +450,150 @@ def test_task_prompt_shapes() -> None:
     assert "dot(in0_ptr, in1_ptr, n) -> f32" in p and "3 to 5 test cases" in p
     p = task_prompt(SynthesisRequest("dot", "dot product", red, "gpu"), want_tests=False)
     assert "bindings 2..2 = inputs 1..1" in p and "```wgsl" in p
+
+
+# -- scalars beside arrays and i32 results: the prompt states the exact export ------------------
+
+SCALE_SIG = Signature.parse("(f32[], f32) -> f32[]")
+#: scale-by-s in WAT, the way a model answers once it read the mixed ABI: x_ptr, s (an f32 value),
+#: out_ptr, n
+SCALE_WAT = """(module
+  (memory (export "memory") 1)
+  (func (export "scale") (param $x i32) (param $s f32) (param $out i32) (param $n i32)
+    (local $i i32) (local $end4 i32) (local $off i32) (local $vs v128)
+    (local.set $vs (f32x4.splat (local.get $s)))
+    (local.set $end4 (i32.and (local.get $n) (i32.const -4)))
+    (block $vdone (loop $vloop
+      (br_if $vdone (i32.ge_u (local.get $i) (local.get $end4)))
+      (local.set $off (i32.shl (local.get $i) (i32.const 2)))
+      (v128.store (i32.add (local.get $out) (local.get $off))
+        (f32x4.mul (local.get $vs) (v128.load (i32.add (local.get $x) (local.get $off)))))
+      (local.set $i (i32.add (local.get $i) (i32.const 4)))
+      (br $vloop)))
+    (block $done (loop $tail
+      (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+      (local.set $off (i32.shl (local.get $i) (i32.const 2)))
+      (f32.store (i32.add (local.get $out) (local.get $off))
+        (f32.mul (local.get $s) (f32.load (i32.add (local.get $x) (local.get $off)))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $tail)))))"""
+SCALE_TESTS = ('[{"args": [[1, 2, 3, 4, 5], 2], "result": [2, 4, 6, 8, 10]}, '
+               '{"args": [[-1.5], 0.5], "result": [-0.75]}, {"args": [[], 3], "result": []}]')
+
+
+def test_abi_line_is_the_loaders_shape(runtime: Runtime) -> None:
+    # the export the prompt asks for, written as a module, loads: prompt and loader agree
+    for text in ["(f32[], f32) -> f32[]", "(f32, f32[], i32) -> f32", "(f32[]) -> i32",
+                 "(f32[], f32[], f32) -> i32", "(f32[], f32[]) -> f32[]", "(f32[]) -> f32"]:
+        sig = Signature.parse(text)
+        line = abi_line(SynthesisRequest("f", "", sig, "simd"))
+        m = re.match(r'\(func \(export "f"\) \(param ([^)]*)\)(?: \(result (\w+)\))?\)', line)
+        assert m is not None, line
+        result = f"(result {m.group(2)}) ({m.group(2)}.const 0)" if m.group(2) else ""
+        wat = (f'(module (memory (export "memory") 1) (func (export "f") (param {m.group(1)}) '
+               f"{result}))")
+        runtime.load(wat_to_wasm(wat), name="f", signature=sig, tier="simd")
+
+
+def test_task_prompt_mixed_shapes() -> None:
+    p = task_prompt(SynthesisRequest("scale", "x * s", SCALE_SIG, "simd"), want_tests=True)
+    assert '(func (export "scale") (param i32 f32 i32 i32))' in p
+    assert "scale(in0_ptr, s0, out_ptr, n)" in p and "(s0 f32)" in p
+    poly = Signature.parse("(f32, f32[], i32) -> f32")
+    p = task_prompt(SynthesisRequest("p", "", poly, "simd"), want_tests=False)
+    assert '(param f32 i32 i32 i32) (result f32))' in p and "p(s0, in0_ptr, s1, n) -> f32" in p
+    argmax = Signature.parse("(f32[]) -> i32")
+    p = task_prompt(SynthesisRequest("am", "", argmax, "simd"), want_tests=False)
+    assert '(func (export "am") (param i32 i32) (result i32))' in p and "am(in0_ptr, n) -> i32" in p
+    p = task_prompt(SynthesisRequest("scale", "x * s", SCALE_SIG, "gpu"), want_tests=False)
+    assert "binding 2 = sc: array<f32>" in p and "(param i32 f32 i32 i32)" in p
+    p = task_prompt(SynthesisRequest("am", "", argmax, "gpu"), want_tests=False)
+    assert "out: array<i32> of 1" in p and "ONE workgroup" in p and "// empty:" in p
+
+
+async def test_simd_scalar_beside_array(nursery: trio.Nursery, runtime: Runtime,
+                                        verifier: Verifier) -> None:
+    req = SynthesisRequest("scale", "multiply every element by s", SCALE_SIG, "simd")
+    llm = await start(nursery, "openai")
+    # first the all-array shape (s as a pointer): the loader's ABI error goes back
+    old_abi = SCALE_WAT.replace("(param $s f32)", "(param $s i32)").replace(
+        "(local.get $s)", "(f32.load (local.get $s))")
+    llm.script(wat_reply(old_abi, SCALE_TESTS), wat_reply(SCALE_WAT))
+    out = await run(make(llm, runtime, verifier), req)
+    assert out.llm_calls == 2 and len(out.tests) == 3
+    first = llm.chats()[0].body["messages"][1]["content"]
+    assert '(func (export "scale") (param i32 f32 i32 i32))' in first
+    assert "needs (i32, f32, i32, i32) -> ()" in last_user(llm.chats()[1].body)
+    loaded = runtime.load(wat_to_wasm(out.wat), name="scale", signature=SCALE_SIG, tier="simd")
+    x = np.arange(9, dtype=np.float32)
+    np.testing.assert_array_equal(runtime.call(loaded, (x, 1.5)), x * np.float32(1.5))
+
+
+SCALE_WGSL = """@group(0) @binding(0) var<storage, read> in0: array<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<storage, read> sc: array<f32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>,
+        @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 64u;
+    if (i >= arrayLength(&out)) { return; }
+    out[i] = in0[i] * sc[0];
+}
+"""
+#: how many elements exceed s: one workgroup of 64 lanes, then a tree sum (an i32 result)
+COUNT_WGSL = """// empty: 0
+@group(0) @binding(0) var<storage, read> in0: array<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<i32>;
+@group(0) @binding(2) var<storage, read> sc: array<f32>;
+var<workgroup> t: array<i32, 64>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(local_invocation_id) lid: vec3<u32>) {
+    var c = 0i;
+    for (var i = lid.x; i < arrayLength(&in0); i = i + 64u) {
+        if (in0[i] > sc[0]) { c = c + 1i; }
+    }
+    t[lid.x] = c;
+    workgroupBarrier();
+    for (var s = 32u; s > 0u; s = s >> 1u) {
+        if (lid.x < s) { t[lid.x] = t[lid.x] + t[lid.x + s]; }
+        workgroupBarrier();
+    }
+    if (lid.x == 0u) { out[0] = t[0]; }
+}
+"""
+
+
+async def test_gpu_scalar_beside_array_and_i32_result(nursery: trio.Nursery,
+                                                       gpu_runtime: Runtime) -> None:
+    verifier = Verifier(gpu_runtime, rel_tol=1e-5, abs_tol=1e-5, node_id="test")
+    llm = await start(nursery, "ollama")
+    x = np.linspace(-3, 3, 1000, dtype=np.float32)
+    req = SynthesisRequest("scale", "x * s", SCALE_SIG, "gpu",
+                           (Example((x.tolist(), 2.5), (x * np.float32(2.5)).tolist()),
+                            Example(([], 1.0), [])))
+    llm.script(f"```wgsl\n{SCALE_WGSL}```")
+    out = await run(make(llm, gpu_runtime, verifier), req)
+    assert out.llm_calls == 1 and out.wgsl == SCALE_WGSL.strip()
+    assert "binding 2 = sc: array<f32>" in llm.chats()[0].body["messages"][1]["content"]
+    loaded = gpu_runtime.load(wat_to_wasm(out.wat), name="scale", signature=SCALE_SIG,
+                              tier="gpu")
+    np.testing.assert_allclose(gpu_runtime.call(loaded, (x, -2.0)), x * -2.0, rtol=1e-6)
+
+    above = Signature.parse("(f32[], f32) -> i32")
+    req = SynthesisRequest("above", "how many elements exceed s", above, "gpu",
+                           (Example((x.tolist(), 1.0), int(np.sum(x > 1.0))),
+                            Example(([], 1.0), 0), Example(([5.0], 4.0), 1)))
+    # a wrong empty result is caught by the n = 0 example, then the fix
+    llm.script(f"```wgsl\n{COUNT_WGSL.replace('empty: 0', 'empty: -1')}```",
+               f"```wgsl\n{COUNT_WGSL}```")
+    out = await run(make(llm, gpu_runtime, verifier), req)
+    assert out.llm_calls == 2
+    assert "expected 0, got -1" in last_user(llm.chats()[-1].body)
+    loaded = gpu_runtime.load(wat_to_wasm(out.wat), name="above", signature=above, tier="gpu")
+    big = np.ones(70_000, dtype=np.float32)
+    assert gpu_runtime.call(loaded, (big, 0.5)) == 70_000
 
 
 # -- what real models send: the corpus -------------------------------------------------------------

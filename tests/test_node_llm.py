@@ -13,7 +13,7 @@ import trio
 
 from tests.conftest import node_config, start_node
 from tests.llm_server import Reply, ScriptedLlm, serve_llm
-from tests.test_llm import GOOD, TESTS_OK, wat_reply
+from tests.test_llm import GOOD, SCALE_TESTS, SCALE_WAT, TESTS_OK, wat_reply
 
 TASK = {"description": "adds two integers", "name": "add", "signature": "(i32, i32) -> i32",
         "args": [20, 22]}
@@ -70,3 +70,26 @@ async def test_llm_timeout_is_reported_as_a_timeout(nursery: trio.Nursery,
         assert doc["title"] == "The LLM did not answer in time"
         assert "did not answer within" in doc["detail"] and "attempt 2/3" in doc["detail"]
         assert (await c.get("/v1/functions")).json()["functions"] == []
+
+
+async def test_llm_scalar_beside_array_task(nursery: trio.Nursery, tmp_path: Path) -> None:
+    # (f32[], f32) -> f32[] on simd: the prompt names the export with s as an f32 value in its
+    # position; the model's module is verified against its own tests and served
+    llm = await serve_llm(nursery, ScriptedLlm(flavour="openai"))
+    llm.script(wat_reply(SCALE_WAT, SCALE_TESTS))
+    node = await start_node(nursery, node_config(tmp_path, llm=llm.url, model=llm.model))
+    task = {"description": "multiply every element by s", "name": "scale",
+            "signature": "(f32[], f32) -> f32[]", "tier": "simd",
+            "args": [[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 0.5]}
+    async with httpx.AsyncClient(base_url=node.url, timeout=60) as c:
+        r = await c.post("/v1/tasks", json=task)
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert out["result"] == [0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
+        assert out["source"] == "synthesized" and out["llm_calls"] == 1
+        r = await c.post("/v1/tasks", json={**task, "args": [[-2.0], 3.0]})
+        assert r.json()["result"] == [-6.0] and r.json()["source"] == "cache"
+    [chat] = llm.chats()
+    prompt = chat.body["messages"][1]["content"]
+    assert '(func (export "scale") (param i32 f32 i32 i32))' in prompt
+    assert "scale(in0_ptr, s0, out_ptr, n)" in prompt

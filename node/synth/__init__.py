@@ -36,7 +36,6 @@ from node._errors import (
     ExamplesError,
     SynthesisError,
     SynthesisFailed,
-    UnsupportedError,
 )
 from node.synth import (
     _ambiguity,
@@ -134,12 +133,6 @@ class OfflineSynthesizer:
                 f"on_ambiguity must be 'ask' or 'best', not {request.on_ambiguity!r}")
         program, stats, verdict = _synthesize(request, self.limits, timeout_s, cancelled,
                                               progress)
-        if request.tier == "gpu" and isinstance(program, ArrayProgram) \
-                and program.kind == "twopass":
-            # a whole-array statistic then a map needs a reduction and a map in one gpu module
-            raise UnsupportedError(
-                f"the examples are a two-pass array function ({program}); it has no gpu "
-                "lowering yet; use the simd tier")
         guess = bool(verdict.rivals)
         if guess and request.on_ambiguity == "ask":
             raise _ambiguous(request, verdict, stats)

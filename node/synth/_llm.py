@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from node._abi import required_shape
 from node._config import NodeConfig
 from node._errors import (
     ColonyError,
@@ -53,9 +54,9 @@ from node.synth._llm_extract import (
     parse_blocks,
     parse_tests,
 )
-from node.synth._llm_gpu import gpu_module, layout_problem, wat_bytes
+from node.synth._llm_gpu import gpu_module, layout_problem, mixed_module, wat_bytes
 
-__all__ = ["LlmSynthesizer", "mutate_prompt", "system_prompt", "task_prompt"]
+__all__ = ["LlmSynthesizer", "abi_line", "mutate_prompt", "system_prompt", "task_prompt"]
 
 PROMPTS = Path(__file__).resolve().parent / "prompts"
 #: Examples shown in the first message (the rest are still checked).
@@ -96,22 +97,64 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
-def _export_line(request: SynthesisRequest) -> str:
+def _param_names(request: SynthesisRequest) -> list[str]:
+    """Names of the array-tier export's parameters, in order: ``in{j}_ptr`` for the j-th array,
+    ``s{j}`` for the j-th scalar beside them, then ``out_ptr`` (an f32[] result) and ``n``."""
+    sig = request.signature
+    names = []
+    for i, t in enumerate(sig.params):
+        if t == "f32[]":
+            names.append(f"in{sig.array_params.index(i)}_ptr")
+        else:
+            names.append(f"s{sig.scalar_params.index(i)}")
+    return names + (["out_ptr"] if sig.kind == "map" else []) + ["n"]
+
+
+def abi_line(request: SynthesisRequest) -> str:
+    """The export the tier needs for ``request``, read off ``required_shape`` (what the loader
+    checks), so the prompt can never promise another shape: e.g. ``(func (export "scale")
+    (param i32 f32 i32 i32)) -- scale(in0_ptr, s0, out_ptr, n)``."""
     sig, name = request.signature, request.name
+    shape = required_shape(sig, request.tier)
+    results = f" (result {' '.join(shape.results)})" if shape.results else ""
     if request.tier == "scalar":
-        params = " ".join(f"(param {t})" for t in sig.params)
-        return f'(func (export "{name}") {params} (result {sig.result}))'
-    ins = ", ".join(f"in{i}_ptr" for i in range(sig.arity))
+        return f'(func (export "{name}") {" ".join(f"(param {t})" for t in shape.params)}{results})'
+    func = f'(func (export "{name}") (param {" ".join(shape.params)}){results})'
+    names = _param_names(request)
+    # the names come from the signature, the types from the loader's shape: they must agree
+    assert len(names) == len(shape.params), (names, shape)
+    call = f"{name}({', '.join(names)})" + (f" -> {sig.result}" if shape.results else "")
+    scalars = [f"{names[i]} {sig.params[i]}" for i in sig.scalar_params]
+    if not scalars:
+        return f"{func} -- {call}, all i32 params" + ("" if shape.results else ", no result")
+    return (f"{func} -- {call}: each array as its i32 pointer, each scalar as its own value "
+            f"({', '.join(scalars)}), in signature order"
+            + (", then out_ptr and n; no result" if sig.kind == "map" else ", then n"))
+
+
+def _export_line(request: SynthesisRequest) -> str:
+    sig = request.signature
+    if request.tier == "scalar":
+        return abi_line(request)
     if request.tier == "simd":
-        if sig.kind == "map":
-            return f"{name}({ins}, out_ptr, n) -- all i32, no result; and export memory"
-        return f"{name}({ins}, n) -> f32 -- all i32 params; and export memory"
+        return f"{abi_line(request)}; and export memory"
+    k = len(sig.array_params)
+    wraps = f"; the colony wraps it in the module exporting {abi_line(request)}"
+    if sig.is_mixed:
+        out = "array<f32> of n" if sig.kind == "map" else f"array<{sig.result}> of 1 (out[0])"
+        sc = (f", binding {k + 1} = sc: array<f32> with the {len(sig.scalar_params)} scalar(s) "
+              "s0.. in order (i32 scalars converted to f32)" if sig.scalar_params else "")
+        run = ("entry point main, one invocation per element" if sig.kind == "map" else
+               "entry point main, run as ONE workgroup that loops over all n elements itself; "
+               "a `// empty: V` comment gives the result for n = 0 (default 0)")
+        ins = "binding 0 = in0" if k == 1 else f"bindings 0..{k - 1} = the arrays in0.. in order"
+        return f"a shader with {ins}, binding {k} = out: {out}{sc}; {run}{wraps}"
     if sig.kind == "map":
         return (f"a map/zip shader: bindings 0..{sig.arity - 1} = inputs, binding {sig.arity} = "
-                "output, entry point main")
+                f"output, entry point main{wraps}")
     return ("a reduction shader: binding 0 = input 0, binding 1 = partials"
             + (f", bindings 2..{sig.arity} = inputs 1..{sig.arity - 1}" if sig.arity > 1 else "")
-            + "; entry points main and combine")
+            + f"; entry points main and combine{wraps}")
 
 
 def task_prompt(request: SynthesisRequest, *, want_tests: bool) -> str:
@@ -178,6 +221,11 @@ def _gpu_module(request: SynthesisRequest, blocks: Blocks, wgsl: str) -> tuple[s
         wat = blocks.wat.replace(WGSL_LEN_PLACEHOLDER, str(len(wgsl.encode())))
         return wat.replace(f'"{WGSL_PLACEHOLDER}"', lit).replace(WGSL_PLACEHOLDER, lit[1:-1]), wgsl
     kind = request.signature.kind
+    if request.signature.is_mixed:
+        try:
+            return mixed_module(request.name, wgsl, request.signature), wgsl
+        except ValueError as exc:
+            raise _Reject(str(exc), f"{exc}. Fix it and reply with the whole shader.") from None
     try:
         problem = layout_problem(wgsl, kind)
         if problem is None:
