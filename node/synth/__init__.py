@@ -44,6 +44,7 @@ from node.synth import (
     _enum,
     _hints,
     _lower_mixed,
+    _lower_shapes,
     _mixed,
     _strategies,
 )
@@ -95,6 +96,11 @@ def lower(program: Program, name: str, tier: str) -> tuple[str, str | None]:
             return _lower_mixed.lower_simd_mixed(program, name), None
         if tier == "gpu":
             return _lower_mixed.lower_gpu_mixed(program, name)
+    if program.kind in ("index", "twopass"):  # their own lowering, on both tiers
+        if tier == "simd":
+            return _lower_shapes.lower_shape_simd(program, name), None
+        if tier == "gpu":
+            return _lower_shapes.lower_shape_gpu(program, name)
     if tier == "simd":
         return lower_simd(program, name), None
     if tier == "gpu":

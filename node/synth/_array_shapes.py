@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from node.synth._ir import ArrayProgram, arg
+from node.synth._ir import SHAPE_EVALUATORS, ArrayProgram, arg
 
 INDEX_SPECS: tuple[str, ...] = (
     "reverse", *(f"shift_right {k}" for k in (1, 2, 3)),
@@ -236,3 +236,6 @@ def shape_values(spec: str, x: np.ndarray) -> Any:
         if name == "zscore":
             return (d / std).astype(_F)
     raise ValueError(f"unknown array shape {spec!r}")
+
+
+SHAPE_EVALUATORS["index"] = SHAPE_EVALUATORS["twopass"] = shape_values

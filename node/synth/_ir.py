@@ -57,6 +57,7 @@ Programs
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -523,6 +524,12 @@ def scan_values(op: str, v: np.ndarray) -> np.ndarray:
     raise ValueError(f"no scan for {op!r}")
 
 
+#: Evaluators of the array shapes by kind, ``(spec, x) -> result``; node/synth/_array_shapes.py
+#: registers its own when the package loads (it builds on this module, so this module cannot
+#: import it).
+SHAPE_EVALUATORS: dict[str, Callable[[str, np.ndarray], Any]] = {}
+
+
 def run_array(p: ArrayProgram, arrays: list[np.ndarray]) -> Any:
     """Evaluate an array program on one call's arrays (float32); returns an array or a float.
     A program with scalar parameters (``params``) or of a :data:`MIXED_KINDS` kind takes the
@@ -531,9 +538,10 @@ def run_array(p: ArrayProgram, arrays: list[np.ndarray]) -> Any:
         return run_mixed(p, list(arrays))
     xs = [np.asarray(a, dtype=np.float32) for a in arrays]
     if p.kind in ("index", "twopass"):
-        from node.synth._array_shapes import shape_values  # imports this module
-
-        return shape_values(p.spec or "", xs[0])
+        evaluate_shape = SHAPE_EVALUATORS.get(p.kind)
+        if evaluate_shape is None:
+            raise ValueError(f"no evaluator registered for {p.kind!r} programs")
+        return evaluate_shape(p.spec or "", xs[0])
     n = len(xs[0]) if xs else 0
     v, _ = evaluate(p.elem, Env(xs))
     v = np.broadcast_to(v, (n,)).astype(np.float32)

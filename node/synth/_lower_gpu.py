@@ -523,10 +523,6 @@ def lower_gpu(program: ArrayProgram, name: str) -> tuple[str, str]:
     """``(wat, wgsl)`` for an array program; SynthesisError if it has no gpu lowering."""
     if not isinstance(program, ArrayProgram):
         raise SynthesisError(f"the gpu tier lowers array programs, not {type(program).__name__}")
-    if program.kind in ("index", "twopass"):
-        from node.synth._lower_shapes import lower_shape_gpu  # imports this module
-
-        return lower_shape_gpu(program, name)
     _check(program)
     if program.kind == "scan":
         wgsl = scan_wgsl(program)

@@ -221,10 +221,6 @@ def _vec(e: Expr, leaves: list[str]) -> str:
 
 def lower_simd(p: ArrayProgram, name: str) -> str:
     """A SIMD module per the contract ABI (memory export, pointers and n as i32)."""
-    if p.kind in ("index", "twopass"):
-        from node.synth._lower_shapes import lower_shape_simd  # imports this module
-
-        return lower_shape_simd(p, name)
     if p.kind == "scan":
         return _lower_scan(p, name)
     k = p.arity
