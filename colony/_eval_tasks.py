@@ -445,7 +445,7 @@ def _softmax(a: list[float]) -> np.ndarray:
 
 def _varied(k: int = 1, lo: float = -10, hi: float = 10, n_min: int = 2
             ) -> Callable[[random.Random], tuple[list[float], ...]]:
-    """Arrays of at least ``n_min`` elements that are not all equal (a z-score needs spread)."""
+    """Arrays of ``n_min``..40 random elements (distinct in practice: a z-score needs spread)."""
     def gen(r: random.Random) -> tuple[list[float], ...]:
         n = r.randint(n_min, 40)
         return tuple([round(r.uniform(lo, hi), 3) for _ in range(n)] for _ in range(k))

@@ -93,10 +93,12 @@ def _check(p: ArrayProgram) -> None:
         raise SynthesisError(f"no gpu scan for {p.reduce_op!r}")
     if p.kind == "scan" and any(t != "f32[]" for t in p.params):
         # the scan module's ABI is the map's: arrays, out, n (no scalar parameters)
-        raise SynthesisError("a gpu scan takes arrays only, no scalar parameters")
+        raise SynthesisError("a gpu scan takes arrays only, no scalar parameters; "
+                             "use the simd tier")
     if p.kind == "scan" and p.arity > SCAN_MAX_ARITY:
         raise SynthesisError(f"a gpu scan takes 1..{SCAN_MAX_ARITY} input arrays (with its "
-                             f"output and block totals: 8 bindings), not {p.arity}")
+                             f"output and block totals: 8 bindings), not {p.arity}; "
+                             "use the simd tier")
     if p.kind == "reduce" and p.reduce_op not in REDUCE_IDENTITY:
         raise SynthesisError(f"unknown reduction {p.reduce_op!r}")
     for e in p.elem.walk():
