@@ -20,6 +20,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import msgpack
 import numpy as np
+import orjson
 import trio
 from quart import Response, current_app, request
 from quart_trio import QuartTrio
@@ -191,11 +192,12 @@ def _msgpack_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not msgpack serialisable")
 
 
-def wire_result(doc: dict[str, Any]) -> dict[str, Any]:
+def wire_result(doc: dict[str, Any], msgpack_reply: bool | None = None) -> dict[str, Any]:
     """A task or run reply ready for the wire: with msgpack, an ``f32[]`` result is always raw
     little-endian float32 bytes (from a numpy result without a Python loop; a list, once, in
-    C); with JSON, a list of numbers."""
-    if not _wants_msgpack():
+    C); with JSON, a list of numbers. ``msgpack_reply``: whether the reply is msgpack, when
+    the caller knows (else read from the request)."""
+    if not (_wants_msgpack() if msgpack_reply is None else msgpack_reply):
         return doc
     result = doc.get("result")
     sig = str((doc.get("function") or {}).get("signature", ""))
@@ -220,15 +222,47 @@ def _wants_msgpack() -> bool:
 _JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":"), default=_json_default)
 
 
-def reply(body: Any, status: int = 200, content_type: str | None = None) -> Response:
-    if _wants_msgpack():
+def _reply_encoder() -> Callable[[Any], str]:
+    """``_JSON.encode``, on the C encoder made once: ``JSONEncoder.encode`` builds a new one
+    (and a dict for the circular-reference check) on every call, most of a small reply's cost.
+    Replies are trees the node built, never circular. Same text; non-finite floats raise
+    ``ValueError`` as they do there."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # a Python without the C accelerator
+        return _JSON.encode
+    encoder = make(None, _json_default, json.encoder.encode_basestring_ascii, None, ":", ",",
+                   False, False, False)
+
+    def encode(body: Any) -> str:
+        return "".join(encoder(body, 0))
+
+    return encode
+
+
+_encode_json = _reply_encoder()
+
+
+def reply(body: Any, status: int = 200, content_type: str | None = None, *,
+          msgpack_reply: bool | None = None) -> Response:
+    """``body`` as JSON, or as msgpack when the request asks for it (``msgpack_reply``, when
+    the caller knows, saves reading the request again)."""
+    if _wants_msgpack() if msgpack_reply is None else msgpack_reply:
         data = msgpack.packb(body, use_bin_type=True, default=_msgpack_default)
         return Response(data, status=status, content_type=content_type or "application/msgpack")
+    ctype = content_type or "application/json"
     try:
-        text = _JSON.encode(body)
+        data = orjson.dumps(body, default=_json_default)
+    except TypeError:  # an int beyond 64 bits, a key that is not a string: the encoder below
+        data = b"null"
+    # orjson writes NaN and the infinities as null: a reply holding a null is encoded again by
+    # the standard library's encoder, which spells them as strings (JSON has none). Otherwise
+    # both write the same values (an exponent may be spelled 1e-7 rather than 1e-07).
+    if b"null" not in data:
+        return Response(data, status=status, content_type=ctype)
+    try:
+        text = _encode_json(body)
     except (ValueError, TypeError):
         text = json.dumps(_jsonable(body), separators=(",", ":"))
-    ctype = content_type or "application/json"
     return Response(text, status=status, content_type=ctype)
 
 
@@ -299,20 +333,49 @@ class ColonyRequest(TrioRequest):
 
     _msgpack: bool | None = None
 
+    async def get_data(self, cache: bool = True, as_text: bool = False,
+                       parse_form_data: bool = False) -> Any:
+        """quart-trio's ``get_data``; a body that has fully arrived (a small request's usual
+        case) is handed over at once, without the timeout scope and the wait that a body still
+        on its way needs."""
+        body = self.body
+        if (not parse_form_data and type(body) is JoinedBody and body._complete.is_set()
+                and body._must_raise is None):
+            data = body._joined()
+            if not cache:
+                body.clear()
+            return data.decode() if as_text else data
+        return await super().get_data(cache=cache, as_text=as_text,
+                                      parse_form_data=parse_form_data)
+
     @property
     def wants_msgpack(self) -> bool:
         """Whether the reply is msgpack (``Accept`` read once: a reply asks more than once)."""
         if self._msgpack is None:
-            self._msgpack = accepts_msgpack(self.headers.get("Accept", ""))
+            self._msgpack = accepts_msgpack(self.header(b"accept"))
         return self._msgpack
 
+    def header(self, name: bytes, default: str = "") -> str:
+        """The first value of the header ``name`` (lower-case bytes), or ``default``. Read
+        from the ASGI scope: werkzeug's ``Headers.get`` raises and catches an exception for
+        every header a request lacks, and most requests lack ``Accept``."""
+        for key, value in self.scope.get("headers", ()):
+            if key == name or key.lower() == name:
+                return bytes(value).decode("latin-1")
+        return default
 
-async def read_body() -> Any:
-    req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup
+
+async def read_body(req: Any = None) -> Any:
+    """The request's body, decoded by its ``Content-Type`` (JSON unless msgpack). ``req``: the
+    request object, when the caller has it (each lookup through quart's proxy costs)."""
+    if req is None:
+        req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup
     data = await req.get_data(cache=False)
     if not data:
         raise RequestError("empty body; send a JSON or msgpack object")
-    ctype = req.headers.get("Content-Type", "application/json").split(";")[0].strip().lower()
+    raw_ctype = req.header(b"content-type", "application/json") if isinstance(
+        req, ColonyRequest) else req.headers.get("Content-Type", "application/json")
+    ctype = raw_ctype.split(";")[0].strip().lower()
     if ctype in MSGPACK_TYPES:
         try:
             body = msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_refuse_ext)
@@ -347,7 +410,8 @@ async def finish_request_body(response: Response) -> Response:
     closed nor reused and the client's next request on it hangs. A fully read body takes the
     normal keep-alive path. Bodies too large to read, or too slow, get ``Connection: close``.
     """
-    body = getattr(request, "body", None)
+    req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup
+    body = getattr(req, "body", None)
     complete = getattr(getattr(body, "_complete", None), "is_set", None)
     if body is None or complete is None:
         return response
@@ -535,10 +599,15 @@ def create_app(node: Node) -> QuartTrio:
     @app.post("/v1/tasks")
     @requires_api_token_for_calls
     async def post_task() -> Response:
-        req = parse_task(await read_body(), node.config.api)
-        with node.events.failures("task", name=req.name, signature=req.key[1],
-                                  tier=req.tier):  # issue 7: failed tasks reach the dashboard
-            return reply(wire_result(await node.submit(req)))
+        http_req = request._get_current_object()  # type: ignore[attr-defined]
+        req = parse_task(await read_body(http_req), node.config.api)
+        as_msgpack = http_req.wants_msgpack
+        try:
+            return reply(wire_result(await node.submit(req), as_msgpack),
+                         msgpack_reply=as_msgpack)
+        except ColonyError as exc:  # failed tasks reach the dashboard too
+            node.events.failed("task", exc, name=req.name, signature=req.key[1], tier=req.tier)
+            raise
 
     @app.get("/v1/functions")
     async def list_functions() -> Response:

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import trio
 
@@ -48,6 +48,7 @@ KINDS = (
     "peer.up", "peer.down",
     "test.conflict", "test.resolved",
 )
+_KIND_SET = frozenset(KINDS)
 BUCKET_S = 10.0
 TIMELINE_BUCKETS = 360  # one hour of 10-second buckets
 KEEPALIVE_S = 15.0
@@ -57,8 +58,9 @@ _ASSET_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; char
                 ".json": "application/json", ".png": "image/png", ".ico": "image/x-icon"}
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(NamedTuple):
+    """One published event (a named tuple: one is made for every task answered)."""
+
     seq: int
     kind: str
     at: float  # unix seconds
@@ -118,6 +120,10 @@ def _matches(kinds: tuple[str, ...], kind: str) -> bool:
     return not kinds or any(kind == k or kind.startswith(k + ".") for k in kinds)
 
 
+#: ``task:<source>`` counter keys by source (made once, not for every task).
+_BY_SOURCE: dict[Any, str] = {}
+
+
 @dataclass
 class _Bucket:
     start: float
@@ -139,8 +145,7 @@ class _Failures:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         if isinstance(exc, ColonyError):
-            self.bus.emit(f"{self.kind}.failed", status=exc.status, type=exc.slug,
-                          detail=exc.detail[:500], **self.data)
+            self.bus.failed(self.kind, exc, **self.data)
 
 
 class EventBus:
@@ -163,16 +168,28 @@ class EventBus:
     # ------------------------------------------------------------------ publishing
     def emit(self, kind: str, **data: Any) -> Event:
         """Publish one event; O(subscribers), never blocks, never raises for a subscriber."""
-        if kind not in KINDS:
+        return self.emit_plain(kind, _clean_data(data))
+
+    def emit_plain(self, kind: str, data: dict[str, Any]) -> Event:
+        """:meth:`emit` of a fresh dict whose values are already JSON as they are (strings,
+        ints, bools, None, finite floats): the bus keeps it without looking at each value."""
+        if kind not in _KIND_SET:
             raise ValueError(f"unknown event kind {kind!r}")
         self.seq += 1
-        event = Event(self.seq, kind, time.time(), _clean_data(data))
+        event = Event(self.seq, kind, time.time(), data)
         self.ring.append(event)
         self._count(event)
-        for sub in list(self.subscribers):
-            if sub.wants(kind):
-                self._deliver(sub, event)
+        if self.subscribers:
+            for sub in list(self.subscribers):
+                if sub.wants(kind):
+                    self._deliver(sub, event)
         return event
+
+    def failed(self, kind: str, exc: ColonyError, **data: Any) -> None:
+        """Publish ``<kind>.failed`` for a request that ended in ``exc``: its status, type and
+        detail, with ``data``."""
+        self.emit(f"{kind}.failed", status=exc.status, type=exc.slug, detail=exc.detail[:500],
+                  **data)
 
     def _deliver(self, sub: Subscriber, event: Event) -> None:
         try:
@@ -184,15 +201,18 @@ class EventBus:
             self._remove(sub)
 
     def _count(self, event: Event) -> None:
-        kind = event.kind
-        by_source = f"task:{event.data.get('source', '?')}" if kind == "task" else None
-        start = event.at - event.at % BUCKET_S
-        if not self.timeline or self.timeline[-1].start < start:
-            self.timeline.append(_Bucket(start))
-        for counts in (self.totals, self.timeline[-1].counts):
-            counts[kind] += 1
-            if by_source is not None:
-                counts[by_source] += 1
+        kind, at = event.kind, event.at
+        timeline = self.timeline
+        if not timeline or timeline[-1].start + BUCKET_S <= at:
+            timeline.append(_Bucket(at - at % BUCKET_S))
+        totals, bucket = self.totals, timeline[-1].counts
+        totals[kind] += 1
+        bucket[kind] += 1
+        if kind == "task":
+            source = event.data.get("source", "?")
+            by_source = _BY_SOURCE.get(source) or _BY_SOURCE.setdefault(source, f"task:{source}")
+            totals[by_source] += 1
+            bucket[by_source] += 1
 
     # ------------------------------------------------------------------ reading
     def recent(self, n: int | None = None, *, after: int = 0,

@@ -3,26 +3,33 @@ can live in one process (tests, ``colony up`` in-process)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.samples import Sample
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
                    10, 30)
 
 
 class NodeMetrics:
-    """Fields are prometheus_client metrics; names are documented in docs/metrics.md."""
+    """Fields are prometheus_client metrics; names are documented in docs/metrics.md. The
+    per-task ones (tasks, their latency, WASM calls) are counted by :meth:`task_answered` and
+    :meth:`wasm_call`."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.tasks = Counter("colony_tasks_total", "Tasks answered, by source and tier",
-                             ["source", "tier"], registry=r)
+        # the per-task metrics are counted in plain numbers and read at scrape time
+        # (``_TaskCounts``): prometheus_client's metrics take a lock per increment and walk
+        # the buckets in Python, three times per cached task
+        self._hot = _TaskCounts()
+        r.register(self._hot)
         self.task_errors = Counter("colony_errors_total", "API requests refused or failed, by "
                                    "problem type", ["type"], registry=r)
-        self.task_latency = Histogram("colony_task_seconds", "Task latency, by source",
-                                      ["source"], buckets=LATENCY_BUCKETS, registry=r)
         self.synth_attempts = Counter("colony_synthesis_attempts_total",
                                       "Synthesis attempts, by synthesizer", ["synthesizer"],
                                       registry=r)
@@ -30,8 +37,6 @@ class NodeMetrics:
                                       "Synthesis attempts that found nothing, by synthesizer",
                                       ["synthesizer"], registry=r)
         self.llm_calls = Counter("colony_llm_calls_total", "LLM requests made", registry=r)
-        self.wasm_calls = Counter("colony_wasm_calls_total", "WASM calls, by tier", ["tier"],
-                                  registry=r)
         self.sync_rounds = Counter("colony_sync_rounds_total", "Gossip exchanges, by outcome",
                                    ["outcome"], registry=r)
         self.sync_bytes = Counter("colony_sync_bytes_total", "Protocol bytes, by direction",
@@ -48,26 +53,24 @@ class NodeMetrics:
         self.regime_need_ratio = Gauge("colony_regime_need_ratio", "Share of recent tasks that "
                                        "needed synthesis or failed", registry=r)
         self._refreshers: list[Callable[[], None]] = []
-        # labelled children by label values: ``labels()`` checks its arguments and takes the
-        # metric's lock on every call, a cost paid per request on the cached-task path
-        self._answered: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
-        self._calls: dict[str, Counter] = {}
 
     def task_answered(self, source: str, tier: str, seconds: float) -> None:
-        """One task answered: ``colony_tasks_total`` and ``colony_task_seconds``."""
-        children = self._answered.get((source, tier))
-        if children is None:
-            children = (self.tasks.labels(source, tier), self.task_latency.labels(source))
-            self._answered[(source, tier)] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        """One task answered: ``colony_tasks_total`` and ``colony_task_seconds``. Called on
+        the event loop's thread (every task is answered there)."""
+        hot = self._hot
+        key = (source, tier)
+        hot.tasks[key] = hot.tasks.get(key, 0) + 1
+        counts = hot.latency.get(source)
+        if counts is None:
+            counts = hot.latency[source] = [0] * (len(LATENCY_BUCKETS) + 1) + [0.0]
+        counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        counts[-1] += seconds
 
     def wasm_call(self, tier: str) -> None:
-        """One WASM call on ``tier``: ``colony_wasm_calls_total``."""
-        child = self._calls.get(tier)
-        if child is None:
-            child = self._calls[tier] = self.wasm_calls.labels(tier)
-        child.inc()
+        """One WASM call on ``tier``: ``colony_wasm_calls_total`` (on the event loop's
+        thread)."""
+        calls = self._hot.wasm_calls
+        calls[tier] = calls.get(tier, 0) + 1
 
     def on_scrape(self, refresh: Callable[[], None]) -> None:
         """Register a callback that updates gauges right before each scrape."""
@@ -77,3 +80,60 @@ class NodeMetrics:
         for refresh in self._refreshers:
             refresh()
         return generate_latest(self.registry)
+
+
+class _TaskCounts:
+    """The per-task metrics as plain numbers, exported at scrape time as prometheus_client's
+    own counters and histogram would be (same names, labels, help and ``_created``).
+
+    Written on the event loop's thread only; a scrape (in a worker thread) copies each
+    dict and each bucket list in one step, so it never sees one half-written."""
+
+    def __init__(self) -> None:
+        self.created = time.time()
+        #: (source, tier) -> tasks answered.
+        self.tasks: dict[tuple[str, str], int] = {}
+        #: source -> observations per bucket of LATENCY_BUCKETS (and +Inf), then their sum.
+        self.latency: dict[str, list[float]] = {}
+        #: tier -> WASM calls.
+        self.wasm_calls: dict[str, int] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        created = self.created
+        tasks = CounterMetricFamily("colony_tasks", "Tasks answered, by source and tier",
+                                    labels=["source", "tier"])
+        for (source, tier), n in sorted(dict(self.tasks).items()):
+            tasks.add_metric([source, tier], n, created=created)
+        yield tasks
+        latency = HistogramMetricFamily("colony_task_seconds", "Task latency, by source",
+                                        labels=["source"])
+        bounds = [_bound(b) for b in LATENCY_BUCKETS] + ["+Inf"]
+        for source, live in sorted(dict(self.latency).items()):
+            counts = list(live)
+            cumulative, total = [], 0.0
+            for bound, seen in zip(bounds, counts[:-1], strict=True):
+                total += seen
+                cumulative.append((bound, total))
+            latency.add_metric([source], cumulative, sum_value=counts[-1])
+            latency.samples.append(Sample("colony_task_seconds_created", {"source": source},
+                                          created))
+        yield latency
+        calls = CounterMetricFamily("colony_wasm_calls", "WASM calls, by tier", labels=["tier"])
+        for tier, n in sorted(dict(self.wasm_calls).items()):
+            calls.add_metric([tier], n, created=created)
+        yield calls
+
+    def describe(self) -> Iterator[Metric]:
+        """The families without samples (the registry checks names when registering)."""
+        yield CounterMetricFamily("colony_tasks", "Tasks answered, by source and tier",
+                                  labels=["source", "tier"])
+        yield HistogramMetricFamily("colony_task_seconds", "Task latency, by source",
+                                    labels=["source"])
+        yield CounterMetricFamily("colony_wasm_calls", "WASM calls, by tier", labels=["tier"])
+
+
+def _bound(value: float) -> str:
+    """A bucket bound as prometheus_client writes ``le`` (``floatToGoString``)."""
+    from prometheus_client.utils import floatToGoString
+
+    return str(floatToGoString(value))

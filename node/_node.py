@@ -39,7 +39,13 @@ from node._identity import NodeIdentity, load_or_create_identity
 from node._metrics import NodeMetrics
 from node._ports import ColonyFactory, ColonyHooks
 from node._records import FunctionRecord, MetricCounter, TestCase, VariantRecord, Verdict
-from node._resolve import DEFAULT_RESOLVERS, Resolution, Resolver, TaskContext
+from node._resolve import (
+    DEFAULT_RESOLVERS,
+    LibraryResolver,
+    Resolution,
+    Resolver,
+    TaskContext,
+)
 from node._runtime import Loaded, Runtime
 from node._search import Hit, SearchIndex, behaviour_fingerprint
 from node._serving import (
@@ -222,7 +228,9 @@ class Node:
     # ---------------------------------------------------------------- metrics
     def count_call(self, fp: str, ok: bool, ns: int) -> None:
         with self._metrics_lock:
-            m = self._metrics.setdefault(fp, [0, 0, 0])
+            m = self._metrics.get(fp)
+            if m is None:
+                m = self._metrics[fp] = [0, 0, 0]
             m[0] += 1
             m[1] += 0 if ok else 1
             m[2] += ns
@@ -287,6 +295,12 @@ class Node:
     async def submit(self, req: TaskRequest) -> dict[str, Any]:
         """Run a task; returns the contract's reply body. Raises ColonyError subclasses."""
         started = time.perf_counter()
+        if not req.examples and self.resolvers and type(self.resolvers[0]) is LibraryResolver:
+            # the cached task: served under this very name, signature and tier, and no
+            # examples to check it against; what the library resolver would answer, at once
+            serving = self.serving.get(req.key)
+            if serving is not None:
+                return await self._answer(req, Resolution(serving, "cache"), started)
         ctx = TaskContext(await self._settle_name(req))
         resolution: Resolution | None = None
         for resolver in self.resolvers:
@@ -295,27 +309,35 @@ class Node:
                 break
         if resolution is None:  # the synthesis resolver answers or raises
             raise SynthesisFailed(f"nothing could answer the task for {ctx.req.name!r}")
-        serving, source = resolution.serving, resolution.source
+        serving = resolution.serving
         if resolution.examples_checked and not serving.guess:
             await self.remember_examples(serving, ctx.req)
             if ctx.req.name_given and serving.function.name != ctx.req.name:
                 await self._alias(ctx.req.name, serving.function.name)
-        self.stats.tasks_by_source[source] = self.stats.tasks_by_source.get(source, 0) + 1
+        return await self._answer(ctx.req, resolution, started)
 
+    async def _answer(self, req: TaskRequest, resolution: Resolution,
+                      started: float) -> dict[str, Any]:
+        """The reply to a resolved task: the call (if it has arguments), metrics, the event."""
+        serving, source = resolution.serving, resolution.source
+        stats = self.stats.tasks_by_source
+        stats[source] = stats.get(source, 0) + 1
         result: Any = None
-        if ctx.req.args is not None:
-            result = plain_result(await self.call(serving, ctx.req.args), keep_arrays=True)
+        if req.args is not None:
+            result = plain_result(await self.call(serving, req.args), keep_arrays=True)
         # one clock reading for the metric, the event and the reply: the task is done here
         seconds = time.perf_counter() - started
         elapsed_ms = round(seconds * 1000, 3)
-        self.metrics.task_answered(source, ctx.req.tier, seconds)
-        self.events.emit("task", source=source, tier=ctx.req.tier, function=serving.function.name,
-                         fingerprint=serving.variant_fp, llm_calls=resolution.llm_calls,
-                         guess=serving.guess, corrected=resolution.corrected,
-                         evidence_basis=serving.basis, elapsed_ms=elapsed_ms)
+        self.metrics.task_answered(source, req.tier, seconds)
+        # every value is JSON as it is (elapsed_ms: a finite float)
+        self.events.emit_plain("task", {
+            "source": source, "tier": req.tier, "function": serving.function.name,
+            "fingerprint": serving.variant_fp, "llm_calls": resolution.llm_calls,
+            "guess": serving.guess, "corrected": resolution.corrected,
+            "evidence_basis": serving.basis, "elapsed_ms": elapsed_ms})
         # a task without examples brings no tests of its own (the cached task's usual case)
-        caller: set[str] = {t.id for t in tests_for(serving.function.name, ctx.req)} \
-            if ctx.req.examples else set()
+        caller: set[str] = {t.id for t in tests_for(serving.function.name, req)} \
+            if req.examples else set()
         reply: dict[str, Any] = {
             "result": result,
             "function": serving.describe(),

@@ -15,7 +15,7 @@ import math
 import numbers
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from protocol._errors import SignatureError
@@ -51,6 +51,16 @@ class Signature:
 
     params: tuple[ValueType, ...]
     result: ValueType
+    #: The text (``str``) and the kind, made once: a signature is immutable, and both are read
+    #: on every call of a task.
+    _text: str = field(init=False, repr=False, compare=False)
+    _kind: ShapeKind = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_text", f"({', '.join(self.params)}) -> {self.result}")
+        kind: ShapeKind = "scalar" if "f32[]" not in self.params else (
+            "map" if self.result == "f32[]" else "reduce")
+        object.__setattr__(self, "_kind", kind)
 
     @classmethod
     def parse(cls, text: str) -> Signature:
@@ -92,7 +102,7 @@ class Signature:
                 "e.g. '(f32[], f32) -> f32[]'")
 
     def __str__(self) -> str:
-        return f"({', '.join(self.params)}) -> {self.result}"
+        return self._text
 
     @property
     def arity(self) -> int:
@@ -102,9 +112,7 @@ class Signature:
     def kind(self) -> ShapeKind:
         """``scalar``, ``map`` (arrays in, array out) or ``reduce`` (arrays in, one f32 or i32
         out); scalars beside the arrays do not change the kind."""
-        if "f32[]" not in self.params:
-            return "scalar"
-        return "map" if self.result == "f32[]" else "reduce"
+        return self._kind
 
     @property
     def array_params(self) -> tuple[int, ...]:
@@ -124,7 +132,7 @@ class Signature:
 
     @property
     def is_array(self) -> bool:
-        return self.kind != "scalar"
+        return self._kind != "scalar"
 
     @property
     def default_tier(self) -> Tier:
