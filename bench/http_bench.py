@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -136,6 +137,18 @@ def run_wrk(wrk: str, url: str, script: Path, concurrency: int, seconds: float,
             "p50_ms": _wrk_ms(out, "50%"), "p99_ms": _wrk_ms(out, "99%"), "cpu_s": cpu}
 
 
+def paired_ratios(bare: list[dict[str, float]], node: list[dict[str, float]]) -> list[float]:
+    """Node / bare req/s of each round (one bare run, then one node run, back to back)."""
+    return [(n["requests"] / n["seconds"]) / (b["requests"] / b["seconds"])
+            for b, n in zip(bare, node, strict=True)]
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
 def _wrk_summary(runs: list[dict[str, float]]) -> dict[str, float]:
     """Rounds together: req/s over all of them, the median round's p50, the worst round's p99."""
     p50s = sorted(r["p50_ms"] for r in runs)
@@ -160,7 +173,10 @@ def run_all(quick: bool = False) -> dict[str, Any]:
     requests = 400 if quick else 3000
     concurrency = 8
     rounds = 2 if quick else 3
-    seconds = 3.0 if quick else 8.0
+    # wrk: more, shorter rounds than httpx's, each a back-to-back pair (bare, then node): the
+    # machine's other load drifts over seconds, and a pair sees nearly the same drift
+    wrk_rounds = 2 if quick else 8
+    seconds = 3.0 if quick else 4.0
     env = dict(os.environ, COLONY_LOG_LEVEL="error")
     wrk = wrk_binary()
     wrk_runs: dict[tuple[str, int], list[dict[str, float]]] = {}
@@ -181,7 +197,7 @@ def run_all(quick: bool = False) -> dict[str, Any]:
             if wrk is not None:
                 script = Path(tmp) / "task.lua"
                 script.write_text(WRK_SCRIPT.format(body=json.dumps(CACHED)))
-                for _ in range(rounds):
+                for _ in range(wrk_rounds):
                     for c in (1, 8):
                         for label, url, proc in (("bare", bare_url, bare),
                                                  ("node", node_url, node)):
@@ -197,10 +213,14 @@ def run_all(quick: bool = False) -> dict[str, Any]:
         "requests": requests * rounds, "concurrency": concurrency, "node": node_s,
         "bare": bare_s, "ratio_req_s": node_s["req_s"] / bare_s["req_s"],
         "wrk": None if wrk is None else {
-            "seconds": seconds, "rounds": rounds,
+            "seconds": seconds, "rounds": wrk_rounds,
             "rows": {f"{label}@{c}": _wrk_summary(runs) for (label, c), runs in wrk_runs.items()},
+            "paired": {str(c): paired_ratios(wrk_runs[("bare", c)], wrk_runs[("node", c)])
+                       for c in (1, 8)},
         },
     }
+    if not quick:
+        out["instructions"] = run_instructions()
     out["arrays"] = run_arrays(quick)
     out["memory"] = run_memory(quick)
     return out
@@ -298,6 +318,122 @@ def _memory_mb(pid: int) -> dict[str, float]:
                 pss = int(line.split()[1]) / 1024
     return {"rss": fields.get("VmRSS", 0.0), "anon": fields.get("RssAnon", 0.0),
             "file": fields.get("RssFile", 0.0), "pss": pss}
+
+
+TOGGLE_C = """#include <valgrind/callgrind.h>
+void cg_start(void) { CALLGRIND_ZERO_STATS; CALLGRIND_TOGGLE_COLLECT; }
+void cg_stop(void) { CALLGRIND_TOGGLE_COLLECT; CALLGRIND_DUMP_STATS; }
+"""
+
+
+def _callgrind_toggle(tmp: Path) -> Path | None:
+    """The helper library a server under callgrind calls to start and stop counting (built
+    from valgrind's own header), or None without valgrind or a C compiler."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if shutil.which("valgrind") is None or cc is None:
+        return None
+    src, lib = tmp / "toggle.c", tmp / "libtoggle.so"
+    src.write_text(TOGGLE_C)
+    done = subprocess.run([cc, "-O1", "-shared", "-fPIC", "-o", str(lib), str(src)],
+                          capture_output=True, text=True)
+    return lib if done.returncode == 0 else None
+
+
+def _dump_totals(prefix: Path) -> list[int]:
+    """Instructions of each dump callgrind wrote (``prefix.1``, ``prefix.2``, ...), in order."""
+    totals = []
+    dumps = sorted(prefix.parent.glob(prefix.name + ".*"),
+                   key=lambda f: int(f.suffix[1:]) if f.suffix[1:].isdigit() else 0)
+    for f in dumps:
+        if not f.suffix[1:].isdigit():
+            continue
+        lines = [line for line in f.read_text().splitlines()
+                 if line.startswith(("summary:", "totals:"))]
+        if lines:
+            totals.append(int(lines[-1].split()[1]))
+    return totals
+
+
+def run_instructions(requests: int = 300) -> dict[str, Any] | None:
+    """Instructions per cached task, node and bare endpoint, each server under valgrind's
+    callgrind: the count of a window of ``requests`` sequential requests minus that of an
+    equally long idle window (what runs without requests: under valgrind, background timers
+    fire ~50x as often per request as they would), divided by ``requests``. Counts do not
+    depend on the machine's other load; None without valgrind and a C compiler."""
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        lib = _callgrind_toggle(tmp)
+        if lib is None:
+            return None
+        env = dict(os.environ, COLONY_LOG_LEVEL="error", QT45_CALLGRIND_TOGGLE=str(lib),
+                   PYTHONPATH=str(ROOT / "bench" / "callgrind"))
+        node_port, bare_port = _free_port(), _free_port()
+        vg = ["valgrind", "--tool=callgrind", "--collect-atstart=no"]
+        data = tmp / "node"
+        procs = {
+            "node": subprocess.Popen([*vg, f"--callgrind-out-file={tmp / 'cg.node'}",
+                                           sys.executable, "-m", "colony", "node", "--port",
+                                           str(node_port), "--data", str(data), "--name",
+                                           "bench", "--no-mdns"],
+                                     cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL),
+            "bare": subprocess.Popen([*vg, f"--callgrind-out-file={tmp / 'cg.bare'}",
+                                           sys.executable, str(ROOT / "bench" / "bare_app.py"),
+                                           "--port", str(bare_port)],
+                                     cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL),
+        }
+        urls = {"node": f"http://127.0.0.1:{node_port}", "bare": f"http://127.0.0.1:{bare_port}"}
+        out: dict[str, Any] = {"requests": requests}
+        try:
+            for label, proc in procs.items():
+                _wait(urls[label], proc, timeout=1200)
+            httpx.post(urls["node"] + "/v1/tasks", json=ADD, timeout=1200).raise_for_status()
+            for label, proc in procs.items():
+                with httpx.Client(base_url=urls[label], timeout=300) as client:
+                    for _ in range(30):  # warm: the node's module cache, both servers' paths
+                        client.post("/v1/tasks", json=CACHED).raise_for_status()
+                    proc.send_signal(signal.SIGUSR1)
+                    time.sleep(0.5)
+                    t0 = time.monotonic()
+                    for _ in range(requests):
+                        r = client.post("/v1/tasks", json=CACHED)
+                        if r.status_code != 200 or r.json()["result"] != 30:
+                            raise RuntimeError(f"bad reply from {label}: {r.status_code}")
+                    busy_s = time.monotonic() - t0
+                    proc.send_signal(signal.SIGUSR2)
+                    time.sleep(2)
+                    proc.send_signal(signal.SIGUSR1)
+                    time.sleep(busy_s)
+                    proc.send_signal(signal.SIGUSR2)
+                    time.sleep(2)
+        finally:
+            for proc in procs.values():
+                proc.terminate()
+            for proc in procs.values():
+                try:
+                    proc.wait(timeout=120)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        for label in procs:
+            totals = _dump_totals(tmp / f"cg.{label}")
+            if len(totals) < 2:
+                raise RuntimeError(f"callgrind wrote {len(totals)} dumps for {label}, not 2")
+            busy, idle = totals[0], totals[1]
+            out[label] = {"per_request": (busy - idle) / requests, "busy": busy, "idle": idle}
+        return out
+
+
+def instructions_markdown(res: dict[str, Any] | None) -> str:
+    if res is None:
+        return ("Instruction counts skipped: they need valgrind and a C compiler "
+                "(`apt-get install valgrind gcc`).")
+    b, n = res["bare"]["per_request"], res["node"]["per_request"]
+    return (f"Instructions per cached task (valgrind's callgrind, both servers, "
+            f"{res['requests']} sequential requests on one connection, an equally long idle "
+            f"window subtracted: a count that does not depend on the machine's other load): "
+            f"bare {b / 1e6:.3f} M, node {n / 1e6:.3f} M; bare / node **{b / n:.2f}×**.")
 
 
 def run_arrays(quick: bool = False, n: int = 1_000_000) -> dict[str, Any]:
@@ -545,10 +681,14 @@ def wrk_markdown(res: dict[str, Any]) -> str:
     if w is None:
         return ("wrk rows skipped: `wrk` is not installed (`apt-get install wrk`, or "
                 "`make apt`); the httpx rows above are measured without it.")
-    rows, ratios = [], []
+    rows, ratios, pairs = [], [], []
     for c in (1, 8):
         b, n = w["rows"][f"bare@{c}"], w["rows"][f"node@{c}"]
-        ratios.append(f"c={c}: **{n['req_s'] / b['req_s']:.2f}×**")
+        ratios.append(f"c={c}: {n['req_s'] / b['req_s']:.2f}×")
+        paired = w.get("paired", {}).get(str(c))
+        if paired:
+            pairs.append(f"c={c}: **{_median(paired):.2f}×** (rounds: "
+                         f"{', '.join(f'{r:.2f}' for r in paired)})")
         for label, r in (("bare quart-trio endpoint", b), ("node, cached `add` task", n)):
             rows.append(f"| {c} | {label} | {r['req_s']:.0f} | {r['p50_ms']:.2f} | "
                         f"{r['p99_ms']:.2f} | {r['cpu_ms_per_req']:.3f} | {r['requests']} |")
@@ -567,7 +707,9 @@ def wrk_markdown(res: dict[str, Any]) -> str:
         "|---:|---|---:|---:|---:|---:|---:|",
         *rows,
         "",
-        f"Ratio node / bare (req/s): {', '.join(ratios)} (goal ≥ 0.9×); node p99 at c=8: "
+        *([f"Ratio node / bare (req/s), the median of the rounds' back-to-back pairs: "
+           f"{'; '.join(pairs)} (goal ≥ 0.9×)."] if pairs else []),
+        f"Ratio over all rounds (req/s): {', '.join(ratios)}; node p99 at c=8: "
         f"{p99:.2f} ms (goal ≤ 20 ms). CPU per request, bare / node at c=8: {cpu:.2f}× (the "
         "req/s ratio the node would reach with a core to itself).",
     ])
@@ -593,6 +735,7 @@ def to_markdown(res: dict[str, Any]) -> str:
         f"Ratio node / bare (req/s): **{res['ratio_req_s']:.2f}×** (target ≥ 0.8×).",
         "",
         wrk_markdown(res),
+        *(["", instructions_markdown(res["instructions"])] if "instructions" in res else []),
         *arrays,
         *memory,
     ])

@@ -18,7 +18,7 @@ import json
 import logging
 import math
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -127,7 +127,7 @@ _BY_SOURCE: dict[Any, str] = {}
 @dataclass
 class _Bucket:
     start: float
-    counts: Counter[str] = field(default_factory=Counter)
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 class _Failures:
@@ -160,7 +160,7 @@ class EventBus:
         self.seq = 0
         self.started_at = time.time()
         self.ring: deque[Event] = deque(maxlen=capacity)
-        self.totals: Counter[str] = Counter()
+        self.totals: dict[str, int] = {}
         self.timeline: deque[_Bucket] = deque(maxlen=TIMELINE_BUCKETS)
         self.subscribers: list[Subscriber] = []
         self.dropped = 0
@@ -206,13 +206,13 @@ class EventBus:
         if not timeline or timeline[-1].start + BUCKET_S <= at:
             timeline.append(_Bucket(at - at % BUCKET_S))
         totals, bucket = self.totals, timeline[-1].counts
-        totals[kind] += 1
-        bucket[kind] += 1
+        totals[kind] = totals.get(kind, 0) + 1
+        bucket[kind] = bucket.get(kind, 0) + 1
         if kind == "task":
             source = event.data.get("source", "?")
             by_source = _BY_SOURCE.get(source) or _BY_SOURCE.setdefault(source, f"task:{source}")
-            totals[by_source] += 1
-            bucket[by_source] += 1
+            totals[by_source] = totals.get(by_source, 0) + 1
+            bucket[by_source] = bucket.get(by_source, 0) + 1
 
     # ------------------------------------------------------------------ reading
     def recent(self, n: int | None = None, *, after: int = 0,

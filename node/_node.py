@@ -327,7 +327,7 @@ class Node:
             result = plain_result(await self.call(serving, req.args), keep_arrays=True)
         # one clock reading for the metric, the event and the reply: the task is done here
         seconds = time.perf_counter() - started
-        elapsed_ms = round(seconds * 1000, 3)
+        elapsed_ms = int(seconds * 1_000_000 + 0.5) / 1000  # ms to the µs (round() costs more)
         self.metrics.task_answered(source, req.tier, seconds)
         # every value is JSON as it is (elapsed_ms: a finite float)
         self.events.emit_plain("task", {

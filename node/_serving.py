@@ -81,7 +81,7 @@ class Serving:
         return {
             "tests_passed": passed,
             "tests_total": len(self.test_ids),
-            "from_caller": len(caller_test_ids & self.test_ids),
+            "from_caller": len(caller_test_ids & self.test_ids) if caller_test_ids else 0,
             "verified_by": [] if self.guess else list(self.verified_by),
             "disambiguated": disambiguated,
             "distinguishing_inputs": 0 if self.guess else self.disambiguated_on,

@@ -78,6 +78,23 @@ def test_wrk_output_read_back() -> None:
     assert summary["cpu_ms_per_req"] == 0.5
 
 
+def test_wrk_ratio_pairs_rounds_back_to_back() -> None:
+    bench = _bench()
+    bare = [{"requests": 1000, "seconds": 1.0}, {"requests": 500, "seconds": 1.0},
+            {"requests": 900, "seconds": 1.0}]
+    node = [{"requests": 900, "seconds": 1.0}, {"requests": 480, "seconds": 1.0},
+            {"requests": 450, "seconds": 0.5}]
+    assert bench.paired_ratios(bare, node) == [0.9, 0.96, 1.0]
+    assert bench._median([0.9, 1.0, 0.96]) == 0.96 and bench._median([1.0, 0.5]) == 0.75
+    row = {"req_s": 1000.0, "p50_ms": 1.0, "p99_ms": 5.0, "cpu_ms_per_req": 0.5,
+           "requests": 100}
+    text = bench.wrk_markdown({"wrk": {
+        "rounds": 3, "seconds": 1.0, "paired": {"1": [0.9, 0.96, 1.0], "8": [0.8, 0.7, 0.9]},
+        "rows": {f"{label}@{c}": row for label in ("bare", "node") for c in (1, 8)}}})
+    assert "c=1: **0.96×** (rounds: 0.90, 0.96, 1.00)" in text
+    assert "c=8: **0.80×**" in text
+
+
 def test_wrk_rows_skipped_with_a_message_without_wrk() -> None:
     text = _bench().wrk_markdown({"wrk": None})
     assert "wrk rows skipped" in text and "apt-get install wrk" in text
@@ -108,3 +125,20 @@ def test_run_wrk_against_a_real_server(tmp_path: Path) -> None:
     finally:
         bare.terminate()
         bare.wait(timeout=10)
+
+
+def test_callgrind_dumps_read_in_order(tmp_path: Path) -> None:
+    bench = _bench()
+    for i, total in ((2, 700), (1, 1500), (10, 9)):
+        (tmp_path / f"cg.node.{i}").write_text(
+            f"# callgrind format\nevents: Ir\nsummary: {total * 2}\ntotals: {total}\n")
+    (tmp_path / "cg.node").write_text("events: Ir\ntotals: 5\n")  # the exit dump: not a window
+    assert bench._dump_totals(tmp_path / "cg.node") == [1500, 700, 9]
+
+
+def test_instruction_rows() -> None:
+    bench = _bench()
+    assert "valgrind" in bench.instructions_markdown(None)
+    text = bench.instructions_markdown({
+        "requests": 300, "bare": {"per_request": 3.0e6}, "node": {"per_request": 3.2e6}})
+    assert "bare 3.000 M, node 3.200 M" in text and "**0.94×**" in text
