@@ -341,12 +341,9 @@ def _callgrind_toggle(tmp: Path) -> Path | None:
 
 def _dump_totals(prefix: Path) -> list[int]:
     """Instructions of each dump callgrind wrote (``prefix.1``, ``prefix.2``, ...), in order."""
+    numbered = [f for f in prefix.parent.glob(prefix.name + ".*") if f.suffix[1:].isdigit()]
     totals = []
-    dumps = sorted(prefix.parent.glob(prefix.name + ".*"),
-                   key=lambda f: int(f.suffix[1:]) if f.suffix[1:].isdigit() else 0)
-    for f in dumps:
-        if not f.suffix[1:].isdigit():
-            continue
+    for f in sorted(numbered, key=lambda f: int(f.suffix[1:])):
         lines = [line for line in f.read_text().splitlines()
                  if line.startswith(("summary:", "totals:"))]
         if lines:

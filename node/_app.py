@@ -222,26 +222,6 @@ def _wants_msgpack() -> bool:
 _JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":"), default=_json_default)
 
 
-def _reply_encoder() -> Callable[[Any], str]:
-    """``_JSON.encode``, on the C encoder made once: ``JSONEncoder.encode`` builds a new one
-    (and a dict for the circular-reference check) on every call, most of a small reply's cost.
-    Replies are trees the node built, never circular. Same text; non-finite floats raise
-    ``ValueError`` as they do there."""
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:  # a Python without the C accelerator
-        return _JSON.encode
-    encoder = make(None, _json_default, json.encoder.encode_basestring_ascii, None, ":", ",",
-                   False, False, False)
-
-    def encode(body: Any) -> str:
-        return "".join(encoder(body, 0))
-
-    return encode
-
-
-_encode_json = _reply_encoder()
-
-
 def reply(body: Any, status: int = 200, content_type: str | None = None, *,
           msgpack_reply: bool | None = None) -> Response:
     """``body`` as JSON, or as msgpack when the request asks for it (``msgpack_reply``, when
@@ -260,7 +240,7 @@ def reply(body: Any, status: int = 200, content_type: str | None = None, *,
     if b"null" not in data:
         return Response(data, status=status, content_type=ctype)
     try:
-        text = _encode_json(body)
+        text = _JSON.encode(body)
     except (ValueError, TypeError):
         text = json.dumps(_jsonable(body), separators=(",", ":"))
     return Response(text, status=status, content_type=ctype)

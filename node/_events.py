@@ -23,7 +23,6 @@ from collections.abc import AsyncGenerator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import trio
@@ -130,24 +129,6 @@ class _Bucket:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-class _Failures:
-    """:meth:`EventBus.failures` (a class, not ``@contextmanager``: it wraps every task, and a
-    generator-based one costs several times as much to enter and leave)."""
-
-    __slots__ = ("bus", "data", "kind")
-
-    def __init__(self, bus: EventBus, kind: str, data: dict[str, Any]) -> None:
-        self.bus, self.kind, self.data = bus, kind, data
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if isinstance(exc, ColonyError):
-            self.bus.failed(self.kind, exc, **self.data)
-
-
 class EventBus:
     """Bounded ring + fan-out of a node's events (see the module doc)."""
 
@@ -246,11 +227,6 @@ class EventBus:
             self.subscribers.remove(sub)
 
     # ------------------------------------------------------------------ helpers for callers
-    def failures(self, kind: str, **data: Any) -> _Failures:
-        """A context manager: publish ``<kind>.failed`` (with the problem's status, type and
-        detail) when the block raises a ColonyError; the error propagates unchanged."""
-        return _Failures(self, kind, data)
-
     async def stream(self, *, backlog: int = 0, after: int | None = None,
                      kinds: tuple[str, ...] = (),
                      keepalive_s: float = KEEPALIVE_S) -> AsyncGenerator[bytes, None]:

@@ -10,9 +10,12 @@ from collections.abc import Callable, Iterator
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
                    10, 30)
+#: The buckets' ``le`` labels, as prometheus_client writes them, and the last one.
+_BUCKET_LABELS = (*(floatToGoString(b) for b in LATENCY_BUCKETS), "+Inf")
 
 
 class NodeMetrics:
@@ -107,11 +110,10 @@ class _TaskCounts:
         yield tasks
         latency = HistogramMetricFamily("colony_task_seconds", "Task latency, by source",
                                         labels=["source"])
-        bounds = [_bound(b) for b in LATENCY_BUCKETS] + ["+Inf"]
         for source, live in sorted(dict(self.latency).items()):
             counts = list(live)
             cumulative, total = [], 0.0
-            for bound, seen in zip(bounds, counts[:-1], strict=True):
+            for bound, seen in zip(_BUCKET_LABELS, counts[:-1], strict=True):
                 total += seen
                 cumulative.append((bound, total))
             latency.add_metric([source], cumulative, sum_value=counts[-1])
@@ -130,10 +132,3 @@ class _TaskCounts:
         yield HistogramMetricFamily("colony_task_seconds", "Task latency, by source",
                                     labels=["source"])
         yield CounterMetricFamily("colony_wasm_calls", "WASM calls, by tier", labels=["tier"])
-
-
-def _bound(value: float) -> str:
-    """A bucket bound as prometheus_client writes ``le`` (``floatToGoString``)."""
-    from prometheus_client.utils import floatToGoString
-
-    return str(floatToGoString(value))
