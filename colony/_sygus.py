@@ -127,6 +127,74 @@ def parse(text: str, name: str = "") -> Problem:
     return Problem(name, fun, params, defines, examples, cmds)
 
 
+#: SyGuS bit-vector operators and the grammar tokens (``node.synth._grammar``) they are.
+_BV_TOKENS = {"bvnot": "not", "bvneg": "neg", "bvand": "and", "bvor": "or", "bvxor": "xor",
+              "bvadd": "add", "bvsub": "sub"}
+_BV_SHIFTS = {"bvshl": "shl", "bvlshr": "shr", "bvashr": "sar"}
+
+
+def grammar_tokens(prob: Problem) -> tuple[str, ...] | None:
+    """The synth-fun's grammar as grammar tokens (constants, operators, the ``define-fun``
+    helpers a production calls, expanded: ``(bvlshr x #x..04)`` is ``shr4``, ``(ite (= x
+    #x..01) y z)`` is ``if1``); None when it has more than one non-terminal or a production
+    outside that vocabulary (the task then runs on the synthesizer's own)."""
+    for c in prob.commands:
+        if isinstance(c, list) and c and c[0] == "synth-fun" and len(c) >= 5:
+            rules = c[-1]
+            if not (isinstance(rules, list) and len(rules) == 1 and len(rules[0]) == 3):
+                return None
+            start = rules[0][0]
+            tokens: list[str] = []
+            for prod in rules[0][2]:
+                tok = _production_token(prod, prob, start)
+                if tok is None:
+                    return None
+                if tok:
+                    tokens.append(tok)
+            return tuple(dict.fromkeys(tokens))
+    return None
+
+
+def _production_token(prod: SExpr, prob: Problem, start: str) -> str | None:
+    """One production as a token ("" for a parameter; None when it has none)."""
+    if isinstance(prod, str):
+        return "" if prod in prob.params else None
+    if not isinstance(prod, list):
+        try:
+            return str(_literal(prod))
+        except ValueError:
+            return None
+    if not prod or any(a != start for a in prod[1:]):
+        return None
+    op = prod[0]
+    if op in _BV_TOKENS and len(prod) == (2 if op in ("bvnot", "bvneg") else 3):
+        return _BV_TOKENS[op]
+    if op not in prob.defines:
+        return None
+    params, body = prob.defines[op]
+    if len(params) != len(prod) - 1:
+        return None
+    if len(params) == 1 and isinstance(body, list) and len(body) == 3 and \
+            body[0] in _BV_SHIFTS and body[1] == params[0]:
+        try:
+            k = _literal(body[2])
+        except ValueError:
+            return None
+        return f"{_BV_SHIFTS[body[0]]}{k}"
+    if len(params) == 3 and isinstance(body, list) and len(body) == 4 and body[0] == "ite" \
+            and body[2:] == params[1:] and isinstance(body[1], list) and len(body[1]) == 3 \
+            and body[1][0] == "=" and body[1][1] == params[0]:
+        try:
+            v = _literal(body[1][2])
+        except ValueError:
+            return None
+        return {0: "if0", 1: "if1"}.get(v)
+    if len(params) == 1 and isinstance(body, list) and len(body) == 2 and \
+            body[0] in _BV_TOKENS and body[1] == params[0]:
+        return _BV_TOKENS[body[0]]
+    return None
+
+
 def _literal(e: SExpr) -> int:
     if isinstance(e, tuple):
         return int(e[1])
@@ -265,9 +333,12 @@ def sample(fams: list[str], n: int | None) -> list[str]:
     return [fams[int(i * step)] for i in range(n)]
 
 
-def run_offline(train: Problem, check: Problem, timeout_s: float) -> dict[str, Any]:
-    """The offline synthesizer on ``train`` as an ``(i64) -> i64`` task; its lowered WAT is
-    loaded in the node's sandbox and run on every example of ``check``."""
+def run_offline(train: Problem, check: Problem, timeout_s: float,
+                grammar: bool = True) -> dict[str, Any]:
+    """The offline synthesizer on ``train`` as an ``(i64) -> i64`` task (with the file's own
+    grammar as the task's ``grammar`` unless ``grammar`` is False: then on the synthesizer's
+    own vocabulary); its lowered WAT is loaded in the node's sandbox and run on every example
+    of ``check``."""
     from node import (
         AmbiguousError,
         ColonyError,
@@ -290,9 +361,13 @@ def run_offline(train: Problem, check: Problem, timeout_s: float) -> dict[str, A
         # "best": an ambiguous reply still carries the best guess (marked ``guess``, never
         # served as verified); it counts as asked, and its generalization is noted apart
         kw["on_ambiguity"] = "best"
+    if grammar:
+        # the problem's own grammar: the programs it admits are the plausible ones
+        kw["grammar"] = grammar_tokens(train)
     req = SynthesisRequest("f", "", sig, "scalar", examples, **kw)
     synth = OfflineSynthesizer(SynthLimits(timeout_s=timeout_s))
-    row: dict[str, Any] = {"solver": "offline", "outcome": "refused", "why": None,
+    row: dict[str, Any] = {"solver": "offline" if grammar else OWN, "outcome": "refused",
+                           "why": None,
                            "program": None}
     t0 = time.monotonic()
     try:
@@ -408,7 +483,9 @@ def _balanced_end(s: str) -> int:
 
 # ----------------------------------------------------------------------------------------- suite
 
-SOLVERS = ("offline", "cvc5")
+#: The offline synthesizer on its own vocabulary (the task without the file's grammar).
+OWN = "offline, own vocabulary"
+SOLVERS = ("offline", OWN, "cvc5")
 
 
 def run_suite(*, limit: int | None = None, timeout_s: float = 60.0, root: Path = DEFAULT_DIR,
@@ -424,8 +501,8 @@ def run_suite(*, limit: int | None = None, timeout_s: float = 60.0, root: Path =
         train = parse(train_text, f"PRE_{fam}_{train_k}")
         check = parse((root / f"PRE_{fam}_{check_k}.sl").read_text(), f"PRE_{fam}_{check_k}")
         for solver in solvers:
-            if solver == "offline":
-                row = run_offline(train, check, timeout_s)
+            if solver in ("offline", OWN):
+                row = run_offline(train, check, timeout_s, grammar=solver == "offline")
             else:
                 row = run_cvc5(train_text, train, check, timeout_s)
             row["family"] = fam
@@ -471,7 +548,9 @@ def to_markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {solver} | {s['solved']}/{s['families']} | {s['generalized']} | "
                      f"{s['overfit']} | {s['ambiguous']} | {s['guess_generalized']} | "
                      f"{s['refused'] + s['wrong']} | {med} |")
-    lines += ["", "For the offline synthesizer an answer is served as verified, so the "
+    lines += ["", "offline: each task carries the file's grammar (the task API's `grammar`); "
+              f"{OWN}: the same task without it. "
+              "For the offline synthesizer an answer is served as verified, so the "
               "\"fit the 10, fail the 1000\" column must stay 0 (an ambiguous reply is a "
               "question to the user, not an answer; its best guess, never served, is checked "
               "only for the \"best guess generalizes\" column).", "",

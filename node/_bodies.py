@@ -39,6 +39,7 @@ from pydantic.fields import FieldInfo
 from node._config import ApiLimits
 from node._errors import RequestError, TooLargeError, short_repr
 from node._store import NAME_RE
+from node.synth._grammar import MAX_TOKENS
 
 #: Longest signature text accepted (the longest real one is well under 100 characters).
 SIGNATURE_CHARS = 256
@@ -70,6 +71,11 @@ VALUE_SCHEMA = {"description": "i32/i64 integer, f32/f64 number (or \"nan\", \"i
                                "or an array of numbers for f32[] (with msgpack: raw little-endian "
                                "float32 bytes, `bin`, both ways)"}
 Value = Annotated[Any, WithJsonSchema(VALUE_SCHEMA)]
+#: Most tokens in a task's grammar (``node.synth._grammar.MAX_TOKENS``).
+GRAMMAR_TOKENS = MAX_TOKENS
+#: The ICFP bit-vector language of the SyGuS PBE_BV track, as grammar tokens.
+GRAMMAR_EXAMPLE = ["0", "1", "not", "shl1", "shr1", "shr4", "shr16", "and", "or", "xor", "add",
+                   "if1"]
 Name = Annotated[str, Field(pattern=f"^{NAME_RE.pattern}$", examples=["add"])]
 Fingerprint = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
 SignatureText = Annotated[str, Field(examples=["(i32, i32) -> i32"],
@@ -139,6 +145,12 @@ class Task(_Request):
         description="ask: a 422 `ambiguous` problem with distinguishing inputs when the "
                     "examples fit plausible functions that disagree; best: answer with the "
                     "best-ranked one (evidence.basis \"guess\")")] = "ask"
+    grammar: Annotated[list[str] | None, Hint(
+        f"'grammar' must be a list of at most {GRAMMAR_TOKENS} operation tokens (strings)"),
+        Field(max_length=GRAMMAR_TOKENS, examples=[GRAMMAR_EXAMPLE],
+              description="integer tasks: the operations a synthesized program may use "
+                          "(not neg and or xor add sub, shl<k> shr<k> sar<k>, if0 if1 ifneg, "
+                          "integer constants); absent: the synthesizer's own")] = None
 
 
 class CreateFunction(_Request):
@@ -163,6 +175,9 @@ class CreateFunction(_Request):
     synthesize: Annotated[bool, Hint("'synthesize' must be true or false")] = True
     on_ambiguity: Annotated[Literal["ask", "best"], Hint(
         "'on_ambiguity' must be \"ask\" or \"best\", not {value}")] = "ask"
+    grammar: Annotated[list[str] | None, Hint(
+        f"'grammar' must be a list of at most {GRAMMAR_TOKENS} operation tokens (strings)"),
+        Field(max_length=GRAMMAR_TOKENS)] = None
 
 
 class Run(_Request):

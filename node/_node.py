@@ -511,7 +511,7 @@ class Node:
         all_tests = {t.id: t for t in [*existing_tests, *tests_for(req.name, req)]}
         examples = tuple(Example(tuple(t.args), t.expected) for t in all_tests.values())
         sreq = SynthesisRequest(req.name, req.description, req.signature, req.tier, examples,
-                                on_ambiguity=req.on_ambiguity)
+                                on_ambiguity=req.on_ambiguity, grammar=req.grammar)
         synths = [s for s in self.synthesizers if s.can_handle(sreq)]
         if not synths:
             raise SynthesisError(

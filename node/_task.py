@@ -19,6 +19,7 @@ from node._bodies import NAME_RE, SIGNATURE_CHARS, Task, validate_body
 from node._config import ApiLimits
 from node._errors import RequestError, TooLargeError, UnsupportedError, short_repr
 from node.synth._api import Example
+from node.synth._grammar import Grammar, GrammarError
 from protocol import Signature, SignatureError, Tier
 
 _STOPWORDS = frozenset({
@@ -44,6 +45,8 @@ class TaskRequest:
         on_ambiguity: ``"ask"`` (default: a 422 ``ambiguous`` problem with distinguishing
             inputs when the examples fit plausible functions that disagree) or ``"best"``
             (answer with the best-ranked one, marked as a guess in ``evidence``).
+        grammar: the operations a synthesized program may use (``node.synth._grammar``
+            tokens, checked against the signature), or None.
     """
 
     description: str
@@ -55,6 +58,7 @@ class TaskRequest:
     examples: tuple[Example, ...]
     synthesize: bool
     on_ambiguity: str = "ask"
+    grammar: tuple[str, ...] | None = None
     #: (name, signature text, tier): the serving cache's key, read several times per task
     #: (made once here, again by ``dataclasses.replace``, which renames go through).
     key: tuple[str, str, str] = field(init=False, repr=False, compare=False)
@@ -127,9 +131,9 @@ def coerce_args(sig: Signature, raw: Any, limits: ApiLimits, where: str = "args"
 
 
 #: A task's fields as both paths hand them on: description, signature, name, tier, args,
-#: examples as (args, result) pairs, synthesize, on_ambiguity.
+#: examples as (args, result) pairs, synthesize, on_ambiguity, grammar.
 _Fields = tuple[str, str, str | None, str | None, list[Any] | None, list[tuple[list[Any], Any]],
-                bool, str]
+                bool, str, list[str] | None]
 _TASK_KEYS = frozenset(TASK_FIELDS)
 _ABSENT: list[Any] = []  # "examples" not given (never mutated)
 
@@ -141,7 +145,7 @@ def plain_fields(body: Any, limits: ApiLimits) -> _Fields | None:
     a name matching its pattern, each example an object of exactly ``args`` (a list) and
     ``result``. Every other body takes the model's path, which gives its problem document
     (``tests/test_fast_path.py`` holds the two paths equal)."""
-    if type(body) is not dict or not _TASK_KEYS.issuperset(body):
+    if type(body) is not dict or not _TASK_KEYS.issuperset(body) or "grammar" in body:
         return None
     get = body.get
     description, signature = get("description"), get("signature")
@@ -170,7 +174,7 @@ def plain_fields(body: Any, limits: ApiLimits) -> _Fields | None:
                 "result" not in ex:
             return None
         pairs.append((ex["args"], ex["result"]))
-    return (description, signature, name, tier, args, pairs, synthesize, on_ambiguity)
+    return (description, signature, name, tier, args, pairs, synthesize, on_ambiguity, None)
 
 
 def _utf8(text: str) -> bool:
@@ -191,7 +195,7 @@ def model_fields(body: Any, limits: ApiLimits) -> _Fields:
     task = validate_body(Task, body, limits)
     return (task.description, task.signature, task.name, task.tier, task.args,
             [(ex.args, ex.result) for ex in task.examples], task.synthesize,
-            str(task.on_ambiguity))
+            str(task.on_ambiguity), task.grammar)
 
 
 def parse_task(body: Any, limits: ApiLimits, *, fast: bool = True) -> TaskRequest:
@@ -210,7 +214,7 @@ def parse_task(body: Any, limits: ApiLimits, *, fast: bool = True) -> TaskReques
 
 def _request(fields: _Fields, limits: ApiLimits) -> TaskRequest:
     (description, signature, given_name, given_tier, given_args, given_examples, synthesize,
-     on_ambiguity) = fields
+     on_ambiguity, given_grammar) = fields
     if not description.strip():
         raise RequestError("'description' is required: a non-empty string")
     try:
@@ -247,8 +251,23 @@ def _request(fields: _Fields, limits: ApiLimits) -> TaskRequest:
                     f"examples[{i}].result has {len(result)} elements, the inputs have {n}"
                 )
         examples.append(Example(tuple(_plain(a) for a in ex_args), _plain(result)))
+    grammar = None if given_grammar is None else check_grammar(sig, given_grammar)
     return TaskRequest(description.strip(), name, name_given, sig, tier, args, tuple(examples),
-                       synthesize, str(on_ambiguity))
+                       synthesize, str(on_ambiguity), grammar)
+
+
+def check_grammar(sig: Signature, tokens: list[str]) -> tuple[str, ...]:
+    """A task's grammar, checked against its signature (422 for a token outside the
+    vocabulary, or a signature a grammar does not apply to)."""
+    if sig.kind != "scalar" or sig.result not in ("i32", "i64") or \
+            sig.result not in sig.params:
+        raise UnsupportedError(
+            f"'grammar' applies to integer tasks (the result an integer type a parameter "
+            f"has), not {sig}")
+    try:
+        return Grammar.parse(tokens, width=32 if sig.result == "i32" else 64).tokens
+    except GrammarError as exc:
+        raise UnsupportedError(f"grammar: {exc}") from None
 
 
 def _plain(v: Any) -> Any:

@@ -26,6 +26,7 @@ import importlib
 import math
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -50,7 +51,9 @@ from node.synth import (
 )
 from node.synth._ambiguity import distinguishing_inputs
 from node.synth._api import Example, Progress, SynthesisRequest, Synthesized, Synthesizer
+from node.synth._grammar import Grammar, GrammarError
 from node.synth._ir import (
+    BITS,
     DTYPES,
     INT_MAX,
     INT_MIN,
@@ -160,6 +163,9 @@ def _ambiguous(request: SynthesisRequest, verdict: _ambiguity.Comparison,
     what = (f"fit {n} plausible programs that disagree elsewhere" if not verdict.unsure else
             "fit only a case split on bit tests that so few examples cannot vouch for; it "
             "would answer" if verdict.why == "split" else
+            "fit a program they do not pin down (the same search, given all but one of "
+            "them, answers that one differently); it would answer" if verdict.why == "holdout"
+            else
             "fit only an unusual program, and the search ended before ruling out others; "
             "it would answer")
     return AmbiguousError(
@@ -209,6 +215,14 @@ def _synthesize(
     budget = limits.timeout_s if timeout_s is None else min(timeout_s, limits.timeout_s)
     deadline = time.monotonic() + max(0.0, budget)
     hints = _hints.parse(request.description + " " + request.name.replace("_", " "))
+    grammar = _task_grammar(request)
+    if grammar is not None:
+        program, stats, verdict = _grammar_search(request, grammar, limits, hints, deadline,
+                                                  cancelled, progress)
+        if not verdict.rivals:
+            verdict = _hold_out(request, grammar, program, verdict, limits, hints, deadline,
+                                cancelled)
+        return program, stats, verdict
     if sig.is_mixed:
         # scalars beside the arrays, or an i32 result: its own candidate families (_mixed)
         return _mixed.synthesize(request, limits,
@@ -255,6 +269,95 @@ def _synthesize(
         # element-wise consistent examples that no map fits but a scan does (a running min
         # whose equal elements happen to meet equal outputs): the scan answers
         ranked = []
+    return _pick(request, ranked, search, limits, hints, scan, scans)
+
+
+def _grammar_search(request: SynthesisRequest, grammar: Grammar, limits: SynthLimits,
+                    hints: _hints.Hints, deadline: float, cancelled: Callable[[], bool],
+                    progress: Progress | None
+                    ) -> tuple[Program, dict[str, Any], _ambiguity.Comparison]:
+    """Only the grammar's programs: the bit-vector bank built from its operations."""
+    prob = _scalar_problem(request, hints, grammar)
+    search = _enum.Search(prob, max_size=1, max_bank=limits.max_bank, deadline=deadline,
+                          cancelled=cancelled, progress=progress,
+                          max_programs=limits.max_programs,
+                          after_fit=limits.after_fit_programs,
+                          margin=max(0.0, limits.ambiguity_margin))
+    ranked = _enum.run(search, before_levels=(_strategies.before_levels,),
+                       schedule=_GRAMMAR_SCHEDULE)
+    return _pick(request, ranked, search, limits, hints, None, [])
+
+
+def _hold_out(request: SynthesisRequest, grammar: Grammar, program: Program,
+              verdict: _ambiguity.Comparison, limits: SynthLimits, hints: _hints.Hints,
+              deadline: float, cancelled: Callable[[], bool]) -> _ambiguity.Comparison:
+    """Leave-one-out: the same search on the examples less one must predict the one left
+    out, for every example, or the examples do not pin the program down (a branch only one
+    example shows, a bit test that matched by chance). A grammar's search is fast enough to
+    check itself this way; the verdict then asks, naming inputs where the winner and what
+    the fewer examples gave part."""
+    examples = request.examples
+    if len(examples) < 2:
+        return verdict
+    sig = request.signature
+    missed: list[Program] = []
+    unfit = False
+    for i in range(len(examples)):
+        fewer = replace(request, examples=examples[:i] + examples[i + 1:])
+        try:
+            fold, _, _ = _grammar_search(fewer, grammar, limits, hints, deadline, cancelled,
+                                         None)
+        except SynthesisError:
+            unfit = True  # nothing fits the others: this example is the only evidence of it
+            continue
+        left = examples[i]
+        assert isinstance(fold, ScalarProgram)  # a grammar's tasks are integer scalars
+        got, trap = run_scalar(fold, [np.asarray([_to(t, left.args[j])], dtype=DTYPES[t])
+                                      for j, t in enumerate(sig.params)])
+        if (trap is not None and trap.any()) or int(got[0]) != _to(sig.result, left.result):
+            missed.append(fold)
+    if not missed and not unfit:
+        return verdict
+    given = [tuple(_plain_args(ex.args)) for ex in examples]
+    inputs = _ambiguity.word_pool(sig, given) + _ambiguity.pool(sig, given,
+                                                                limits.ambiguity_pool)
+    versus = _ambiguity.compare([program, *missed], inputs, sig.result) if missed else None
+    if versus is not None and versus.distinguishing:
+        asked = [{"args": d["args"], "results": d["results"][:1]}
+                 for d in versus.distinguishing]
+        held = _ambiguity.Comparison(versus.checked, [0], asked, unsure=True)
+    else:
+        held = _ambiguity.confirm(program, inputs, sig.result)
+    held.why = "holdout"
+    return held
+
+
+#: With a grammar: the leaves, then the bit-vector bank (``_strategies.before_levels``).
+_GRAMMAR_SCHEDULE = _enum.Schedule(start=(_enum.Step("leaves", lambda se, s: se.leaves()),),
+                                   per_level=(), end=())
+
+
+def _task_grammar(request: SynthesisRequest) -> Grammar | None:
+    """The request's grammar, parsed for its signature (SynthesisError when the task cannot
+    take one)."""
+    if request.grammar is None:
+        return None
+    sig = request.signature
+    if sig.kind != "scalar" or sig.result not in INT_TYPES or sig.result not in sig.params:
+        raise SynthesisError(
+            f"a grammar applies to integer tasks (the result an integer type a parameter "
+            f"has), not {sig}")
+    try:
+        return Grammar.parse(request.grammar, width=BITS[sig.result])
+    except GrammarError as exc:
+        raise SynthesisError(str(exc)) from None
+
+
+def _pick(request: SynthesisRequest, ranked: list[_enum.Candidate], search: _enum.Search,
+          limits: SynthLimits, hints: _hints.Hints, scan: ArrayProgram | None,
+          scans: list[ArrayProgram]) -> tuple[Program, dict[str, Any], _ambiguity.Comparison]:
+    """The best-ranked candidate that reproduces every example, with its ambiguity verdict."""
+    sig = request.signature
     stats = search.stats()
     # The search saw the examples' lanes (for big arrays: a sample); the winner must reproduce
     # every example exactly as the lowered code computes it (f32 rounding, reduction order).
@@ -463,7 +566,8 @@ def _probes(params: tuple[str, ...], n: int) -> list[np.ndarray]:
     return [_probe_values(t, rng, n, 3 * i) for i, t in enumerate(params)]
 
 
-def _scalar_problem(request: SynthesisRequest, hints: _hints.Hints) -> _enum.Problem:
+def _scalar_problem(request: SynthesisRequest, hints: _hints.Hints,
+                    grammar: Grammar | None = None) -> _enum.Problem:
     sig = request.signature
     params = tuple(sig.params)
     rty = sig.result
@@ -480,7 +584,7 @@ def _scalar_problem(request: SynthesisRequest, hints: _hints.Hints) -> _enum.Pro
         ex = np.asarray([_to(t, a[p]) for a in lanes], dtype=DTYPES[t])
         args.append(np.concatenate([ex, probes[p]]))
     target = np.asarray([_to(rty, o) for o in outs], dtype=DTYPES[rty])
-    return _enum.Problem(params, rty, args, len(lanes), target, hints)
+    return _enum.Problem(params, rty, args, len(lanes), target, hints, grammar=grammar)
 
 
 def _to(ty: str, v: Any) -> Any:

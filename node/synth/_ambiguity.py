@@ -306,7 +306,8 @@ class Comparison:
     #: distinguishing inputs carry the winner's results only, for the user to confirm
     unsure: bool = False
     #: why an unsure winner is not trusted: "unusual" (rare ops, search cut short) or
-    #: "split" (a case split the examples are too few to vouch for)
+    #: "split" (a case split the examples are too few to vouch for) or "holdout" (with a
+    #: grammar: the search given all examples but one answers that one differently)
     why: str = "unusual"
 
 

@@ -30,6 +30,9 @@ class SynthesisRequest:
         on_ambiguity: what to do when the examples fit several plausible programs that disagree
             on other inputs: ``ask`` (raise :class:`node._errors.AmbiguousError` with the
             distinguishing inputs) or ``best`` (return the best-ranked one marked ``guess``).
+        grammar: the operations a program may be built from (``node.synth._grammar``
+            tokens, e.g. ``("0", "1", "not", "shl1", "shr1", "and", "if1")``), or None for the
+            synthesizer's own vocabulary. Only integer tasks take one.
     """
 
     name: str
@@ -38,6 +41,7 @@ class SynthesisRequest:
     tier: Tier
     examples: tuple[Example, ...] = ()
     on_ambiguity: str = "ask"
+    grammar: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

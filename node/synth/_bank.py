@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from node.synth._grammar import Grammar
 from node.synth._hints import Hints
 from node.synth._ir import INT_TYPES, Expr
 
@@ -56,6 +57,7 @@ class Problem:
     ``args[p]`` holds parameter p's value on every lane (examples first, then probes); ``target``
     the wanted result on the first ``n_examples`` lanes (map/scalar). For reductions, ``segments``
     splits the example lanes into the examples' arrays and ``reduce_target`` holds their results.
+    ``grammar``: the task's grammar, or None.
     """
 
     params: tuple[str, ...]
@@ -67,6 +69,8 @@ class Problem:
     array: bool = False
     segments: list[tuple[int, int]] = field(default_factory=list)
     reduce_target: np.ndarray | None = None
+    #: the task's grammar (``_grammar``): only programs it admits are offered
+    grammar: Grammar | None = None
 
 
 def close(got: np.ndarray, want: np.ndarray, ty: str) -> np.ndarray:

@@ -65,6 +65,9 @@ ALTERNATIVES = 3
 EVIDENCE_BITS = 3.0
 #: Candidates offered per shape (the best ones by size; the ranking decides among them).
 OFFERS = 12
+BINARY = ("and", "or", "xor", "add", "sub")
+#: predicate forms: (form, extra size over its term)
+FORMS = (("eqz", 1), ("eq1", 2), ("neg", 2))
 
 
 def applies(search: Search) -> bool:
@@ -192,8 +195,23 @@ class BitvecSearch:
         #: a single term fits every example: splits are then no longer tried (as in EUSolver's
         #: unification, a case split is the explanation of last resort)
         self.plain_fit = False
-        self.consts = [(_ir.const(c, self.ty), np.asarray(c, dtype=np.int64).astype(self.st)
-                        .view(self.ut)) for c in CONSTS]
+        #: the task's grammar: the only operations and constants terms are built from
+        self.grammar = p.grammar
+        g = self.grammar
+        self.consts = [] if g is not None else [
+            (_ir.const(c, self.ty), np.asarray(c, dtype=np.int64).astype(self.st).view(self.ut))
+            for c in CONSTS]
+        self.leaf_consts = g.consts if g is not None else LEAF_CONSTS
+        default_unary: list[tuple[str, int | None]] = [("not", None), ("neg", None)]
+        default_unary += [(op, k) for k in SHIFTS if k < self.width for op in ("shl", "shr_u")]
+        default_unary += [("shr_s", 1), ("shr_s", self.width - 1)]
+        self.unary = ([(op, k) for op, k in g.unary if k is None or k < self.width]
+                      if g is not None else default_unary)
+        self.binary = g.binary if g is not None else BINARY
+        self.forms = tuple(f for f in FORMS if g is None or f[0] in g.conditions)
+        if not self.forms:
+            self.splits = False
+
 
     # ------------------------------------------------------------------------------ the bank
     def _room(self, rows: int) -> bool:
@@ -241,22 +259,25 @@ class BitvecSearch:
             self.plain_fit = True
             self._offer(exprs[int(i)])
         part = np.flatnonzero(eq.any(axis=1) & ~full)
-        for i, key in _first_per_pattern(eq[part]):
+        for i, key in _first_per_pattern(eq[part], ALTERNATIVES):
             j = int(part[i])
             new = key not in self.covers.size
             self.covers.add(key, eq[j], size, exprs[j], MAX_TERMS)
             if new and key in self.covers.size:
                 words = v[j, -EXTRA_LANES:]
                 self.selector[key] = 1 < len(np.unique(words)) <= SELECTOR_VALUES
+        if not self.splits:
+            return
         sign = (ex >> self.ut(self.width - 1)).astype(bool)
         one = self.ut(1)
-        for form, truth, extra in (("eqz", ex == 0, 1), ("eq1", ex == one, 2),
-                                   ("neg", sign, 2)):
+        truths = {"eqz": lambda: ex == 0, "eq1": lambda: ex == one, "neg": lambda: sign}
+        for form, extra in self.forms:
+            truth = truths[form]()
             # a pattern and its complement are one split (the branches swap)
             flip = ~truth[:, 0]
             canon = truth ^ flip[:, None]
             useful = np.flatnonzero(~canon.all(axis=1))
-            for i, key in _first_per_pattern(canon[useful]):
+            for i, key in _first_per_pattern(canon[useful], ALTERNATIVES):
                 j = int(useful[i])
                 self.preds.add(key, canon[j], size + extra,
                                _pred(form, exprs[j], bool(flip[j]), self.ty), MAX_PREDS)
@@ -266,10 +287,12 @@ class BitvecSearch:
         self._add(1, np.stack(self.args), exprs.__getitem__)
         # constant leaves (as the ICFP bit-vector language has 0 and 1): a branch that
         # returns a constant is a constant, not a contrived term that is 0 on its examples
-        cs = [_ir.const(c, self.ty) for c in LEAF_CONSTS]
-        rows = np.stack([np.full(self.lanes, c, dtype=np.int64).astype(self.st).view(self.ut)
-                         for c in LEAF_CONSTS])
-        self._add(1, rows, cs.__getitem__)
+        lc = self.leaf_consts
+        if lc:
+            cs = [_ir.const(c, self.ty) for c in lc]
+            rows = np.stack([np.full(self.lanes, c, dtype=np.int64).astype(self.st)
+                             .view(self.ut) for c in lc])
+            self._add(1, rows, cs.__getitem__)
         self._seal(1)
 
     def _seal(self, s: int) -> None:
@@ -287,11 +310,8 @@ class BitvecSearch:
     def _level(self, s: int) -> None:
         prev = self.levels.get(s - 1)
         if prev is not None:
-            ops: list[tuple[str, int | None]] = [("not", None), ("neg", None)]
-            ops += [(op, k) for k in SHIFTS if k < self.width for op in ("shl", "shr_u")]
-            ops += [("shr_s", 1), ("shr_s", self.width - 1)]
             ex = prev.exprs
-            for op, by in ops:
+            for op, by in self.unary:
                 # computed one op and one chunk at a time (a level has 10^5 rows and more)
                 for lo in range(0, len(prev.vals), CHUNK):
                     v = prev.vals[lo:lo + CHUNK]
@@ -308,7 +328,7 @@ class BitvecSearch:
         # term op constant (size s-2 term, the constant counts 1)
         lv = self.levels.get(s - 2)
         if lv is not None:
-            for op in ("and", "or", "xor", "add", "sub"):
+            for op in BINARY:
                 for ce, cv in self.consts:
                     if op in ("and", "or", "xor") and int(cv) in (0,):
                         continue
@@ -328,7 +348,7 @@ class BitvecSearch:
             a, b = self.levels.get(s1), self.levels.get(s2)
             if a is None or b is None:
                 continue
-            for op in ("and", "or", "xor", "add", "sub"):
+            for op in self.binary:
                 if op != "sub" and s1 > s2:
                     continue
                 self._pairs(s, op, a, b, same=(s1 == s2 and op != "sub"))
@@ -426,6 +446,10 @@ class BitvecSearch:
                 # both predicates were chosen: the examples must outweigh the two choices
                 chosen = self.sel_bits[a] + self.sel_bits[b] + self.sel_bits[c]
                 ok = bits[p] + bits[q] + chosen + EVIDENCE_BITS <= self.n
+                # the head's single term must be seen on both sides of the inner test, or
+                # the examples never show whether the inner test matters there too
+                head = prd[p] if side == 0 else ~prd[p]
+                ok = ok and bool((head & prd[q]).any() and (head & ~prd[q]).any())
                 for qe, be, ce in self._variants(pk[q], ck[b], ck[c]):
                     inner = _select(qe, be, ce)
                     for pe, ae, _ in self._variants(pk[p], ck[a], ck[a])[:3]:
@@ -524,15 +548,25 @@ def _evidenced(psz: np.ndarray, tested: np.ndarray) -> np.ndarray:
     return np.log2(np.maximum(rank, 1.0)) + EVIDENCE_BITS <= tested
 
 
-def _first_per_pattern(rows: np.ndarray) -> list[tuple[int, bytes]]:
-    """(index, key) of the first row of each distinct boolean row, in row order."""
+def _first_per_pattern(rows: np.ndarray, k: int = 1) -> list[tuple[int, bytes]]:
+    """(index, key) of the first ``k`` rows of each distinct boolean row, in row order."""
     if len(rows) == 0:
         return []
     packed = np.ascontiguousarray(np.packbits(rows, axis=1))
     flat = packed.view(np.dtype((np.void, packed.shape[1]))).reshape(-1)
-    _, first = np.unique(flat, return_index=True)
-    first.sort()
-    return [(int(i), packed[i].tobytes()) for i in first]
+    _, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
+    if k == 1:
+        picked = np.sort(first)
+    else:
+        # rank of each row within its pattern (rows in order): keep ranks below k
+        inverse = inverse.reshape(-1)
+        order = np.argsort(inverse, kind="stable")
+        grouped = inverse[order]
+        starts = np.searchsorted(grouped, grouped, side="left")
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order)) - starts
+        picked = np.flatnonzero(rank < k)
+    return [(int(i), packed[i].tobytes()) for i in picked]
 
 
 def _bin(op: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -318,7 +318,8 @@ class LlmSynthesizer:
         self.name = f"llm:{self.model}"
 
     def can_handle(self, request: SynthesisRequest) -> bool:
-        return bool(self.config.llm and self.model)
+        # a grammar binds the program's operations, which a model's WAT cannot be held to
+        return bool(self.config.llm and self.model) and request.grammar is None
 
     # -- the loop -----------------------------------------------------------------------------
     def synthesize(

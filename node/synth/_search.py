@@ -126,6 +126,9 @@ class Search:
     def offer(self, e: Expr, extra_pen: float = 0.0, features: set[str] | None = None,
               **extra: Any) -> None:
         """A program that fits every example, into the candidate pool."""
+        grammar = self.p.grammar
+        if grammar is not None and not grammar.admits(e):
+            return
         if not self.best:
             # Once something fits, look for better-ranked programs (and plausible competitors)
             # only a bounded number of programs longer.

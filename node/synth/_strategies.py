@@ -8,7 +8,8 @@ levels found nothing (the same strategies for the other integer tasks). A strate
 once per search. Without a description asking for them the loop shapes never run first: a count
 loop fitted on small inputs cannot be checked on big ones, and an early fit would cut short the
 level search's own loop families (Euclid and co.). Each strategy has its own deterministic
-budget; the search's hard deadline stays the safety net.
+budget; the search's hard deadline stays the safety net. A task with a grammar runs the
+bit-vector bank alone, built from the grammar's operations (the level search is not run).
 """
 
 from __future__ import annotations
@@ -66,12 +67,19 @@ def _run(search: Search, extra: Extra) -> None:
 
 
 def before_levels(search: Search) -> None:
+    if search.p.grammar is not None:
+        # a grammar's programs are the bit-vector bank's: nothing else is searched
+        if BITVEC.when(search):
+            _run(search, BITVEC)
+        return
     for extra, early in BEFORE:
         if extra.when(search) and early(search):
             _run(search, extra)
 
 
 def after_levels(search: Search) -> None:
+    if search.p.grammar is not None:
+        return
     for extra in AFTER:
         if not search.best and extra.when(search):
             _run(search, extra)
