@@ -203,6 +203,8 @@ def cmd_submit(args: argparse.Namespace) -> None:
         body["synthesize"] = False
     if args.on_ambiguity:
         body["on_ambiguity"] = args.on_ambiguity
+    if args.grammar:
+        body["grammar"] = args.grammar.replace(",", " ").split()
     client = Client(args.node)
     ask = input if sys.stdin.isatty() and not args.no_ask else (lambda _prompt: "")
 
@@ -370,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="when the examples fit several functions: ask (default: show "
                     "distinguishing inputs and ask for their results) or best (a guess, never "
                     "stored)")
+    sp.add_argument("--grammar",
+                    help="integer tasks: the operations the program may use, e.g. "
+                    "'0 1 not shl1 shr1 shr4 shr16 and or xor add if1' (docs/api.md)")
     sp.add_argument("--no-ask", action="store_true",
                     help="never prompt: an ambiguous task ends with its distinguishing inputs")
     sp.set_defaults(func=cmd_submit)

@@ -68,3 +68,18 @@ async def test_cli_status_shows_the_gpu_adapter(node: RunningNode) -> None:
     out = (await colony("status", "--gpu", "--node", node.url)).stdout.decode()
     # started: the adapter line (lavapipe on CI: "llvmpipe ... (Vulkan, CPU fallback)")
     assert "cached pipelines" in out and "live buffers" in out, out
+
+
+async def test_cli_submit_with_a_grammar(node: RunningNode) -> None:
+    words = [0x0123456789ABCDEF, 0x7EDCBA9876543210, 0x0F0F0F0F0F0F0F0F, 0x1122334455667788,
+             0x0000FFFF0000FFFF, 0x6A09E667F3BCC908, 0x3C6EF372FE94F82B, 0x510E527FADE682D1]
+    examples = [f"-e {w}={w >> 4}" for w in words]
+    grammar = "0 1 not shl1 shr1 shr4 shr16 and or xor add if1"
+    out = (await colony("submit", "a word shifted right by a nibble", "--sig", "(i64) -> i64",
+                        "--name", "nibble_down", *" ".join(examples).split(), "--grammar",
+                        grammar, "--args", "[4096]", "--node", node.url)).stdout.decode()
+    assert "result: 256" in out and "source: synthesized" in out
+    r = await colony("submit", "x", "--sig", "(i64) -> i64", "-e", "1=2", "--grammar",
+                     "and mul", "--node", node.url, check=False)
+    assert r.returncode == 1 and "error 422" in r.stderr.decode()
+    assert "unknown grammar token 'mul'" in r.stderr.decode()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from colony._sygus import grammar_tokens, parse
-from node import SynthesisError
+from node import AmbiguousError, SynthesisError
 from node.synth import OfflineSynthesizer, SynthesisRequest
 from node.synth._api import Example
 from node.synth._grammar import Grammar, GrammarError
@@ -160,3 +160,30 @@ async def test_bad_grammar_is_a_problem_and_changes_nothing(
             "examples": [{"args": [1], "result": 2}], **body}
     assert_problem(await client.post("/v1/tasks", json=task), status, pattern)
     assert (await client.get("/v1/functions/somebits")).status_code == 404
+
+
+def test_a_branch_only_one_example_shows_is_asked_about_then_settled() -> None:
+    """``odd x -> x >>> 4, else ~x`` from nine even words and one odd one: a split fits, but
+    without the odd example the same search answers ``~x`` for it, so the node asks; three
+    more odd examples settle it."""
+    def f(x: int) -> int:
+        return (x & M64) >> 4 if x & 1 else ~x & M64
+    rng = random.Random(7)
+    evens = [rng.getrandbits(64) & ~1 for _ in range(9)]
+    odds = [rng.getrandbits(64) | 1 for _ in range(4)]
+    sig = Signature.parse("(i64) -> i64")
+
+    def request(xs: list[int]) -> SynthesisRequest:
+        exs = tuple(Example((signed(x),), signed(f(x))) for x in xs)
+        return SynthesisRequest("f", "", sig, "scalar", exs, grammar=tuple(ICFP))
+
+    synth = OfflineSynthesizer()
+    with pytest.raises(AmbiguousError, match="all but one") as asked:
+        synth.synthesize(request(evens + odds[:1]))
+    assert asked.value.distinguishing  # inputs to answer
+    got = synth.synthesize(request(evens + odds))
+    prog = decode_program(got.program)
+    assert isinstance(prog, ScalarProgram)
+    check = _words(f, 300, 8)
+    out, _ = run_scalar(prog, [np.asarray([e.args[0] for e in check], dtype=np.int64)])
+    assert out.tolist() == [e.result for e in check]
