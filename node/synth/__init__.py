@@ -272,18 +272,19 @@ def _synthesize(
     return _pick(request, ranked, search, limits, hints, scan, scans)
 
 
-def _grammar_search(request: SynthesisRequest, grammar: Grammar, limits: SynthLimits,
+def _grammar_search(request: SynthesisRequest, grammar: Grammar | None, limits: SynthLimits,
                     hints: _hints.Hints, deadline: float, cancelled: Callable[[], bool],
                     progress: Progress | None
                     ) -> tuple[Program, dict[str, Any], _ambiguity.Comparison]:
-    """Only the grammar's programs: the bit-vector bank built from its operations."""
+    """The bit-vector bank alone: a grammar's programs (built from its operations), or with
+    None the bank's own vocabulary."""
     prob = _scalar_problem(request, hints, grammar)
     search = _enum.Search(prob, max_size=1, max_bank=limits.max_bank, deadline=deadline,
                           cancelled=cancelled, progress=progress,
                           max_programs=limits.max_programs,
                           after_fit=limits.after_fit_programs,
                           margin=max(0.0, limits.ambiguity_margin))
-    ranked = _enum.run(search, before_levels=(_strategies.before_levels,),
+    ranked = _enum.run(search, before_levels=(_strategies.bitvec_only,),
                        schedule=_GRAMMAR_SCHEDULE)
     return _pick(request, ranked, search, limits, hints, None, [])
 

@@ -77,6 +77,13 @@ def before_levels(search: Search) -> None:
             _run(search, extra)
 
 
+def bitvec_only(search: Search) -> None:
+    """The bit-vector bank alone (a grammar's search, and the hold-out check of a case split
+    the bank found)."""
+    if BITVEC.when(search):
+        _run(search, BITVEC)
+
+
 def after_levels(search: Search) -> None:
     if search.p.grammar is not None:
         return
