@@ -272,12 +272,11 @@ def _synthesize(
     return _pick(request, ranked, search, limits, hints, scan, scans)
 
 
-def _grammar_search(request: SynthesisRequest, grammar: Grammar | None, limits: SynthLimits,
+def _grammar_search(request: SynthesisRequest, grammar: Grammar, limits: SynthLimits,
                     hints: _hints.Hints, deadline: float, cancelled: Callable[[], bool],
                     progress: Progress | None
                     ) -> tuple[Program, dict[str, Any], _ambiguity.Comparison]:
-    """The bit-vector bank alone: a grammar's programs (built from its operations), or with
-    None the bank's own vocabulary."""
+    """Only the grammar's programs: the bit-vector bank built from its operations."""
     prob = _scalar_problem(request, hints, grammar)
     search = _enum.Search(prob, max_size=1, max_bank=limits.max_bank, deadline=deadline,
                           cancelled=cancelled, progress=progress,
@@ -333,7 +332,7 @@ def _hold_out(request: SynthesisRequest, grammar: Grammar, program: Program,
     return held
 
 
-#: With a grammar: the leaves, then the bit-vector bank (``_strategies.before_levels``).
+#: With a grammar: the leaves, then the bit-vector bank (``_strategies.bitvec_only``).
 _GRAMMAR_SCHEDULE = _enum.Schedule(start=(_enum.Step("leaves", lambda se, s: se.leaves()),),
                                    per_level=(), end=())
 

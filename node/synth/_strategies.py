@@ -69,8 +69,7 @@ def _run(search: Search, extra: Extra) -> None:
 def before_levels(search: Search) -> None:
     if search.p.grammar is not None:
         # a grammar's programs are the bit-vector bank's: nothing else is searched
-        if BITVEC.when(search):
-            _run(search, BITVEC)
+        bitvec_only(search)
         return
     for extra, early in BEFORE:
         if extra.when(search) and early(search):
@@ -78,8 +77,7 @@ def before_levels(search: Search) -> None:
 
 
 def bitvec_only(search: Search) -> None:
-    """The bit-vector bank alone (a grammar's search, and the hold-out check of a case split
-    the bank found)."""
+    """The bit-vector bank alone (a grammar's search)."""
     if BITVEC.when(search):
         _run(search, BITVEC)
 
