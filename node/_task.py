@@ -259,13 +259,8 @@ def _request(fields: _Fields, limits: ApiLimits) -> TaskRequest:
 def check_grammar(sig: Signature, tokens: list[str]) -> tuple[str, ...]:
     """A task's grammar, checked against its signature (422 for a token outside the
     vocabulary, or a signature a grammar does not apply to)."""
-    if sig.kind != "scalar" or sig.result not in ("i32", "i64") or \
-            sig.result not in sig.params:
-        raise UnsupportedError(
-            f"'grammar' applies to integer tasks (the result an integer type a parameter "
-            f"has), not {sig}")
     try:
-        return Grammar.parse(tokens, width=32 if sig.result == "i32" else 64).tokens
+        return Grammar.for_signature(tokens, sig).tokens
     except GrammarError as exc:
         raise UnsupportedError(f"grammar: {exc}") from None
 

@@ -53,7 +53,6 @@ from node.synth._ambiguity import distinguishing_inputs
 from node.synth._api import Example, Progress, SynthesisRequest, Synthesized, Synthesizer
 from node.synth._grammar import Grammar, GrammarError
 from node.synth._ir import (
-    BITS,
     DTYPES,
     INT_MAX,
     INT_MIN,
@@ -274,9 +273,10 @@ def _synthesize(
 
 def _grammar_search(request: SynthesisRequest, grammar: Grammar, limits: SynthLimits,
                     hints: _hints.Hints, deadline: float, cancelled: Callable[[], bool],
-                    progress: Progress | None
+                    progress: Progress | None, judge: bool = True
                     ) -> tuple[Program, dict[str, Any], _ambiguity.Comparison]:
-    """Only the grammar's programs: the bit-vector bank built from its operations."""
+    """Only the grammar's programs: the bit-vector bank built from its operations
+    (``judge=False``: the winner only, without comparing it with its rivals)."""
     prob = _scalar_problem(request, hints, grammar)
     search = _enum.Search(prob, max_size=1, max_bank=limits.max_bank, deadline=deadline,
                           cancelled=cancelled, progress=progress,
@@ -285,7 +285,7 @@ def _grammar_search(request: SynthesisRequest, grammar: Grammar, limits: SynthLi
                           margin=max(0.0, limits.ambiguity_margin))
     ranked = _enum.run(search, before_levels=(_strategies.bitvec_only,),
                        schedule=_GRAMMAR_SCHEDULE)
-    return _pick(request, ranked, search, limits, hints, None, [])
+    return _pick(request, ranked, search, limits, hints, None, [], judge=judge)
 
 
 def _hold_out(request: SynthesisRequest, grammar: Grammar, program: Program,
@@ -306,7 +306,7 @@ def _hold_out(request: SynthesisRequest, grammar: Grammar, program: Program,
         fewer = replace(request, examples=examples[:i] + examples[i + 1:])
         try:
             fold, _, _ = _grammar_search(fewer, grammar, limits, hints, deadline, cancelled,
-                                         None)
+                                         None, judge=False)
         except SynthesisError:
             unfit = True  # nothing fits the others: this example is the only evidence of it
             continue
@@ -342,21 +342,18 @@ def _task_grammar(request: SynthesisRequest) -> Grammar | None:
     take one)."""
     if request.grammar is None:
         return None
-    sig = request.signature
-    if sig.kind != "scalar" or sig.result not in INT_TYPES or sig.result not in sig.params:
-        raise SynthesisError(
-            f"a grammar applies to integer tasks (the result an integer type a parameter "
-            f"has), not {sig}")
     try:
-        return Grammar.parse(request.grammar, width=BITS[sig.result])
+        return Grammar.for_signature(request.grammar, request.signature)
     except GrammarError as exc:
         raise SynthesisError(str(exc)) from None
 
 
 def _pick(request: SynthesisRequest, ranked: list[_enum.Candidate], search: _enum.Search,
           limits: SynthLimits, hints: _hints.Hints, scan: ArrayProgram | None,
-          scans: list[ArrayProgram]) -> tuple[Program, dict[str, Any], _ambiguity.Comparison]:
-    """The best-ranked candidate that reproduces every example, with its ambiguity verdict."""
+          scans: list[ArrayProgram], judge: bool = True
+          ) -> tuple[Program, dict[str, Any], _ambiguity.Comparison]:
+    """The best-ranked candidate that reproduces every example, with its ambiguity verdict
+    (an empty one with ``judge=False``)."""
     sig = request.signature
     stats = search.stats()
     # The search saw the examples' lanes (for big arrays: a sample); the winner must reproduce
@@ -366,6 +363,8 @@ def _pick(request: SynthesisRequest, ranked: list[_enum.Candidate], search: _enu
         if _fits_all(program, request):
             stats["cost"] = round(cand.cost, 3)
             stats["size"] = cand.expr.size()
+            if not judge:
+                return program, stats, _ambiguity.Comparison(0, [], [])
             verdict = _check_ambiguity(request, program, cand, ranked[w + 1:], search,
                                        limits.ambiguity_pool, hints.nonneg)
             stats["competitors"] = len(verdict.rivals)

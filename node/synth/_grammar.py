@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass
 
 from node.synth._ir import Expr
+from protocol import Signature
 
 #: Most tokens in a grammar (the vocabulary above is smaller than this).
 MAX_TOKENS = 64
@@ -102,6 +103,18 @@ class Grammar:
                     "shl<k> shr<k> sar<k>, if0 if1 ifneg, or an integer constant")
         return cls(tuple(seen), tuple(dict.fromkeys(consts)), tuple(unary), tuple(binary),
                    tuple(conditions))
+
+    @classmethod
+    def for_signature(cls, tokens: list[str] | tuple[str, ...],
+                      signature: Signature) -> Grammar:
+        """Parse ``tokens`` for a task of ``signature``: a grammar applies to integer tasks
+        (the result an integer type that a parameter has); :class:`GrammarError` otherwise."""
+        if signature.kind != "scalar" or signature.result not in ("i32", "i64") or \
+                signature.result not in signature.params:
+            raise GrammarError(
+                f"a grammar applies to integer tasks (the result an integer type a parameter "
+                f"has, like (i64) -> i64), not {signature}")
+        return cls.parse(tokens, width=32 if signature.result == "i32" else 64)
 
     def admits(self, e: Expr) -> bool:
         """Whether ``e`` is built from the parameters and this grammar's operations only."""

@@ -9,7 +9,7 @@ once per search. Without a description asking for them the loop shapes never run
 loop fitted on small inputs cannot be checked on big ones, and an early fit would cut short the
 level search's own loop families (Euclid and co.). Each strategy has its own deterministic
 budget; the search's hard deadline stays the safety net. A task with a grammar runs the
-bit-vector bank alone, built from the grammar's operations (the level search is not run).
+bit-vector bank alone (``bitvec_only``), built from the grammar's operations.
 """
 
 from __future__ import annotations
@@ -67,10 +67,6 @@ def _run(search: Search, extra: Extra) -> None:
 
 
 def before_levels(search: Search) -> None:
-    if search.p.grammar is not None:
-        # a grammar's programs are the bit-vector bank's: nothing else is searched
-        bitvec_only(search)
-        return
     for extra, early in BEFORE:
         if extra.when(search) and early(search):
             _run(search, extra)
@@ -83,8 +79,6 @@ def bitvec_only(search: Search) -> None:
 
 
 def after_levels(search: Search) -> None:
-    if search.p.grammar is not None:
-        return
     for extra in AFTER:
         if not search.best and extra.when(search):
             _run(search, extra)
