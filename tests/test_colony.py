@@ -97,14 +97,17 @@ async def start_colony(nursery: trio.Nursery, tmp_path: Path, n: int,
     return nodes, key
 
 
-async def wait_for(cond: Any, timeout: float = 10.0, step: float = 0.05) -> float:
-    """Poll an async condition; return the seconds it took (fail after ``timeout``)."""
+async def wait_for(cond: Any, timeout: float = 10.0, step: float = 0.05,
+                   state: Any = None) -> float:
+    """Poll an async condition; return the seconds it took (fail after ``timeout``, with what
+    the async ``state`` callable reports, when given, in the message)."""
     start = time.monotonic()
     while True:
         if await cond():
             return time.monotonic() - start
         if time.monotonic() - start > timeout:
-            raise AssertionError(f"condition not met in {timeout} s")
+            seen = f": {await state()}" if state is not None else ""
+            raise AssertionError(f"condition not met in {timeout} s{seen}")
         await trio.sleep(step)
 
 
@@ -418,7 +421,21 @@ async def test_poisoned_tests_cannot_kill_a_function(nursery: trio.Nursery,
                     return False
             return True
 
-        await wait_for(held_everywhere, 20)
+        async def statuses() -> list[dict[str, Any]]:
+            # per node: each pushed test's status (None: not received), and the sync counters
+            out = []
+            for n in nodes:
+                doc = await describe(n.url, "mul")
+                view = (await c.get(f"{n.url}/v1/colony")).json()
+                out.append({"tests": [(conflict(doc, t.id) or {}).get("status")
+                                      for t in [*poison, sound]],
+                            "sync": view.get("sync"), "peers": [
+                                (p.get("name"), p.get("state"), p.get("last_error"))
+                                for p in view["peers"]]})
+            return out
+
+        # relayed by node 1 under the suite's load: a generous wait, polled
+        await wait_for(held_everywhere, 45, state=statuses)
         for n in nodes:
             doc = await describe(n.url, "mul")
             assert doc is not None
