@@ -88,3 +88,29 @@ def test_chance_split_is_asked_about_with_its_nested_rival() -> None:
         OfflineSynthesizer().synthesize(req, timeout_s=30.0)
     dist = info.value.distinguishing
     assert dist and all(d["args"] and len(d["results"]) >= 1 for d in dist)
+
+
+def test_a_split_whose_test_coincides_with_another_bit_on_the_examples_is_asked_about() -> None:
+    """On these ten words bit 31 is set exactly when bit 0 is clear, so "x is even" and "bit 31
+    is set" split them alike. A split's runners-up must be other tests on the words, not the
+    same bit test reworded (``lt(neg(shl(x, 32)), 0)``): otherwise the bit-31 split is served
+    with no rival and fails half the fresh words."""
+    def f(x: int) -> int:
+        return (x + (x >> 32)) & MASK if x % 2 == 0 else x >> 8
+
+    rng = np.random.default_rng(72)
+    even, odd = [], []
+    for x in (w & MASK for w in _words(rng, 400)):
+        if bool(x >> 31 & 1) == (x % 2 == 0):
+            (even if x % 2 == 0 else odd).append(x)
+    xs = even[:7] + odd[:3]
+    exs = tuple(Example((_signed(x),), _signed(f(x))) for x in xs)
+    req = SynthesisRequest("f", "", SIG, "scalar", exs)
+    try:
+        got = OfflineSynthesizer().synthesize(req, timeout_s=60.0)
+    except AmbiguousError as exc:
+        assert exc.distinguishing  # it asks, with inputs that tell the splits apart
+        return
+    fresh = [w & MASK for w in _words(rng, 300)]
+    assert _run(got.wat, [_signed(x) for x in fresh]) == [_signed(f(x)) for x in fresh], \
+        got.program

@@ -145,15 +145,26 @@ class _Best:
 
     size: dict[bytes, list[tuple[int, Expr]]] = field(default_factory=dict)
     rows: dict[bytes, np.ndarray] = field(default_factory=dict)
+    #: per pattern, the kept programs' values beyond the examples (``wide``, when given):
+    #: a runner-up must differ there, or it is the same program reworded
+    wide: dict[bytes, set[bytes]] = field(default_factory=dict)
 
-    def add(self, key: bytes, row: np.ndarray, size: int, e: Expr, cap: int) -> None:
+    def add(self, key: bytes, row: np.ndarray, size: int, e: Expr, cap: int,
+            wide: bytes | None = None) -> None:
         got = self.size.get(key)
         if got is None:
             if len(self.size) >= cap:
                 return
             self.size[key] = [(size, e)]
             self.rows[key] = row
+            if wide is not None:
+                self.wide[key] = {wide}
         elif len(got) < ALTERNATIVES:
+            if wide is not None:
+                seen = self.wide.setdefault(key, set())
+                if wide in seen:
+                    return
+                seen.add(wide)
             got.append((size, e))
 
 
@@ -268,19 +279,27 @@ class BitvecSearch:
                 self.selector[key] = 1 < len(np.unique(words)) <= SELECTOR_VALUES
         if not self.splits:
             return
-        sign = (ex >> self.ut(self.width - 1)).astype(bool)
+        sign = (v >> self.ut(self.width - 1)).astype(bool)
         one = self.ut(1)
-        truths = {"eqz": lambda: ex == 0, "eq1": lambda: ex == one, "neg": lambda: sign}
+        truths = {"eqz": lambda: v == 0, "eq1": lambda: v == one, "neg": lambda: sign}
         for form, extra in self.forms:
-            truth = truths[form]()
+            truth = truths[form]()  # on every lane: the examples, then the probe words
             # a pattern and its complement are one split (the branches swap)
             flip = ~truth[:, 0]
             canon = truth ^ flip[:, None]
-            useful = np.flatnonzero(~canon.all(axis=1))
-            for i, key in _first_per_pattern(canon[useful], ALTERNATIVES):
-                j = int(useful[i])
-                self.preds.add(key, canon[j], size + extra,
-                               _pred(form, exprs[j], bool(flip[j]), self.ty), MAX_PREDS)
+            useful = np.flatnonzero(~canon[:, :n].all(axis=1))
+            # one program per distinct test on all lanes (``lt(shl(x, 32), 0)`` and
+            # ``lt(neg(shl(x, 32)), 0)`` test the same bit), then up to ALTERNATIVES per
+            # pattern on the examples: runners-up that test something else on the words
+            distinct = [int(useful[i]) for i, _ in _first_per_pattern(canon[useful])]
+            if not distinct:
+                continue
+            rows = np.asarray(distinct)
+            for i, key in _first_per_pattern(canon[rows, :n], ALTERNATIVES):
+                j = int(rows[i])
+                self.preds.add(key, canon[j, :n], size + extra,
+                               _pred(form, exprs[j], bool(flip[j]), self.ty), MAX_PREDS,
+                               wide=np.packbits(canon[j]).tobytes())
 
     def leaves(self) -> None:
         exprs = [_ir.arg(i, self.ty) for i in self.params]
