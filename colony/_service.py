@@ -272,6 +272,7 @@ class ColonyService:
                 self.state.apply([Span(self.node_id, before + 1, head, fresh)])
             finally:
                 self._applying_local = False
+            self.state.saved(fresh)  # read from the library: stored already
             return list(fresh)
 
     # ------------------------------------------------------------------ receiving
@@ -298,6 +299,9 @@ class ColonyService:
                 # entries are pulled again.
                 log.warning("storing %d received entries failed: %s", len(adopted), exc.detail)
                 return None
+            # stored: the state may read their bodies from the library from now on (until
+            # then it kept them, so a peer pulling them meanwhile got them, not a hole)
+            self.state.saved(adopted)
             self.stats["entries_received"] += len(adopted)
             unknown = {e.record.origin_node for e in adopted if isinstance(e.record, WireVariant)
                        and e.record.origin_node and e.record.origin_node not in self.keys}

@@ -145,7 +145,8 @@ class SyncState:
 
     ``load``: the bodies live elsewhere (a node's library on disk). The state then keeps only
     each live entry's (origin, seq, kind, key) and reads bodies through ``load`` when a peer
-    pulls them; without it (the simulator, tests), bodies stay in memory.
+    pulls them; an adopted entry's body stays in memory until the caller says it is stored
+    (``saved``). Without ``load`` (the simulator, tests), bodies stay in memory.
     """
 
     def __init__(self, node_id: str, *, accept: Accept | None = None,
@@ -184,6 +185,19 @@ class SyncState:
 
     def _keep(self, e: Entry) -> _Slot:
         return _Slot(e.seq, e.record.KIND, e.record.key, None if self.load else e)
+
+    def saved(self, entries: Iterable[Entry]) -> None:
+        """The caller has stored ``entries`` where ``load`` reads them: their bodies leave
+        memory. Until then an adopted entry's body stays in its slot, so a peer that pulls it
+        in between gets it (read from disk too early it would look gone, a hole, and the
+        peer's head would pass over it for good)."""
+        if self.load is None:
+            return
+        for e in entries:
+            o = self._origins.get(e.origin)
+            slot = o.by_seq.get(e.seq) if o is not None else None
+            if slot is not None:
+                slot.entry = None
 
     def entries(self, origin: str | None = None) -> Iterator[Entry]:
         """Every live entry (of one origin, or of all), in (origin, seq) order (bodies read
@@ -412,7 +426,8 @@ class SyncState:
                 # (a node with its bodies on disk merges the same way as it stores).
                 e = Entry(e.origin, e.seq, old.record.merge(e.record))
             ok = True if self.accept is None else bool(self.accept(e))
-            o.put(self._keep(e))
+            # the body stays in memory until the caller has stored it (``saved``)
+            o.put(_Slot(e.seq, e.record.KIND, e.record.key, e))
             if ok:
                 c.accepted += 1
             else:

@@ -276,6 +276,31 @@ def test_restore_continues_numbering() -> None:
     assert e is not None and e.seq == a.head(A) + 1
 
 
+def test_an_adopted_entry_is_relayed_before_it_is_stored() -> None:
+    """A node keeping bodies on disk (``load``) adopts entries before it has stored them. A peer
+    pulling in between must get them, not a hole: a span that covers their seqs without them
+    moves that peer's head past them for good (they were lost on two of three nodes)."""
+    disk: dict[tuple[str, int], Entry] = {}
+
+    def load(origin: str, seqs: list[int]) -> list[Entry]:
+        return [disk[(origin, q)] for q in seqs if (origin, q) in disk]
+
+    source = populated(A, 2)
+    relay = SyncState(B, load=load)
+    exchange(relay, source)  # adopted; not stored yet
+    late = SyncState(C)
+    exchange(late, relay)
+    assert late.heads() == source.heads()
+    assert list(late.entries()) == list(source.entries())  # every body, none skipped
+    # once stored, the bodies leave memory and are read from disk when pulled
+    for e in source.entries():
+        disk[(e.origin, e.seq)] = e
+    relay.saved(list(source.entries()))
+    again = SyncState(C)
+    exchange(again, relay)
+    assert list(again.entries()) == list(source.entries())
+
+
 # -- over the in-memory network (trio MockClock) ---------------------------------------------
 
 
