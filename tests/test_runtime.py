@@ -537,6 +537,44 @@ async def test_tiny_acalls_need_no_worker_thread(rt: Runtime) -> None:
     assert add.inline_ok
 
 
+async def test_tiny_acalls_start_no_watchdog_thread(rt: Runtime) -> None:
+    # The fuel cap bounds them; a node serving only cached tasks keeps no thread that wakes
+    # every tick and takes the GIL from the event loop.
+    add = scalar(rt, ADD_I32, "add", "(i32, i32) -> i32")
+    assert await rt.acall(add, (1, 2)) == 3  # its first instance is made under the watchdog
+    with trio.fail_after(10):
+        while rt.watchdog_running():  # which goes once nothing is in flight
+            await trio.sleep(0.05)
+    assert [await rt.acall(add, (i, 2)) for i in range(50)] == list(range(2, 52))
+    assert add.inline_ok
+    assert not rt.watchdog_running()
+    assert rt.in_flight() == 0
+
+
+async def test_an_inline_call_is_not_stopped_by_another_calls_deadline() -> None:
+    # A threaded call past its deadline makes the watchdog advance the engine's epoch, which
+    # every store sees; the inline call's own deadline is fresh, so it runs on.
+    rt = Runtime(SandboxLimits(fuel=10**15, timeout_s=0.3))
+    spin = scalar(rt, LOOP, "spin", "(i32) -> i32")
+    add = scalar(rt, ADD_I32, "add", "(i32, i32) -> i32")
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            async def spinning() -> None:
+                with pytest.raises(BudgetExceeded):
+                    await rt.acall(spin, (0,))
+
+            nursery.start_soon(spinning)
+            while rt.in_flight() == 0:
+                await trio.sleep(0.001)
+            results = []
+            while rt.in_flight():  # until the watchdog has stopped the spinning call
+                results.append(await rt.acall(add, (len(results), 1)))
+                await trio.sleep(0)
+    assert results == [i + 1 for i in range(len(results))] and len(results) > 10
+    assert add.inline_ok
+    rt.close()
+
+
 async def test_calls_needing_more_than_the_inline_fuel_go_to_a_thread(rt: Runtime) -> None:
     from node._runtime import INLINE_FUEL
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from node._app import _jsonable, reply
+from node._app import _jsonable, decode_json, reply
 from node._metrics import LATENCY_BUCKETS, NodeMetrics
 
 BODIES: list[Any] = [
@@ -50,6 +50,44 @@ async def test_json_reply_has_the_standard_encoders_values(body: Any) -> None:
 async def test_non_finite_results_stay_spelled_as_strings() -> None:
     resp = reply({"result": [float("nan"), float("inf"), 1.0]}, msgpack_reply=False)
     assert json.loads(await resp.get_data()) == {"result": ["nan", "inf", 1.0]}
+
+
+#: Request bodies where orjson and the standard library part ways, and ordinary ones.
+JSON_TEXTS: list[bytes] = [
+    b'{"description":"adds two integers","name":"add","signature":"(i32, i32) -> i32",'
+    b'"args":[10,20]}',
+    b'{"a":1,"a":2}', b' {"x": [1.5e3, -0.0, 5e-324, 1E2, 0.1]} ', b'[1,2,3]\n',
+    b'{"s":"\\u0000\\u00e9\\u2603 x\xc3\xa9"}',
+    b'123456789012345678901234567890', b'-9223372036854775809', b'18446744073709551615',
+    b'9223372036854775807', b'1234567890123456789.5', b'1e400', b'-1e400', b'NaN',
+    b'{"r":Infinity}', b'"\\ud800"', b'\xef\xbb\xbf{}', b'[' * 2000 + b']' * 2000,
+]
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values of the same types (floats to the bit: -0.0 is not 0.0)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        return (math.isnan(a) and math.isnan(b)) or (a == b and math.copysign(1, a) ==
+                                                     math.copysign(1, b))
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+@pytest.mark.parametrize("text", JSON_TEXTS, ids=range(len(JSON_TEXTS)))
+def test_request_json_is_read_as_the_standard_library_reads_it(text: bytes) -> None:
+    try:
+        expected: Any = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        with pytest.raises(type(exc)) as info:
+            decode_json(text)
+        assert str(info.value) == str(exc)  # the same problem detail
+        return
+    assert _same(decode_json(text), expected)
 
 
 def _exposition(text: str) -> list[str]:
