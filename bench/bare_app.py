@@ -26,7 +26,11 @@ app = QuartTrio("bare")
 REPLY = {"result": 30, "function": {"name": "add", "fingerprint": "sha256:" + "0" * 64,
                                     "tier": "scalar", "signature": "(i32, i32) -> i32",
                                     "verified": True},
-         "source": "cache", "llm_calls": 0, "node": "0" * 32, "elapsed_ms": 0.1}
+         "source": "cache", "llm_calls": 0, "node": "0" * 32, "elapsed_ms": 0.1,
+         # the node's reply says how much to trust it (node/_serving.py: Serving.evidence)
+         "evidence": {"tests_passed": 2, "tests_total": 2, "from_caller": 0,
+                      "verified_by": ["0" * 32], "disambiguated": False,
+                      "distinguishing_inputs": 0, "basis": "fits-examples", "search": None}}
 
 
 @app.post("/v1/tasks")
